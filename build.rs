@@ -1,0 +1,16 @@
+//! Turns the nginx build facts exported by `nginx-sys` into `cfg`s, as nginx-acme does,
+//! so code can depend on the nginx version or features it is compiled against.
+fn main() {
+    println!("cargo::rustc-check-cfg=cfg(ngx_feature, values(any()))");
+    println!("cargo::rustc-check-cfg=cfg(ngx_os, values(any()))");
+    if let Ok(features) = std::env::var("DEP_NGINX_FEATURES") {
+        for f in features.split(',').filter(|f| !f.is_empty()) {
+            println!("cargo::rustc-cfg=ngx_feature=\"{f}\"");
+        }
+    }
+    if let Ok(os) = std::env::var("DEP_NGINX_OS") {
+        println!("cargo::rustc-cfg=ngx_os=\"{os}\"");
+    }
+    println!("cargo::rerun-if-env-changed=DEP_NGINX_FEATURES");
+    println!("cargo::rerun-if-env-changed=DEP_NGINX_OS");
+}

@@ -1,0 +1,693 @@
+//! The cause taxonomy: what made nginx answer 502/504 for an upstream try.
+//!
+//! Pure code (no FFI): the peer wrappers gather [`Facts`] from nginx's structures, and
+//! [`classify`] turns them into a [`Cause`] and a [`Phase`]. Covered by `cargo test`.
+
+use core::fmt;
+
+/// Why an upstream try failed. The names are a contract (variables, JSON, metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Cause {
+    ConnectRefused,
+    ConnectTimeout,
+    SendTimeout,
+    ReadTimeout,
+    PrematureClose,
+    ConnectionReset,
+    InvalidHeader,
+    HeaderTooBig,
+    NoLiveUpstreams,
+    PermissionDenied,
+    SocketNotFound,
+    HostNotFound,
+    HostUnreachable,
+    AddressUnavailable,
+    TlsHandshakeFailed,
+    WorkerConnections,
+    /// The backend itself answered 502: passed through, not a failure of nginx.
+    Upstream502,
+    Other,
+}
+
+impl Cause {
+    /// Every cause, in the order used by counters and renderers.
+    pub const ALL: [Cause; 18] = [
+        Cause::ConnectRefused,
+        Cause::ConnectTimeout,
+        Cause::SendTimeout,
+        Cause::ReadTimeout,
+        Cause::PrematureClose,
+        Cause::ConnectionReset,
+        Cause::InvalidHeader,
+        Cause::HeaderTooBig,
+        Cause::NoLiveUpstreams,
+        Cause::PermissionDenied,
+        Cause::SocketNotFound,
+        Cause::HostNotFound,
+        Cause::HostUnreachable,
+        Cause::AddressUnavailable,
+        Cause::TlsHandshakeFailed,
+        Cause::WorkerConnections,
+        Cause::Upstream502,
+        Cause::Other,
+    ];
+
+    /// Number of causes (size of per-cause counter arrays).
+    pub const COUNT: usize = Self::ALL.len();
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::ConnectRefused => "connect_refused",
+            Cause::ConnectTimeout => "connect_timeout",
+            Cause::SendTimeout => "send_timeout",
+            Cause::ReadTimeout => "read_timeout",
+            Cause::PrematureClose => "premature_close",
+            Cause::ConnectionReset => "connection_reset",
+            Cause::InvalidHeader => "invalid_header",
+            Cause::HeaderTooBig => "header_too_big",
+            Cause::NoLiveUpstreams => "no_live_upstreams",
+            Cause::PermissionDenied => "permission_denied",
+            Cause::SocketNotFound => "socket_not_found",
+            Cause::HostNotFound => "host_not_found",
+            Cause::HostUnreachable => "host_unreachable",
+            Cause::AddressUnavailable => "address_unavailable",
+            Cause::TlsHandshakeFailed => "tls_handshake_failed",
+            Cause::WorkerConnections => "worker_connections",
+            Cause::Upstream502 => "upstream_502",
+            Cause::Other => "other",
+        }
+    }
+
+    /// Index into per-cause counter arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn from_index(i: usize) -> Option<Cause> {
+        Self::ALL.get(i).copied()
+    }
+
+    /// Whether this cause is a failure of the nginx → upstream exchange (everything but the
+    /// backend's own 502).
+    pub fn is_failure(self) -> bool {
+        self != Cause::Upstream502
+    }
+
+    /// The status nginx itself answers for a try that failed this way.
+    pub fn status(self) -> u16 {
+        match self {
+            Cause::ConnectTimeout | Cause::SendTimeout | Cause::ReadTimeout => 504,
+            Cause::WorkerConnections => 500,
+            _ => 502,
+        }
+    }
+
+    /// One line of remediation, from the troubleshooting guides (shared/seeds/).
+    pub fn hint(self) -> &'static str {
+        match self {
+            Cause::ConnectRefused => {
+                "nothing listens at that address: is the backend running, and does proxy_pass match its listen port?"
+            }
+            Cause::ConnectTimeout => {
+                "the backend did not accept the connection in time: check its listen backlog, firewall rules and load"
+            }
+            Cause::SendTimeout => {
+                "the backend stopped reading the request: check that it is not stuck, or raise proxy_send_timeout"
+            }
+            Cause::ReadTimeout => {
+                "the backend accepted the request but did not answer in time: look for slow queries, or raise proxy_read_timeout"
+            }
+            Cause::PrematureClose => {
+                "the backend closed the connection before answering: check its logs for crashes, OOM kills or worker restarts"
+            }
+            Cause::ConnectionReset => {
+                "the backend reset the connection: check its logs for crashes, and that keepalive timeouts match on both sides"
+            }
+            Cause::InvalidHeader => {
+                "the backend answered something that is not valid HTTP: check that proxy_pass speaks the backend's protocol (http, fastcgi, uwsgi)"
+            }
+            Cause::HeaderTooBig => {
+                "the response headers exceed the buffer: raise proxy_buffer_size / fastcgi_buffer_size, or trim the cookies and headers"
+            }
+            Cause::NoLiveUpstreams => {
+                "every server of the upstream is marked failed (max_fails/fail_timeout): fix the backends, nginx retries after fail_timeout"
+            }
+            Cause::PermissionDenied => {
+                "nginx's worker user cannot connect: check the unix socket's owner and mode (listen.owner/listen.mode) or SELinux"
+            }
+            Cause::SocketNotFound => {
+                "the unix socket does not exist: is the backend (e.g. php-fpm) running, and does the path match its listen setting?"
+            }
+            Cause::HostNotFound => {
+                "the upstream host name did not resolve: check the name and the resolver directive"
+            }
+            Cause::HostUnreachable => {
+                "no route to the backend host: check the address, the network and firewall rules"
+            }
+            Cause::AddressUnavailable => {
+                "no local address/port available to connect: too many TIME-WAIT sockets, enable upstream keepalive"
+            }
+            Cause::TlsHandshakeFailed => {
+                "the TLS handshake with the backend failed: does the backend speak TLS on that port, and do proxy_ssl_* settings match?"
+            }
+            Cause::WorkerConnections => {
+                "nginx ran out of connections: raise worker_connections (and the open files limit)"
+            }
+            Cause::Upstream502 => {
+                "the backend itself answered 502: look at the backend's own logs and its upstreams"
+            }
+            Cause::Other => "see error.log for this request",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Cause> {
+        Self::ALL.iter().copied().find(|c| c.as_str() == s)
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where in the upstream exchange a try failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    Resolve,
+    Select,
+    Connect,
+    Send,
+    ReadHeader,
+    ReadBody,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 6] = [
+        Phase::Resolve,
+        Phase::Select,
+        Phase::Connect,
+        Phase::Send,
+        Phase::ReadHeader,
+        Phase::ReadBody,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Resolve => "resolve",
+            Phase::Select => "select",
+            Phase::Connect => "connect",
+            Phase::Send => "send",
+            Phase::ReadHeader => "read_header",
+            Phase::ReadBody => "read_body",
+        }
+    }
+
+    pub fn from_index(i: usize) -> Option<Phase> {
+        Self::ALL.get(i).copied()
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What kind of event the FFI layer observed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Event {
+    /// `peer.free(.., NGX_PEER_FAILED)`: nginx gave up on this peer for this try.
+    #[default]
+    PeerFailed,
+    /// `peer.get()` returned `NGX_BUSY`: no peer left to try.
+    NoLivePeers,
+    /// The request was finalized with an error before a connection could be made and the
+    /// worker had no free connection left.
+    OutOfConnections,
+    /// The upstream name did not resolve (`resolver` path; no peer was ever selected).
+    ResolveFailed,
+    /// The request ended with an error after the response header was sent (body cut).
+    BodyFailed,
+}
+
+/// Raw observations about one failed try, gathered by the FFI layer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub event: Event,
+    /// The upstream connection existed (an asynchronous connect was started).
+    pub connected: bool,
+    pub request_sent: bool,
+    pub write_timedout: bool,
+    pub read_timedout: bool,
+    pub read_eof: bool,
+    pub read_pending_eof: bool,
+    pub read_error: bool,
+    /// TLS was in use on the connection and the handshake did not complete.
+    pub tls_incomplete: bool,
+    /// The response header buffer was full (`u->buffer.last == u->buffer.end`).
+    pub header_buffer_full: bool,
+    /// Bytes of response received into the header buffer.
+    pub bytes_received: usize,
+    /// The upstream's own status code, if a status line was parsed (0 otherwise).
+    pub upstream_status: u16,
+    /// The response header was already passed on to the client.
+    pub header_sent: bool,
+    /// errno of the failure as nginx logged it, or as left by a synchronous call.
+    pub errno: Option<i32>,
+}
+
+/// errno values the taxonomy knows (Linux numbering).
+pub mod errno {
+    pub const ENOENT: i32 = 2;
+    pub const EACCES: i32 = 13;
+    pub const EPIPE: i32 = 32;
+    pub const EADDRNOTAVAIL: i32 = 99;
+    pub const ENETUNREACH: i32 = 101;
+    pub const ECONNRESET: i32 = 104;
+    pub const ETIMEDOUT: i32 = 110;
+    pub const ECONNREFUSED: i32 = 111;
+    pub const EHOSTUNREACH: i32 = 113;
+}
+
+/// The outcome of classifying one try.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub cause: Cause,
+    pub phase: Phase,
+    /// errno to report (nginx's own: 110 for timeouts, as its error.log line says).
+    pub errno: Option<i32>,
+}
+
+/// A cause decided by errno alone, when the errno is specific enough.
+fn cause_from_errno(errno: i32) -> Option<Cause> {
+    Some(match errno {
+        errno::ECONNREFUSED => Cause::ConnectRefused,
+        errno::EACCES => Cause::PermissionDenied,
+        errno::ENOENT => Cause::SocketNotFound,
+        errno::EHOSTUNREACH | errno::ENETUNREACH => Cause::HostUnreachable,
+        errno::EADDRNOTAVAIL => Cause::AddressUnavailable,
+        errno::ECONNRESET => Cause::ConnectionReset,
+        _ => return None,
+    })
+}
+
+/// Turn the facts of one failed try into a cause and a phase.
+pub fn classify(f: &Facts) -> Verdict {
+    let v = |cause, phase, errno| Verdict {
+        cause,
+        phase,
+        errno,
+    };
+    let after_connect = if f.header_sent {
+        Phase::ReadBody
+    } else {
+        Phase::ReadHeader
+    };
+
+    match f.event {
+        Event::NoLivePeers => return v(Cause::NoLiveUpstreams, Phase::Select, None),
+        Event::OutOfConnections => return v(Cause::WorkerConnections, Phase::Connect, f.errno),
+        Event::ResolveFailed => return v(Cause::HostNotFound, Phase::Resolve, None),
+        Event::PeerFailed | Event::BodyFailed => {}
+    }
+
+    // No connection object: the connect() call itself failed synchronously (unix sockets,
+    // local errors). errno is reliable here.
+    if !f.connected && f.event == Event::PeerFailed {
+        let cause = f.errno.and_then(cause_from_errno).unwrap_or(Cause::Other);
+        return v(cause, Phase::Connect, f.errno);
+    }
+
+    if f.upstream_status == 502 && !f.read_timedout && !f.read_error && !f.header_buffer_full {
+        return v(Cause::Upstream502, after_connect, None);
+    }
+
+    let timed_out = Some(errno::ETIMEDOUT);
+    if f.write_timedout {
+        return if f.request_sent {
+            v(Cause::SendTimeout, Phase::Send, timed_out)
+        } else {
+            v(Cause::ConnectTimeout, Phase::Connect, timed_out)
+        };
+    }
+    if f.tls_incomplete {
+        if f.read_timedout {
+            return v(Cause::ConnectTimeout, Phase::Connect, timed_out);
+        }
+        // A refused connect is caught before TLS starts, but keep errno-specific causes.
+        return match f.errno.and_then(cause_from_errno) {
+            Some(c @ (Cause::ConnectRefused | Cause::HostUnreachable)) => {
+                v(c, Phase::Connect, f.errno)
+            }
+            _ => v(Cause::TlsHandshakeFailed, Phase::Connect, f.errno),
+        };
+    }
+    if f.read_timedout {
+        return v(Cause::ReadTimeout, after_connect, timed_out);
+    }
+
+    // The connection never got established (asynchronous connect failed).
+    if !f.request_sent {
+        let cause = match f.errno.and_then(cause_from_errno) {
+            Some(c) => c,
+            None if f.read_eof || f.read_pending_eof || f.read_error || f.errno.is_none() => {
+                Cause::ConnectRefused
+            }
+            None => Cause::Other,
+        };
+        return v(cause, Phase::Connect, f.errno);
+    }
+
+    if f.errno == Some(errno::ECONNRESET) || (f.read_error && f.errno.is_none()) {
+        return v(Cause::ConnectionReset, after_connect, f.errno);
+    }
+    if f.errno == Some(errno::EPIPE) {
+        return v(Cause::PrematureClose, Phase::Send, f.errno);
+    }
+    if f.header_buffer_full && !f.header_sent {
+        return v(Cause::HeaderTooBig, Phase::ReadHeader, None);
+    }
+    if f.read_eof || f.read_pending_eof {
+        return v(Cause::PrematureClose, after_connect, None);
+    }
+    if let Some(c) = f.errno.and_then(cause_from_errno) {
+        return v(c, after_connect, f.errno);
+    }
+    if f.bytes_received > 0 && !f.header_sent {
+        return v(Cause::InvalidHeader, Phase::ReadHeader, None);
+    }
+    v(Cause::Other, after_connect, f.errno)
+}
+
+/// What an error.log line tells about the failure in progress.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogLine {
+    /// The errno nginx printed as "(NNN: text)".
+    pub errno: Option<i32>,
+    /// "worker_connections are not enough".
+    pub out_of_connections: bool,
+}
+
+/// Parse one error.log line as nginx writes it:
+/// `2026/04/24 09:22:18 [error] 12487#0: *9234 connect() failed (111: Connection refused) while ...`.
+/// The errno is the first "(digits: " after the level tag; the request line, which may hold
+/// anything, comes later (", client: ..., request: ...") and is never searched.
+pub fn parse_log_line(line: &[u8]) -> LogLine {
+    let mut out = LogLine::default();
+    // Only the message part: up to ", client: " (or the whole line if absent).
+    let msg_end = find(line, b", client: ").unwrap_or(line.len());
+    let msg = &line[..msg_end];
+    out.out_of_connections = find(msg, b"worker_connections are not enough").is_some();
+
+    let mut i = 0;
+    while let Some(off) = find(&msg[i..], b"(") {
+        let start = i + off + 1;
+        let digits = msg[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if digits > 0 && digits <= 5 && msg[start + digits..].starts_with(b": ") {
+            let n = core::str::from_utf8(&msg[start..start + digits])
+                .ok()
+                .and_then(|s| s.parse::<i32>().ok());
+            // "could not be resolved (3: Host not found)" carries a resolver code, not errno.
+            if find(msg, b"could not be resolved").is_none() {
+                out.errno = n;
+            }
+            break;
+        }
+        i = start;
+    }
+    out
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed() -> Facts {
+        Facts {
+            connected: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn names_are_the_contract() {
+        let names: Vec<_> = Cause::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "connect_refused",
+                "connect_timeout",
+                "send_timeout",
+                "read_timeout",
+                "premature_close",
+                "connection_reset",
+                "invalid_header",
+                "header_too_big",
+                "no_live_upstreams",
+                "permission_denied",
+                "socket_not_found",
+                "host_not_found",
+                "host_unreachable",
+                "address_unavailable",
+                "tls_handshake_failed",
+                "worker_connections",
+                "upstream_502",
+                "other"
+            ]
+        );
+        for (i, c) in Cause::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i);
+            assert_eq!(Cause::from_index(i), Some(*c));
+            assert_eq!(Cause::parse(c.as_str()), Some(*c));
+            assert!(!c.hint().is_empty());
+        }
+        let phases: Vec<_> = Phase::ALL.iter().map(|p| p.as_str()).collect();
+        assert_eq!(
+            phases,
+            ["resolve", "select", "connect", "send", "read_header", "read_body"]
+        );
+    }
+
+    #[test]
+    fn refused_async_connect() {
+        let f = Facts {
+            read_pending_eof: true,
+            errno: Some(111),
+            ..failed()
+        };
+        assert_eq!(
+            classify(&f),
+            Verdict {
+                cause: Cause::ConnectRefused,
+                phase: Phase::Connect,
+                errno: Some(111)
+            }
+        );
+        // Without the log tap the flags still say refused.
+        let f = Facts {
+            read_pending_eof: true,
+            ..failed()
+        };
+        assert_eq!(classify(&f).cause, Cause::ConnectRefused);
+    }
+
+    #[test]
+    fn unreachable_async_connect() {
+        let f = Facts {
+            read_pending_eof: true,
+            errno: Some(113),
+            ..failed()
+        };
+        assert_eq!(classify(&f).cause, Cause::HostUnreachable);
+    }
+
+    #[test]
+    fn sync_connect_errors() {
+        for (e, c) in [
+            (13, Cause::PermissionDenied),
+            (2, Cause::SocketNotFound),
+            (111, Cause::ConnectRefused),
+            (99, Cause::AddressUnavailable),
+            (101, Cause::HostUnreachable),
+            (24, Cause::Other),
+        ] {
+            let f = Facts {
+                connected: false,
+                errno: Some(e),
+                ..Default::default()
+            };
+            let v = classify(&f);
+            assert_eq!((v.cause, v.phase, v.errno), (c, Phase::Connect, Some(e)));
+        }
+    }
+
+    #[test]
+    fn timeouts() {
+        let f = Facts {
+            write_timedout: true,
+            ..failed()
+        };
+        assert_eq!(
+            classify(&f),
+            Verdict {
+                cause: Cause::ConnectTimeout,
+                phase: Phase::Connect,
+                errno: Some(110)
+            }
+        );
+        let f = Facts {
+            write_timedout: true,
+            request_sent: true,
+            ..failed()
+        };
+        assert_eq!(classify(&f).cause, Cause::SendTimeout);
+        assert_eq!(classify(&f).phase, Phase::Send);
+        let f = Facts {
+            read_timedout: true,
+            request_sent: true,
+            ..failed()
+        };
+        assert_eq!(
+            classify(&f),
+            Verdict {
+                cause: Cause::ReadTimeout,
+                phase: Phase::ReadHeader,
+                errno: Some(110)
+            }
+        );
+        assert_eq!(Cause::ReadTimeout.status(), 504);
+        assert_eq!(Cause::ConnectRefused.status(), 502);
+    }
+
+    #[test]
+    fn read_side_failures() {
+        let sent = Facts {
+            request_sent: true,
+            ..failed()
+        };
+        let f = Facts {
+            read_eof: true,
+            ..sent
+        };
+        assert_eq!(classify(&f).cause, Cause::PrematureClose);
+        assert_eq!(classify(&f).phase, Phase::ReadHeader);
+        let f = Facts {
+            read_error: true,
+            errno: Some(104),
+            ..sent
+        };
+        assert_eq!(
+            classify(&f),
+            Verdict {
+                cause: Cause::ConnectionReset,
+                phase: Phase::ReadHeader,
+                errno: Some(104)
+            }
+        );
+        let f = Facts {
+            header_buffer_full: true,
+            bytes_received: 4096,
+            ..sent
+        };
+        assert_eq!(classify(&f).cause, Cause::HeaderTooBig);
+        let f = Facts {
+            bytes_received: 40,
+            upstream_status: 200,
+            ..sent
+        };
+        assert_eq!(classify(&f).cause, Cause::InvalidHeader);
+        let f = Facts {
+            bytes_received: 40,
+            upstream_status: 502,
+            ..sent
+        };
+        assert_eq!(classify(&f).cause, Cause::Upstream502);
+        assert!(!Cause::Upstream502.is_failure());
+        assert_eq!(classify(&sent).cause, Cause::Other);
+    }
+
+    #[test]
+    fn tls() {
+        let f = Facts {
+            tls_incomplete: true,
+            read_eof: true,
+            ..failed()
+        };
+        assert_eq!(classify(&f).cause, Cause::TlsHandshakeFailed);
+        assert_eq!(classify(&f).phase, Phase::Connect);
+    }
+
+    #[test]
+    fn body_cut_after_header() {
+        let f = Facts {
+            event: Event::BodyFailed,
+            connected: true,
+            request_sent: true,
+            header_sent: true,
+            read_eof: true,
+            upstream_status: 200,
+            bytes_received: 100,
+            ..Default::default()
+        };
+        let v = classify(&f);
+        assert_eq!((v.cause, v.phase), (Cause::PrematureClose, Phase::ReadBody));
+    }
+
+    #[test]
+    fn events_without_connection() {
+        let f = Facts {
+            event: Event::NoLivePeers,
+            ..Default::default()
+        };
+        assert_eq!(
+            (classify(&f).cause, classify(&f).phase),
+            (Cause::NoLiveUpstreams, Phase::Select)
+        );
+        let f = Facts {
+            event: Event::ResolveFailed,
+            ..Default::default()
+        };
+        assert_eq!(
+            (classify(&f).cause, classify(&f).phase),
+            (Cause::HostNotFound, Phase::Resolve)
+        );
+        let f = Facts {
+            event: Event::OutOfConnections,
+            ..Default::default()
+        };
+        assert_eq!(classify(&f).cause, Cause::WorkerConnections);
+        assert_eq!(Cause::WorkerConnections.status(), 500);
+    }
+
+    #[test]
+    fn log_lines() {
+        let l = parse_log_line(b"2026/04/24 09:22:18 [error] 12487#0: *9234 connect() failed (111: Connection refused) while connecting to upstream, client: 198.51.100.23, server: x, request: \"POST /a(12: b) HTTP/1.1\"");
+        assert_eq!(l.errno, Some(111));
+        let l = parse_log_line(b"2026/04/24 [crit] 1#0: *1 connect() to unix:/run/php.sock failed (13: Permission denied) while connecting to upstream");
+        assert_eq!(l.errno, Some(13));
+        let l = parse_log_line(b"2026/04/24 [error] 1#0: *1 recv() failed (104: Connection reset by peer) while reading response header from upstream, client: 127.0.0.1");
+        assert_eq!(l.errno, Some(104));
+        let l = parse_log_line(b"2026/04/24 [error] 1#0: *1 upstream prematurely closed connection while reading response header from upstream, client: 127.0.0.1, request: \"GET /(7: x)\"");
+        assert_eq!(l.errno, None);
+        let l = parse_log_line(b"2026/04/24 [error] 1#0: *1 nx.test could not be resolved (3: Host not found), client: 127.0.0.1");
+        assert_eq!(l.errno, None);
+        let l = parse_log_line(
+            b"2026/04/24 [alert] 1#0: *1 8 worker_connections are not enough while connecting to upstream, client: 127.0.0.1",
+        );
+        assert!(l.out_of_connections);
+        assert_eq!(l.errno, None);
+        assert_eq!(parse_log_line(b""), LogLine::default());
+        assert_eq!(parse_log_line(b"(((((((").errno, None);
+        assert_eq!(parse_log_line(b"x (123456: y)").errno, None);
+    }
+}

@@ -1,0 +1,169 @@
+//! Configuration: the directive table, the main and location conf structures.
+
+use core::ffi::{c_char, c_void};
+use core::mem::offset_of;
+use core::ptr;
+
+use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::ffi::*;
+use ngx::http::{HttpModuleLocationConf, Merge, MergeConfigError, NgxHttpCoreModule};
+use ngx::{ngx_conf_log_error, ngx_string};
+
+use crate::upstreams::Wrapped;
+
+/// Default size of the shared zone when `triage_zone` is absent. Fixed (not derived from the
+/// configuration) so that the zone, and the counters in it, survive reloads.
+pub const DEFAULT_ZONE_SIZE: usize = 4 * 1024 * 1024;
+pub const DEFAULT_RECENT: usize = 64;
+const MIN_ZONE_SIZE: usize = 64 * 1024;
+
+/// http{}-level configuration.
+pub struct MainConf {
+    /// `triage_zone` size; 0 until set.
+    pub zone_size: usize,
+    /// `triage_zone ... recent=N`: size of the recent failures ring.
+    pub recent: usize,
+    pub zone: *mut ngx_shm_zone_t,
+    /// Upstreams whose `peer.init` we wrapped, sorted by the address of their srv conf.
+    pub wrapped: Vec<Wrapped>,
+}
+
+impl Default for MainConf {
+    fn default() -> Self {
+        MainConf {
+            zone_size: 0,
+            recent: DEFAULT_RECENT,
+            zone: ptr::null_mut(),
+            wrapped: Vec::new(),
+        }
+    }
+}
+
+/// Location-level configuration.
+#[derive(Debug)]
+pub struct LocConf {
+    /// `triage on | off`.
+    pub enable: ngx_flag_t,
+    /// This location answers `triage_status`.
+    pub status: bool,
+}
+
+impl Default for LocConf {
+    fn default() -> Self {
+        LocConf {
+            enable: NGX_CONF_UNSET as ngx_flag_t,
+            status: false,
+        }
+    }
+}
+
+impl Merge for LocConf {
+    fn merge(&mut self, prev: &LocConf) -> Result<(), MergeConfigError> {
+        if self.enable == NGX_CONF_UNSET as ngx_flag_t {
+            self.enable = if prev.enable == NGX_CONF_UNSET as ngx_flag_t {
+                1
+            } else {
+                prev.enable
+            };
+        }
+        Ok(())
+    }
+}
+
+const HTTP_ANY: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
+
+/// Every directive of the module, in one table.
+pub static mut COMMANDS: [ngx_command_t; 4] = [
+    ngx_command_t {
+        name: ngx_string!("triage"),
+        type_: (HTTP_ANY | NGX_CONF_FLAG) as ngx_uint_t,
+        set: Some(ngx_conf_set_flag_slot),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: offset_of!(LocConf, enable),
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("triage_zone"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE12) as ngx_uint_t,
+        set: Some(set_zone),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("triage_status"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+        set: Some(set_status),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t::empty(),
+];
+
+/// The directive's arguments (after its name).
+unsafe fn args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
+    // SAFETY: cf->args is an ngx_array_t of ngx_str_t filled by the parser.
+    let a = &*(*cf).args;
+    core::slice::from_raw_parts((a.elts as *const ngx_str_t).add(1), a.nelts - 1)
+}
+
+/// `triage_zone SIZE [recent=N];`
+extern "C" fn set_zone(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: nginx calls this with our main conf and a valid cf during parsing.
+    let mcf = unsafe { &mut *(conf as *mut MainConf) };
+    if mcf.zone_size != 0 {
+        return c"is duplicate".as_ptr() as *mut c_char;
+    }
+    // SAFETY: as above.
+    let a = unsafe { args(cf) };
+    let mut size_arg = a[0];
+    // SAFETY: ngx_parse_size reads the string only.
+    let size = unsafe { ngx_parse_size(&mut size_arg) };
+    if size == NGX_ERROR as isize || (size as usize) < MIN_ZONE_SIZE {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "invalid zone size \"{}\" (at least {}k)",
+            a[0],
+            MIN_ZONE_SIZE / 1024
+        );
+        return NGX_CONF_ERROR;
+    }
+    for opt in &a[1..] {
+        let recent = opt
+            .as_bytes()
+            .strip_prefix(b"recent=")
+            .and_then(|v| core::str::from_utf8(v).ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| (1..=100_000).contains(n));
+        match recent {
+            Some(n) => mcf.recent = n,
+            None => {
+                ngx_conf_log_error!(
+                    NGX_LOG_EMERG,
+                    cf,
+                    "invalid parameter \"{}\" (expected recent=1..100000)",
+                    opt
+                );
+                return NGX_CONF_ERROR;
+            }
+        }
+    }
+    mcf.zone_size = size as usize;
+    NGX_CONF_OK
+}
+
+/// `triage_status;`
+extern "C" fn set_status(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: nginx calls this with our location conf and a valid cf.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    if lcf.status {
+        return c"is duplicate".as_ptr() as *mut c_char;
+    }
+    lcf.status = true;
+    // SAFETY: the core location conf exists in any location context.
+    let clcf = unsafe { NgxHttpCoreModule::location_conf_mut(&*cf) }.expect("core loc conf");
+    clcf.handler = Some(crate::status::handler);
+    NGX_CONF_OK
+}

@@ -1,0 +1,122 @@
+//! nginx-triage: classify, count and explain every nginx-generated 502/504.
+//!
+//! This file holds the module table and the configuration-time hooks only; each concern has
+//! its own file:
+//! - pure core (no FFI, `cargo test`): [`cause`] (taxonomy, classification, hints),
+//!   [`snapshot`] (what the status shows), [`render`] (JSON and time formatting);
+//! - FFI glue: `conf` (directives), `peer` (peer.init/get/free and finalize wrappers),
+//!   `logtap` (errno from the error log), `ctx` (per-request record), `state` (shared memory),
+//!   `variables` (`$triage_*`), `status` (the `triage_status` handler), `upstreams` (walking
+//!   nginx's upstream configuration).
+//!
+//! The FFI glue is left out of unit-test builds: `cargo test` cannot link nginx symbols.
+
+pub mod cause;
+pub mod render;
+pub mod snapshot;
+
+#[cfg(not(test))]
+mod conf;
+#[cfg(not(test))]
+mod ctx;
+#[cfg(not(test))]
+mod logtap;
+#[cfg(not(test))]
+mod peer;
+#[cfg(not(test))]
+mod state;
+#[cfg(not(test))]
+mod status;
+#[cfg(not(test))]
+mod upstreams;
+#[cfg(not(test))]
+mod variables;
+
+#[cfg(not(test))]
+pub use module::ngx_http_triage_module;
+
+#[cfg(not(test))]
+mod module {
+    use core::ffi::c_void;
+    use core::ptr::{addr_of, addr_of_mut};
+
+    use ngx::core::Status;
+    use ngx::ffi::*;
+    use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+    use ngx::http::HttpModuleConfExt;
+
+    use crate::conf::{self, LocConf, MainConf};
+    use crate::{peer, state, variables};
+
+    pub struct Module;
+
+    impl HttpModule for Module {
+        fn module() -> &'static ngx_module_t {
+            // SAFETY: the module table is a static that nginx only mutates while loading the
+            // configuration, on the single master thread.
+            unsafe { &*addr_of!(ngx_http_triage_module) }
+        }
+
+        unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+            variables::register(cf).into()
+        }
+
+        unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+            // SAFETY: nginx passes a valid configuration context; our main conf exists.
+            let mcf = &mut *Module::main_conf_mut(&*cf).expect("main conf");
+            if state::add_zone(cf, mcf) != Status::NGX_OK {
+                return Status::NGX_ERROR.into();
+            }
+            if peer::wrap_upstreams(cf, mcf) != Status::NGX_OK {
+                return Status::NGX_ERROR.into();
+            }
+            // SAFETY: the http core main conf exists for any http{} block.
+            let cmcf = NgxHttpCoreModule::main_conf_mut(&*cf).expect("http core main conf");
+            let h = ngx_array_push(&mut cmcf.phases[ngx_http_phases_NGX_HTTP_LOG_PHASE as usize].handlers)
+                as *mut ngx_http_handler_pt;
+            if h.is_null() {
+                return Status::NGX_ERROR.into();
+            }
+            *h = Some(peer::log_phase_handler);
+            Status::NGX_OK.into()
+        }
+    }
+
+    unsafe impl HttpModuleMainConf for Module {
+        type MainConf = MainConf;
+    }
+
+    unsafe impl HttpModuleLocationConf for Module {
+        type LocationConf = LocConf;
+    }
+
+    impl Module {
+        pub unsafe fn main_conf_mut(cf: &ngx_conf_t) -> Option<*mut MainConf> {
+            cf.http_main_conf_unchecked::<MainConf>(Self::module()).map(|p| p.as_ptr())
+        }
+    }
+
+    static NGX_HTTP_TRIAGE_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
+        preconfiguration: Some(Module::preconfiguration),
+        postconfiguration: Some(Module::postconfiguration),
+        create_main_conf: Some(Module::create_main_conf),
+        init_main_conf: Some(Module::init_main_conf),
+        create_srv_conf: None,
+        merge_srv_conf: None,
+        create_loc_conf: Some(Module::create_loc_conf),
+        merge_loc_conf: Some(Module::merge_loc_conf),
+    };
+
+    #[no_mangle]
+    #[used]
+    pub static mut ngx_http_triage_module: ngx_module_t = ngx_module_t {
+        ctx: addr_of!(NGX_HTTP_TRIAGE_MODULE_CTX) as *mut c_void,
+        commands: addr_of_mut!(conf::COMMANDS) as *mut ngx_command_t,
+        type_: NGX_HTTP_MODULE as ngx_uint_t,
+        init_module: Some(state::init_module),
+        ..ngx_module_t::default()
+    };
+
+    #[cfg(feature = "export-modules")]
+    ngx::ngx_modules!(ngx_http_triage_module);
+}

@@ -1,0 +1,212 @@
+//! Pure renderers: snapshot → bytes. No FFI; JSON through serde_json.
+
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+
+use crate::snapshot::{Failures, LastFailure, PeerSnap, Snapshot, UpstreamSnap};
+
+/// RFC 3339 UTC time with milliseconds, from milliseconds since the Unix epoch.
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+struct ByCause<'a>(&'a Failures);
+
+impl Serialize for ByCause<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        for (c, n) in self.0.nonzero() {
+            m.serialize_entry(c.as_str(), &n)?;
+        }
+        m.end()
+    }
+}
+
+#[derive(Serialize)]
+struct FailuresJson<'a> {
+    total: u64,
+    by_cause: ByCause<'a>,
+}
+
+impl<'a> From<&'a Failures> for FailuresJson<'a> {
+    fn from(f: &'a Failures) -> Self {
+        FailuresJson {
+            total: f.total(),
+            by_cause: ByCause(f),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct LastFailureJson {
+    cause: &'static str,
+    errno: Option<i32>,
+    phase: &'static str,
+    time: String,
+    status: u16,
+}
+
+impl From<&LastFailure> for LastFailureJson {
+    fn from(l: &LastFailure) -> Self {
+        LastFailureJson {
+            cause: l.cause.as_str(),
+            errno: l.errno,
+            phase: l.phase.as_str(),
+            time: rfc3339(l.time_ms),
+            status: l.status,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct PeerJson<'a> {
+    name: &'a str,
+    failures: FailuresJson<'a>,
+    last_failure: Option<LastFailureJson>,
+}
+
+impl<'a> From<&'a PeerSnap> for PeerJson<'a> {
+    fn from(p: &'a PeerSnap) -> Self {
+        PeerJson {
+            name: &p.name,
+            failures: (&p.failures).into(),
+            last_failure: p.last_failure.as_ref().map(Into::into),
+        }
+    }
+}
+
+struct UpstreamJson<'a>(&'a UpstreamSnap, Failures);
+
+impl Serialize for UpstreamJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let u = self.0;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("dynamic", &u.dynamic)?;
+        let peers: Vec<PeerJson> = u.peers.iter().map(Into::into).collect();
+        m.serialize_entry("peers", &peers)?;
+        m.serialize_entry("failures", &FailuresJson::from(&self.1))?;
+        m.end()
+    }
+}
+
+struct Upstreams<'a>(&'a [UpstreamSnap]);
+
+impl Serialize for Upstreams<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for u in self.0 {
+            m.serialize_entry(&u.name, &UpstreamJson(u, u.failures()))?;
+        }
+        m.end()
+    }
+}
+
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    version: &'a str,
+    nginx_version: &'a str,
+    upstreams: Upstreams<'a>,
+}
+
+/// The status document (JSON).
+pub fn json(s: &Snapshot) -> String {
+    let doc = StatusJson {
+        version: s.version,
+        nginx_version: &s.nginx_version,
+        upstreams: Upstreams(&s.upstreams),
+    };
+    // Serializing plain data into a String cannot fail.
+    serde_json::to_string(&doc).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cause::{Cause, Phase};
+
+    #[test]
+    fn times() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(1_795_000_000_123), "2026-11-18T09:46:40.123Z");
+        assert_eq!(rfc3339(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
+    }
+
+    fn snap() -> Snapshot {
+        let mut f = Failures::default();
+        f.by_cause[Cause::ConnectRefused.index()] = 3;
+        f.by_cause[Cause::Upstream502.index()] = 2;
+        let mut own = Failures::default();
+        own.by_cause[Cause::NoLiveUpstreams.index()] = 1;
+        Snapshot {
+            version: "0.1.0",
+            nginx_version: "1.28.3".into(),
+            upstreams: vec![UpstreamSnap {
+                name: "back\"end</script>".into(),
+                dynamic: false,
+                own,
+                peers: vec![PeerSnap {
+                    name: "127.0.0.1:8081".into(),
+                    failures: f,
+                    last_failure: Some(LastFailure {
+                        cause: Cause::ConnectRefused,
+                        phase: Phase::Connect,
+                        errno: Some(111),
+                        time_ms: 0,
+                        status: 502,
+                    }),
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn status_json() {
+        let v: serde_json::Value = serde_json::from_str(&json(&snap())).unwrap();
+        let u = &v["upstreams"]["back\"end</script>"];
+        let p = &u["peers"][0];
+        assert_eq!(v["nginx_version"], "1.28.3");
+        assert_eq!(p["name"], "127.0.0.1:8081");
+        // The backend's own 502s are counted apart from nginx's failures.
+        assert_eq!(p["failures"]["total"], 3);
+        assert_eq!(p["failures"]["by_cause"]["connect_refused"], 3);
+        assert_eq!(p["failures"]["by_cause"]["upstream_502"], 2);
+        assert!(p["failures"]["by_cause"].get("read_timeout").is_none());
+        assert_eq!(p["last_failure"]["errno"], 111);
+        assert_eq!(p["last_failure"]["phase"], "connect");
+        assert_eq!(p["last_failure"]["time"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(u["failures"]["total"], 4);
+        assert_eq!(u["failures"]["by_cause"]["no_live_upstreams"], 1);
+    }
+
+    #[test]
+    fn no_failure_is_null() {
+        let mut s = snap();
+        s.upstreams[0].peers[0].last_failure = None;
+        let v: serde_json::Value = serde_json::from_str(&json(&s)).unwrap();
+        assert!(v["upstreams"]["back\"end</script>"]["peers"][0]["last_failure"].is_null());
+    }
+}
