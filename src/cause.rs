@@ -322,7 +322,8 @@ pub fn classify(f: &Facts) -> Verdict {
     }
 
     if f.upstream_status == 502 && !f.read_timedout && !f.read_error && !f.header_buffer_full {
-        return v(Cause::Upstream502, after_connect, None);
+        // The 502 arrived in the response header.
+        return v(Cause::Upstream502, Phase::ReadHeader, None);
     }
 
     let timed_out = Some(errno::ETIMEDOUT);
@@ -474,7 +475,14 @@ mod tests {
         let phases: Vec<_> = Phase::ALL.iter().map(|p| p.as_str()).collect();
         assert_eq!(
             phases,
-            ["resolve", "select", "connect", "send", "read_header", "read_body"]
+            [
+                "resolve",
+                "select",
+                "connect",
+                "send",
+                "read_header",
+                "read_body"
+            ]
         );
     }
 

@@ -109,7 +109,11 @@ unsafe fn args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
 }
 
 /// `triage_zone SIZE [recent=N];`
-extern "C" fn set_zone(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+extern "C" fn set_zone(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
     // SAFETY: nginx calls this with our main conf and a valid cf during parsing.
     let mcf = unsafe { &mut *(conf as *mut MainConf) };
     if mcf.zone_size != 0 {
@@ -155,7 +159,11 @@ extern "C" fn set_zone(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut
 }
 
 /// `triage_status;`
-extern "C" fn set_status(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+extern "C" fn set_status(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
     // SAFETY: nginx calls this with our location conf and a valid cf.
     let lcf = unsafe { &mut *(conf as *mut LocConf) };
     if lcf.status {

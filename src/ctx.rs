@@ -62,7 +62,9 @@ impl Ctx {
     }
 
     pub fn last(&self) -> Option<&Try> {
-        self.ntries.checked_sub(1).and_then(|i| self.tries[i].as_ref())
+        self.ntries
+            .checked_sub(1)
+            .and_then(|i| self.tries[i].as_ref())
     }
 
     /// The try that decided the response, if a failure did.

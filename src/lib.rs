@@ -42,8 +42,8 @@ mod module {
 
     use ngx::core::Status;
     use ngx::ffi::*;
-    use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
     use ngx::http::HttpModuleConfExt;
+    use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 
     use crate::conf::{self, LocConf, MainConf};
     use crate::{peer, state, variables};
@@ -72,12 +72,19 @@ mod module {
             }
             // SAFETY: the http core main conf exists for any http{} block.
             let cmcf = NgxHttpCoreModule::main_conf_mut(&*cf).expect("http core main conf");
-            let h = ngx_array_push(&mut cmcf.phases[ngx_http_phases_NGX_HTTP_LOG_PHASE as usize].handlers)
-                as *mut ngx_http_handler_pt;
-            if h.is_null() {
+            let handlers = &mut cmcf.phases[ngx_http_phases_NGX_HTTP_LOG_PHASE as usize].handlers;
+            if ngx_array_push(handlers).is_null() {
                 return Status::NGX_ERROR.into();
             }
-            *h = Some(peer::log_phase_handler);
+            // ngx_http_log_request() runs log-phase handlers in order: ours goes first, so
+            // that the access log sees what it records.
+            // SAFETY: the array holds nelts handler pointers after the push.
+            let hs = core::slice::from_raw_parts_mut(
+                handlers.elts as *mut ngx_http_handler_pt,
+                handlers.nelts,
+            );
+            hs.rotate_right(1);
+            hs[0] = Some(peer::log_phase_handler);
             Status::NGX_OK.into()
         }
     }
@@ -92,7 +99,8 @@ mod module {
 
     impl Module {
         pub unsafe fn main_conf_mut(cf: &ngx_conf_t) -> Option<*mut MainConf> {
-            cf.http_main_conf_unchecked::<MainConf>(Self::module()).map(|p| p.as_ptr())
+            cf.http_main_conf_unchecked::<MainConf>(Self::module())
+                .map(|p| p.as_ptr())
         }
     }
 

@@ -65,9 +65,12 @@ pub unsafe fn remove(ctx: *mut Ctx, always: bool) {
     if log.is_null() && !always {
         return;
     }
-    if !log.is_null() && (*log)
+    if !log.is_null()
+        && (*log)
             .writer
-            .is_some_and(|w| ptr::fn_addr_eq(w, writer as Writer)) && (*log).wdata == ctx as *mut c_void {
+            .is_some_and(|w| ptr::fn_addr_eq(w, writer as Writer))
+        && (*log).wdata == ctx as *mut c_void
+    {
         (*log).writer = c.tap.writer;
         (*log).wdata = c.tap.wdata;
     }

@@ -25,7 +25,12 @@ pub unsafe fn wrap_upstreams(cf: *mut ngx_conf_t, mcf: &mut MainConf) -> Status 
         return Status::NGX_OK;
     };
     for &uscf in upstreams::all(umcf) {
-        if (*uscf).peer.init.is_none() || (*uscf).peer.init.is_some_and(|f| ptr::fn_addr_eq(f, init_peer as InitPeer)) {
+        if (*uscf).peer.init.is_none()
+            || (*uscf)
+                .peer
+                .init
+                .is_some_and(|f| ptr::fn_addr_eq(f, init_peer as InitPeer))
+        {
             continue;
         }
         mcf.wrapped.push(Wrapped {
@@ -51,14 +56,18 @@ unsafe fn enabled(r: *mut ngx_http_request_t) -> bool {
     (*p).enable != 0
 }
 
-type InitPeer = unsafe extern "C" fn(*mut ngx_http_request_t, *mut ngx_http_upstream_srv_conf_t) -> ngx_int_t;
+type InitPeer =
+    unsafe extern "C" fn(*mut ngx_http_request_t, *mut ngx_http_upstream_srv_conf_t) -> ngx_int_t;
 
 unsafe extern "C" fn init_peer(
     r: *mut ngx_http_request_t,
     us: *mut ngx_http_upstream_srv_conf_t,
 ) -> ngx_int_t {
     let mcf = main_conf(r);
-    let Ok(i) = mcf.wrapped.binary_search_by_key(&(us as usize), |w| w.uscf as usize) else {
+    let Ok(i) = mcf
+        .wrapped
+        .binary_search_by_key(&(us as usize), |w| w.uscf as usize)
+    else {
         return NGX_ERROR as ngx_int_t;
     };
     let w = &mcf.wrapped[i];
@@ -124,7 +133,11 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
     rc
 }
 
-unsafe extern "C" fn free_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void, state: ngx_uint_t) {
+unsafe extern "C" fn free_peer(
+    pc: *mut ngx_peer_connection_t,
+    data: *mut c_void,
+    state: ngx_uint_t,
+) {
     let (ctx, s) = saved(data);
     if state & NGX_PEER_FAILED as ngx_uint_t != 0 && !ctx.attempt_failed {
         let facts = gather(ctx.r, pc, Event::PeerFailed, ctx.log.errno);
@@ -249,14 +262,27 @@ unsafe extern "C" fn finalize(r: *mut ngx_http_request_t, rc: ngx_int_t) {
             };
             record(ctx, &facts, peer);
             ctx.attempt_failed = true;
-        } else if (*u).header_sent() != 0 && (error || rc == NGX_ERROR as ngx_int_t) && !(*pc).connection.is_null() {
+        } else if (*u).header_sent() != 0
+            && (error || rc == NGX_ERROR as ngx_int_t)
+            && !(*pc).connection.is_null()
+        {
             // The body was cut after the header went out: no error page, but a failure.
             let facts = gather(r, pc, Event::BodyFailed, ctx.log.errno);
             record(ctx, &facts, peer);
             ctx.attempt_failed = true;
         } else if (*u).headers_in.status_n == 502 {
             let facts = gather(r, pc, Event::PeerFailed, None);
-            record(ctx, &Facts { upstream_status: 502, read_timedout: false, read_error: false, header_buffer_full: false, ..facts }, peer);
+            record(
+                ctx,
+                &Facts {
+                    upstream_status: 502,
+                    read_timedout: false,
+                    read_error: false,
+                    header_buffer_full: false,
+                    ..facts
+                },
+                peer,
+            );
             ctx.attempt_failed = true;
         }
     }
@@ -277,11 +303,17 @@ pub unsafe extern "C" fn log_phase_handler(r: *mut ngx_http_request_t) -> ngx_in
         return NGX_OK as ngx_int_t;
     }
     let status = (*r).headers_out.status;
-    if status != NGX_HTTP_BAD_GATEWAY as ngx_uint_t && (*r).err_status != NGX_HTTP_BAD_GATEWAY as ngx_uint_t {
+    if status != NGX_HTTP_BAD_GATEWAY as ngx_uint_t
+        && (*r).err_status != NGX_HTTP_BAD_GATEWAY as ngx_uint_t
+    {
         return NGX_OK as ngx_int_t;
     }
     let res = (*u).resolved;
-    if res.is_null() || !(*res).sockaddr.is_null() || (*res).naddrs != 0 || !(*u).peer.sockaddr.is_null() {
+    if res.is_null()
+        || !(*res).sockaddr.is_null()
+        || (*res).naddrs != 0
+        || !(*u).peer.sockaddr.is_null()
+    {
         return NGX_OK as ngx_int_t;
     }
     if let Some(c) = ctx::get(r) {

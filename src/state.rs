@@ -147,7 +147,8 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
     // One index entry per 256 bytes of zone, a power of two; filled to 3/4 at most.
     let cap = (size / 256).next_power_of_two().max(64);
     let sh = ngx_slab_calloc(pool, mem::size_of::<Shared>()) as *mut Shared;
-    let index = ngx_slab_calloc(pool, cap * mem::size_of::<AtomicPtr<Slot>>()) as *mut AtomicPtr<Slot>;
+    let index =
+        ngx_slab_calloc(pool, cap * mem::size_of::<AtomicPtr<Slot>>()) as *mut AtomicPtr<Slot>;
     if sh.is_null() || index.is_null() {
         return NGX_ERROR as ngx_int_t;
     }
@@ -173,7 +174,9 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
 fn shared() -> Option<&'static Shared> {
     let p = SHARED.load(Ordering::Acquire);
     // SAFETY: set once the zone is mapped; shared memory stays mapped for the process' life.
-    (!p.is_null()).then(|| unsafe { &*p }).filter(|s| s.magic == MAGIC)
+    (!p.is_null())
+        .then(|| unsafe { &*p })
+        .filter(|s| s.magic == MAGIC)
 }
 
 impl Shared {
@@ -217,7 +220,13 @@ impl Shared {
         }
     }
 
-    unsafe fn insert_locked(&self, h: u64, upstream: &[u8], peer: &[u8], dynamic: bool) -> Option<&Slot> {
+    unsafe fn insert_locked(
+        &self,
+        h: u64,
+        upstream: &[u8],
+        peer: &[u8],
+        dynamic: bool,
+    ) -> Option<&Slot> {
         let at = match self.find(h, upstream, peer) {
             Ok(s) => return Some(s),
             Err(at) => at,

@@ -101,7 +101,12 @@ unsafe fn add_header(r: *mut ngx_http_request_t, key: &'static [u8], value: &'st
 ///
 /// # Safety
 /// `r` must be a live request in its content phase.
-pub unsafe fn send(r: *mut ngx_http_request_t, status: usize, content_type: &'static [u8], body: &[u8]) -> ngx_int_t {
+pub unsafe fn send(
+    r: *mut ngx_http_request_t,
+    status: usize,
+    content_type: &'static [u8],
+    body: &[u8],
+) -> ngx_int_t {
     let rc = ngx_http_discard_request_body(r);
     if rc != NGX_OK as ngx_int_t {
         return rc;
@@ -149,6 +154,10 @@ pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     }
     let snap = snapshot(r, state::get());
     let body = render::json(&snap);
-    send(r, NGX_HTTP_OK as usize, b"application/json", body.as_bytes())
+    send(
+        r,
+        NGX_HTTP_OK as usize,
+        b"application/json",
+        body.as_bytes(),
+    )
 }
-

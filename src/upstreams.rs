@@ -18,7 +18,9 @@ pub struct Wrapped {
 ///
 /// # Safety
 /// `umcf` must be the upstream module's main conf of a parsed configuration.
-pub unsafe fn all<'a>(umcf: *const ngx_http_upstream_main_conf_t) -> &'a [*mut ngx_http_upstream_srv_conf_t] {
+pub unsafe fn all<'a>(
+    umcf: *const ngx_http_upstream_main_conf_t,
+) -> &'a [*mut ngx_http_upstream_srv_conf_t] {
     if umcf.is_null() || (*umcf).upstreams.nelts == 0 {
         return &[];
     }

@@ -93,7 +93,11 @@ fn value(ctx: &Ctx, which: Var, t: &Try) -> Option<String> {
     })
 }
 
-unsafe extern "C" fn get(r: *mut ngx_http_request_t, v: *mut ngx_variable_value_t, data: usize) -> ngx_int_t {
+unsafe extern "C" fn get(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    data: usize,
+) -> ngx_int_t {
     let which = match data {
         0 => Var::Cause,
         1 => Var::Causes,
@@ -117,4 +121,3 @@ unsafe extern "C" fn get(r: *mut ngx_http_request_t, v: *mut ngx_variable_value_
     }
     NGX_OK as ngx_int_t
 }
-

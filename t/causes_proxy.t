@@ -1,0 +1,257 @@
+#!/usr/bin/perl
+# Every proxy_pass failure class, produced for real, classified by the module:
+# response status, $triage_* variables in the access log, and the error.log
+# line that proves the fault happened.   Run alone: prove -v t/causes_proxy.t
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use Test::More;
+use Triage::Harness qw(log_format_directive);
+use Triage::Backend;
+
+my @F = qw(request_uri status triage_cause triage_causes triage_errno triage_phase
+           triage_peer upstream_addr upstream_status triage_hint);
+my $LOG_FORMAT = log_format_directive('triage', @F);
+
+my $t = Triage::Harness->new;
+my %b = map { $_ => $t->backend($_) }
+    qw(ok silent close reset invalid_header big_header bad_gateway plain blackhole dns_nxdomain);
+my $sockdir = $t->subdir('sock');
+my $perm_sock    = "$sockdir/denied.sock";
+my $missing_sock = "$sockdir/missing.sock";
+$b{denied} = $t->backend('ok', unix => $perm_sock, mode => 0000);
+my $closed  = Triage::Backend::closed_port();
+my $closed2 = Triage::Backend::closed_port();
+
+$t->start(<<'CONF', LOG_FORMAT => $LOG_FORMAT,
+%%LOAD_MODULE%%
+worker_processes 1;
+events { worker_connections 128; }
+http {
+    %%LOG_FORMAT%%
+    access_log logs/access.log triage;
+    proxy_connect_timeout 1s;
+    proxy_read_timeout 1s;
+    proxy_send_timeout 1s;
+    proxy_next_upstream off;
+
+    upstream next_try {
+        server 127.0.0.1:%%CLOSED%%;
+        server %%SILENT%%;
+    }
+    upstream dead {
+        server 127.0.0.1:%%CLOSED%% max_fails=1 fail_timeout=30s;
+        server 127.0.0.1:%%CLOSED2%% max_fails=1 fail_timeout=30s;
+    }
+
+    server {
+        listen 127.0.0.1:%%PORT_main%%;
+        location /ok       { proxy_pass http://%%OK%%; }
+        location /refused  { proxy_pass http://127.0.0.1:%%CLOSED%%; }
+        location /ctimeout { proxy_pass http://%%BLACKHOLE%%; }
+        location /silent   { proxy_pass http://%%SILENT%%; }
+        location /close    { proxy_pass http://%%CLOSE%%; }
+        location /reset    { proxy_pass http://%%RESET%%; }
+        location /invalid  { proxy_pass http://%%INVALID%%; }
+        location /big      { proxy_pass http://%%BIG%%; }
+        location /own502   { proxy_pass http://%%OWN502%%; }
+        location /denied   { proxy_pass http://unix:%%DENIED%%:; }
+        location /nosocket { proxy_pass http://unix:%%MISSING%%:; }
+        location /nxdomain {
+            resolver 127.0.0.1:%%DNS%% valid=1s ipv6=off;
+            resolver_timeout 1s;
+            set $backend_host nx.invalid;
+            proxy_pass http://$backend_host:%%CLOSED%%;
+        }
+        location /tls      { proxy_pass https://%%PLAIN%%; }
+        location /next     { proxy_next_upstream error timeout; proxy_pass http://next_try; }
+        location /dead     { proxy_next_upstream error timeout; proxy_pass http://dead; }
+    }
+}
+CONF
+    OK => $b{ok}->addr, CLOSED => $closed, CLOSED2 => $closed2,
+    BLACKHOLE => $b{blackhole}->addr, SILENT => $b{silent}->addr, CLOSE => $b{close}->addr,
+    RESET => $b{reset}->addr, INVALID => $b{invalid_header}->addr, BIG => $b{big_header}->addr,
+    OWN502 => $b{bad_gateway}->addr, DENIED => $perm_sock, MISSING => $missing_sock,
+    DNS => $b{dns_nxdomain}->port, PLAIN => $b{plain}->addr);
+
+# errno => undef: not checked. Timeouts report 110, as nginx's own error.log line does.
+my @cases = (
+    { uri => '/refused', status => 502, cause => 'connect_refused', errno => 111,
+      phase => 'connect', peer => "127.0.0.1:$closed",
+      err => qr/\[error\] .*connect\(\) failed \(111: Connection refused\) while connecting to upstream/ },
+    { uri => '/ctimeout', status => 504, cause => 'connect_timeout', errno => 110,
+      phase => 'connect', peer => $b{blackhole}->addr,
+      err => qr/\[error\] .*upstream timed out \(110: Connection timed out\) while connecting to upstream/ },
+    { uri => '/silent', status => 504, cause => 'read_timeout', errno => 110,
+      phase => 'read_header', peer => $b{silent}->addr,
+      err => qr/\[error\] .*upstream timed out \(110: Connection timed out\) while reading response header from upstream/ },
+    { uri => '/close', status => 502, cause => 'premature_close', errno => '',
+      phase => 'read_header', peer => $b{close}->addr,
+      err => qr/\[error\] .*upstream prematurely closed connection while reading response header from upstream/ },
+    { uri => '/reset', status => 502, cause => 'connection_reset', errno => 104,
+      phase => 'read_header', peer => $b{reset}->addr,
+      err => qr/\[error\] .*recv\(\) failed \(104: Connection reset by peer\) while reading response header from upstream/ },
+    { uri => '/invalid', status => 502, cause => 'invalid_header', errno => '',
+      phase => 'read_header', peer => $b{invalid_header}->addr,
+      err => qr/\[error\] .*upstream sent invalid header: "X-Bad\\x20\.\.\." while reading response header from upstream/ },
+    { uri => '/big', status => 502, cause => 'header_too_big', errno => '',
+      phase => 'read_header', peer => $b{big_header}->addr,
+      err => qr/\[error\] .*upstream sent too big header while reading response header from upstream/ },
+    { uri => '/own502', status => 502, cause => 'upstream_502', errno => '',
+      phase => 'read_header', peer => $b{bad_gateway}->addr, body => qr/backend's own 502/,
+      err => undef },
+    { uri => '/denied', status => 502, cause => 'permission_denied', errno => 13,
+      phase => 'connect', peer => "unix:$perm_sock",
+      err => qr/\[crit\] .*connect\(\) to unix:\Q$perm_sock\E failed \(13: Permission denied\) while connecting to upstream/ },
+    { uri => '/nosocket', status => 502, cause => 'socket_not_found', errno => 2,
+      phase => 'connect', peer => "unix:$missing_sock",
+      err => qr/\[crit\] .*connect\(\) to unix:\Q$missing_sock\E failed \(2: No such file or directory\) while connecting to upstream/ },
+    # no address was tried: the peer is empty
+    { uri => '/nxdomain', status => 502, cause => 'host_not_found', errno => '',
+      phase => 'resolve', peer => '',
+      err => qr/\[error\] .*nx\.invalid could not be resolved \(3: Host not found\)/ },
+    { uri => '/tls', status => 502, cause => 'tls_handshake_failed', errno => undef,
+      phase => 'connect', peer => $b{plain}->addr,
+      err => qr/\[error\] .*SSL_do_handshake\(\) failed .* while SSL handshaking to upstream/ },
+    { uri => '/next', status => 504, cause => 'read_timeout', causes => 'connect_refused,read_timeout',
+      errno => 110, phase => 'read_header', peer => $b{silent}->addr,
+      err => qr/\[error\] .*connect\(\) failed \(111: Connection refused\) while connecting to upstream/,
+      err2 => qr/\[error\] .*upstream timed out \(110: Connection timed out\) while reading response header from upstream/ },
+);
+
+sub check_record {
+    my ($c, $rec) = @_;
+    my $u = $c->{uri};
+    ok($rec, "$u: access log line") or return;
+    is($rec->{status}, $c->{status}, "$u: logged status");
+    is($rec->{triage_cause}, $c->{cause}, "$u: \$triage_cause");
+    is($rec->{triage_causes}, $c->{causes} // $c->{cause}, "$u: \$triage_causes");
+    is($rec->{triage_errno}, $c->{errno}, "$u: \$triage_errno") if defined $c->{errno};
+    like($rec->{triage_errno}, qr/^\d*$/, "$u: \$triage_errno numeric or empty");
+    if (ref $c->{phase}) {
+        like($rec->{triage_phase}, $c->{phase}, "$u: \$triage_phase");
+    } else {
+        is($rec->{triage_phase}, $c->{phase}, "$u: \$triage_phase");
+    }
+    if (ref $c->{peer}) {
+        like($rec->{triage_peer}, $c->{peer}, "$u: \$triage_peer");
+    } else {
+        is($rec->{triage_peer}, $c->{peer}, "$u: \$triage_peer");
+    }
+    # where an address was tried, it is the one nginx reports last in $upstream_addr
+    if ($c->{cause} ne '' && $rec->{triage_phase} !~ /^(select|resolve)$/
+        && $rec->{upstream_addr} ne '')
+    {
+        my ($last) = $rec->{upstream_addr} =~ /([^,\s]+)\s*$/;
+        is($rec->{triage_peer}, $last, "$u: \$triage_peer is the last of \$upstream_addr");
+    }
+    if ($c->{cause} eq '') {
+        is($rec->{triage_hint}, '', "$u: \$triage_hint empty");
+    } else {
+        isnt($rec->{triage_hint}, '', "$u: \$triage_hint set");
+    }
+}
+
+sub check_error_log {
+    my ($c) = @_;
+    my $req = qr/request: "GET \Q$c->{uri}\E HTTP\/1\.1"/;
+    for my $re (grep { defined } $c->{err}, $c->{err2}) {
+        ok($t->wait_error_log(qr/$re.*$req/), "$c->{uri}: error.log proves the fault")
+            or diag("error.log:\n" . $t->error_log_since(0));
+    }
+}
+
+# A successful request leaves every variable empty.
+{
+    my $r = $t->http('main', '/ok');
+    is($r->{status}, 200, '/ok: 200');
+    my $rec = $t->find_access('access.log', \@F, request_uri => '/ok');
+    check_record({ uri => '/ok', status => 200, cause => '', errno => '', phase => '', peer => '' }, $rec);
+    is($rec && $rec->{upstream_addr}, $b{ok}->addr, '/ok: went to the OK backend');
+}
+
+# All single-request faults concurrently (the timeouts overlap: ~1 s in total).
+my %conn;
+for my $c (@cases) {
+    $conn{ $c->{uri} } = $t->conn('main') or BAIL_OUT("connect to nginx: $!");
+    $conn{ $c->{uri} }->send_request(GET => $c->{uri});
+}
+for my $c (@cases) {
+    my $r = $conn{ $c->{uri} }->read_response(timeout => 10);
+    is($r->{status}, $c->{status}, "$c->{uri}: status $c->{status}") or diag($r->{error});
+    like($r->{body}, $c->{body}, "$c->{uri}: upstream's own body passed through") if $c->{body};
+    $conn{ $c->{uri} }->close;
+}
+for my $c (@cases) {
+    check_record($c, $t->find_access('access.log', \@F, request_uri => $c->{uri}));
+    check_error_log($c);
+}
+
+# All peers failed: both peers refuse and get marked failed (max_fails=1), the
+# next request finds no live upstream.
+{
+    my $r1 = $t->http('main', '/dead?1');
+    is($r1->{status}, 502, '/dead?1: 502');
+    check_record({ uri => '/dead?1', status => 502, cause => 'connect_refused',
+                   causes => 'connect_refused,connect_refused', errno => 111, phase => 'connect',
+                   peer => qr/^127\.0\.0\.1:($closed|$closed2)$/ },
+                 $t->find_access('access.log', \@F, request_uri => '/dead?1'));
+    my $r2 = $t->http('main', '/dead?2');
+    is($r2->{status}, 502, '/dead?2: 502');
+    # no address was tried: the peer is empty
+    check_record({ uri => '/dead?2', status => 502, cause => 'no_live_upstreams', errno => '',
+                   phase => 'select', peer => '' },
+                 $t->find_access('access.log', \@F, request_uri => '/dead?2'));
+    ok($t->wait_error_log(qr/\[error\] .*no live upstreams while connecting to upstream.*"GET \/dead\?2 /),
+       '/dead?2: error.log says "no live upstreams"');
+}
+
+$t->stop;
+
+# worker_connections exhaustion: requests held by a silent backend use up the
+# worker's connections until one request cannot get an upstream connection.
+# nginx answers 500 (ngx_http_upstream_connect: ngx_event_connect_peer() returns
+# NGX_ERROR -> NGX_HTTP_INTERNAL_SERVER_ERROR), not 502.
+{
+    my $w = Triage::Harness->new(name => 'causes_proxy_wc');
+    my $silent = $w->backend('silent');
+    $w->start(<<'CONF', LOG_FORMAT => $LOG_FORMAT, SILENT => $silent->addr);
+%%LOAD_MODULE%%
+worker_processes 1;
+events { worker_connections 7; }
+http {
+    %%LOG_FORMAT%%
+    access_log logs/access.log triage;
+    server {
+        listen 127.0.0.1:%%PORT_main%%;
+        location /hold { proxy_read_timeout 30s; proxy_pass http://%%SILENT%%; }
+    }
+}
+CONF
+    my (@held, $got);
+    for my $i (1 .. 8) {
+        my $c = $w->conn('main', timeout => 2) or last;
+        push @held, $c;
+        $c->send_request(GET => "/hold?$i");
+        my $r = $c->read_response(timeout => 0.5);
+        if ($r->{status}) { $got = [ $i, $r ]; last }
+    }
+    ok($got, 'a request failed once worker_connections ran out') or diag($w->error_log_since(0));
+    if ($got) {
+        my ($i, $r) = @$got;
+        is($r->{status}, 500, "/hold?$i: nginx answers 500");
+        check_record({ uri => "/hold?$i", status => 500, cause => 'worker_connections',
+                       errno => '', phase => 'connect', peer => $silent->addr },
+                     $w->find_access('access.log', \@F, request_uri => "/hold?$i"));
+        ok($w->wait_error_log(qr/\[alert\] .*7 worker_connections are not enough while connecting to upstream/),
+           'error.log: worker_connections are not enough');
+    }
+    $_->close for @held;
+    $w->stop(timeout => 3);
+}
+
+done_testing;

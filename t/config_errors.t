@@ -1,0 +1,95 @@
+#!/usr/bin/perl
+# `nginx -t` rejects bad triage configuration with an nginx-style message that
+# names the file and line, and accepts a good one.   Run alone: prove -v t/config_errors.t
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use Test::More;
+use Triage::Harness;
+
+my $t = Triage::Harness->new;
+my $file = $t->conf_file;
+
+# %%HTTP%%, %%SERVER%%, %%LOCATION%% receive the directives under test.
+my $tmpl = <<'CONF';
+%%LOAD_MODULE%%
+events { worker_connections 64; }
+http {
+    %%HTTP%%
+    server {
+        listen 127.0.0.1:%%PORT_main%%;
+        %%SERVER%%
+        location / {
+            %%LOCATION%%
+            return 204;
+        }
+        location = /status {
+            %%STATUS%%
+        }
+    }
+}
+CONF
+
+sub conf {
+    my (%v) = @_;
+    return ($tmpl, HTTP => '', SERVER => '', LOCATION => '', STATUS => 'triage_status;', %v);
+}
+
+# bad(name, {placeholder => directives}, qr/line marker/, qr/message/)
+# The message must be an [emerg] ending in " in <conf file>:<line of marker>".
+sub bad {
+    my ($name, $v, $marker, $msg) = @_;
+    my ($rc, $out) = $t->test_config(conf(%$v));
+    my $line = $t->line_of($marker);
+    isnt($rc, 0, "$name: nginx -t fails");
+    like($out, qr/nginx: \[emerg\] (?:$msg)[^\n]* in \Q$file\E:$line$/m,
+         "$name: [emerg] message names $file:$line")
+        or diag("config:\n$t->{conf}");
+    unlike($out, qr/test is successful/, "$name: not successful");
+}
+
+bad('flag with a bad value', { LOCATION => 'triage maybe;' }, qr/triage maybe/,
+    qr/invalid value "maybe" in "triage" directive, it must be "on" or "off"/);
+
+bad('triage_zone with a bad size', { HTTP => 'triage_zone abc;' }, qr/triage_zone abc/,
+    qr/.*"abc"|.*\babc\b/);
+
+bad('triage_zone with a bad recent=', { HTTP => 'triage_zone 1m recent=abc;' }, qr/recent=abc/,
+    qr/.*recent/);
+
+bad('triage_zone inside server', { HTTP => 'triage_zone 1m;', SERVER => 'triage_zone 1m;' },
+    qr/^ {8}triage_zone/,
+    qr/"triage_zone" directive is not allowed here/);
+
+bad('triage_status with an argument', { STATUS => 'triage_status foo;' }, qr/triage_status foo/,
+    qr/invalid number of arguments in "triage_status" directive/);
+
+bad('triage_status inside server', { HTTP => 'triage_zone 1m;', SERVER => 'triage_status;' },
+    qr/^        triage_status;/,
+    qr/"triage_status" directive is not allowed here/);
+
+bad('duplicate triage', { LOCATION => "triage on;\n            triage off;" }, qr/triage off;/,
+    qr/"triage" directive is duplicate/);
+
+bad('duplicate triage_zone', { HTTP => "triage_zone 1m;\n    triage_zone 2m;" }, qr/triage_zone 2m/,
+    qr/"triage_zone" directive is duplicate/);
+
+# a good config using every directive passes
+{
+    my ($rc, $out) = $t->test_config(conf(
+        HTTP     => "triage_zone 1m recent=100;\n    triage on;",
+        SERVER   => 'triage off;',
+        LOCATION => 'triage on;'));
+    is($rc, 0, 'good config: nginx -t succeeds') or diag($out);
+    like($out, qr/syntax is ok/, 'good config: syntax is ok');
+    like($out, qr/test is successful/, 'good config: test is successful');
+}
+{
+    my ($rc, $out) = $t->test_config(conf(HTTP => 'triage_zone 1m;', LOCATION => 'triage off;'));
+    is($rc, 0, 'good config (no recent=, triage off): nginx -t succeeds') or diag($out);
+}
+
+done_testing;

@@ -1,0 +1,189 @@
+#!/usr/bin/perl
+# Shared-memory failure counters across 2 workers, the triage_status JSON, and
+# their survival across a reload (HUP).   Run alone: prove -v t/counters.t
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use JSON::PP;
+use Test::More;
+use Time::Local qw(timegm);
+use Triage::Harness;
+use Triage::Backend;
+
+my $t = Triage::Harness->new;
+my $silent = $t->backend('silent');
+my $reset  = $t->backend('reset');
+my $ok     = $t->backend('ok');
+my ($c1, $c2, $c3) = map { Triage::Backend::closed_port() } 1 .. 3;
+
+my %vars = (C1 => $c1, C2 => $c2, C3 => $c3, SILENT => $silent->addr,
+            RESET => $reset->addr, OK => $ok->addr);
+
+# app_pair: max_fails=0 and proxy_next_upstream error => every request tries both
+# peers, whatever the round-robin position in each worker: counts are exact.
+my $conf = <<'CONF';
+%%LOAD_MODULE%%
+worker_processes 2;
+events { worker_connections 128; }
+http {
+    triage_zone 1m;
+    log_format counters '$request_uri|$status|$upstream_addr';
+    access_log logs/access.log counters;
+    proxy_connect_timeout 1s;
+    proxy_read_timeout 1s;
+    proxy_next_upstream off;
+
+    upstream app_refused { server 127.0.0.1:%%C1%%; }
+    upstream app_timeout { server %%SILENT%%; }
+%%PAIR_UPSTREAM%%
+    upstream app_ok      { server %%OK%%; }
+
+    server {
+        listen 127.0.0.1:%%PORT_main%%;
+        location /refused  { proxy_pass http://app_refused; }
+        location /timeout  { proxy_pass http://app_timeout; }
+%%PAIR_LOCATION%%
+        location /ok       { proxy_pass http://app_ok; }
+        location /implicit { proxy_pass http://127.0.0.1:%%C3%%; }
+        location = /status { triage_status; access_log off; }
+    }
+}
+CONF
+my %with_pair = (
+    PAIR_UPSTREAM => $t->render(
+        "    upstream app_pair { server 127.0.0.1:%%C2%% max_fails=0; server %%RESET%% max_fails=0; }",
+        %vars),
+    PAIR_LOCATION =>
+        "        location /pair { proxy_next_upstream error timeout; proxy_pass http://app_pair; }",
+);
+
+$t->start($conf, %vars, %with_pair);
+
+# --- traffic: 5 x refused (2 fresh connections + 3 on one keep-alive connection),
+#     2 x read timeout (concurrent), 3 x pair (refused + reset each), 2 x implicit, 2 x ok
+my @pending;
+for my $i (1 .. 2) {
+    my $c = $t->conn('main') or BAIL_OUT("connect: $!");
+    $c->send_request(GET => "/timeout?$i");
+    push @pending, $c;
+}
+is($t->http('main', "/refused?$_")->{status}, 502, "/refused?$_: 502") for 1 .. 2;
+{
+    my $ka = $t->conn('main');
+    for my $i (3 .. 5) {
+        my $r = $ka->request(GET => "/refused?$i");
+        is($r->{status}, 502, "/refused?$i: 502 on a keep-alive connection");
+    }
+    $ka->close;
+}
+is($t->http('main', "/pair?$_")->{status}, 502, "/pair?$_: 502") for 1 .. 3;
+is($t->http('main', "/implicit?$_")->{status}, 502, "/implicit?$_: 502") for 1 .. 2;
+is($t->http('main', "/ok?$_")->{status}, 200, "/ok?$_: 200") for 1 .. 2;
+for my $c (@pending) {
+    is($c->read_response(timeout => 10)->{status}, 504, 'read timeout: 504');
+    $c->close;
+}
+# all 14 proxied requests are finished (and counted) once they are logged
+my $logged = $t->wait_access_log('access.log', 14, fields => [qw(uri status upstream_addr)]);
+is(scalar @$logged, 14, '14 requests logged');
+# sanity check of the set-up itself: each /pair request really tried both peers
+is(scalar(grep { $_->{uri} =~ m{^/pair} && $_->{upstream_addr} =~ /^\S+, \S+$/ } @$logged), 3,
+   'every /pair request tried both peers');
+
+my $implicit = "127.0.0.1:$c3";
+
+sub status_json {
+    my $r = $t->http('main', '/status');
+    is($r->{status}, 200, 'status: 200');
+    like($r->{headers}{'content-type'} // '', qr{^application/json}, 'status: JSON content type');
+    my $j = eval { decode_json($r->{body}) };
+    ok($j, 'status: body is JSON') or diag("$@\n$r->{body}");
+    $j ||= {};
+    $j->{_raw} = $r->{body};
+    return $j;
+}
+
+sub peer_of {
+    my ($j, $up, $name) = @_;
+    my $u = $j->{upstreams}{$up} or return undef;
+    my ($p) = grep { ($_->{name} // '') eq $name } @{ $u->{peers} || [] };
+    return $p;
+}
+
+sub nonzero { my $h = shift || {}; return { map { $h->{$_} ? ($_ => $h->{$_}) : () } keys %$h } }
+
+sub check_peer {
+    my ($j, $up, $name, $total, $by_cause, $what) = @_;
+    my $p = peer_of($j, $up, $name);
+    ok($p, "$what: upstream $up has peer $name") or return;
+    is($p->{failures}{total}, $total, "$what: $up/$name total $total");
+    is_deeply(nonzero($p->{failures}{by_cause}), $by_cause, "$what: $up/$name by_cause");
+    return $p;
+}
+
+sub rfc3339_epoch {
+    my ($s) = @_;
+    my ($Y, $M, $D, $h, $m, $sec, $tz) =
+        $s =~ /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)$/ or return undef;
+    my $e = timegm($sec, $m, $h, $D, $M - 1, $Y);
+    if ($tz =~ /^([+-])(\d\d):(\d\d)$/) { $e -= ($1 eq '-' ? -1 : 1) * ($2 * 3600 + $3 * 60) }
+    return $e;
+}
+
+sub check_all {
+    my ($j, $what, $refused) = @_;
+    my $p = check_peer($j, 'app_refused', "127.0.0.1:$c1", $refused,
+                       { connect_refused => $refused }, $what);
+    if ($p) {
+        my $lf = $p->{last_failure} || {};
+        is($lf->{cause}, 'connect_refused', "$what: last_failure.cause");
+        is($lf->{errno}, 111, "$what: last_failure.errno is the number 111");
+        is($lf->{phase}, 'connect', "$what: last_failure.phase");
+        is($lf->{status}, 502, "$what: last_failure.status");
+        my $e = rfc3339_epoch($lf->{time} // '');
+        ok(defined $e && abs($e - time) < 300, "$what: last_failure.time is RFC 3339 and recent")
+            or diag("time: " . ($lf->{time} // 'undef'));
+        like($j->{_raw}, qr/"errno"\s*:\s*111\b/, "$what: errno is a JSON number");
+    }
+    my $pt = check_peer($j, 'app_timeout', $silent->addr, 2, { read_timeout => 2 }, $what);
+    if ($pt) {
+        is($pt->{last_failure}{cause}, 'read_timeout', "$what: app_timeout last_failure.cause");
+        is($pt->{last_failure}{phase}, 'read_header', "$what: app_timeout last_failure.phase");
+        is($pt->{last_failure}{status}, 504, "$what: app_timeout last_failure.status");
+    }
+    check_peer($j, $implicit, $implicit, 2, { connect_refused => 2 },
+               "$what (implicit upstream named $implicit)");
+    if (my $po = peer_of($j, 'app_ok', $ok->addr)) {
+        is($po->{failures}{total} // 0, 0, "$what: app_ok peer has no failures");
+    }
+}
+
+my $j = status_json();
+like($j->{version} // '', qr/\S/, 'status: version');
+is($j->{nginx_version}, $t->nginx_version, 'status: nginx_version');
+check_all($j, 'before reload', 5);
+check_peer($j, 'app_pair', "127.0.0.1:$c2", 3, { connect_refused => 3 }, 'before reload');
+my $pr = check_peer($j, 'app_pair', $reset->addr, 3, { connection_reset => 3 }, 'before reload');
+is($pr && $pr->{last_failure}{errno}, 104, 'app_pair reset peer: last_failure.errno 104');
+is($pr && $pr->{last_failure}{phase}, 'read_header', 'app_pair reset peer: last_failure.phase');
+
+# --- reload without app_pair: the other counters survive, and keep counting
+my @old = $t->worker_pids;
+is(scalar @old, 2, 'two workers before reload');
+$t->reload($conf, %vars, PAIR_UPSTREAM => '', PAIR_LOCATION => '');
+my @new = $t->worker_pids;
+is(scalar @new, 2, 'two new workers after reload');
+ok(!(grep { my $o = $_; grep { $_ == $o } @new } @old), 'all workers replaced');
+
+$j = status_json();
+check_all($j, 'after reload', 5);
+
+is($t->http('main', "/refused?$_")->{status}, 502, "/refused?$_ after reload: 502") for 6 .. 7;
+$t->wait_access_log('access.log', 16);
+check_all(status_json(), 'after reload + 2 requests', 7);
+
+$t->stop;
+done_testing;

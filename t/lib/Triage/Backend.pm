@@ -1,0 +1,344 @@
+package Triage::Backend;
+
+# Upstream peers that misbehave for real, each in its own forked process,
+# listening on 127.0.0.1 (or a unix socket). Core Perl only.
+#
+#   my $b = Triage::Backend->start('silent');            # or $t->backend('silent') (see Harness)
+#   $b->port; $b->addr;        # 41234; "127.0.0.1:41234" (or "unix:/path")
+#   $b->count;                 # requests the backend has read so far
+#   $b->requests;              # their first lines ("GET /x HTTP/1.0", or "raw <n bytes>")
+#   $b->connections;           # connections accepted so far
+#   $b->stop;                  # also done automatically in END
+#   my $port = Triage::Backend::closed_port();   # nothing listens there
+#
+# Types (all read the whole request first; "protocol => 'raw'" treats a burst of
+# bytes followed by 100 ms of silence as one request, for fastcgi/uwsgi/scgi/grpc/TLS):
+#   ok             200 with body (opt body => '...'), HTTP/1.1 keep-alive capable
+#   silent         never answers, keeps the connection open
+#   close          closes the connection (FIN) without answering
+#   reset          closes with SO_LINGER {1,0}: sends RST
+#   invalid_header valid status line, then the header line "X-Bad Header: 1"
+#   big_header     a 64 KB header line (more than any proxy_buffer_size)
+#   bad_gateway    the backend's own "502 Bad Gateway" with a body
+#   plain          answers "HTTP/1.1 400" to anything and closes (for proxy_pass https://)
+#   custom         opt respond => $bytes, then => 'close' | 'keep' | 'reset'
+#   blackhole      listen backlog 0, accept queue pre-filled, never accepts: connects time out
+#   dns_nxdomain   UDP DNS server answering NXDOMAIN to every query
+# Options: unix => $path (listen on a unix socket instead; its dir must be
+# traversable by "nobody"), mode => 0000 (chmod of the socket, default 0666), dir => $dir (state files; default a dir under t/tmp), protocol => 'raw'.
+
+use strict;
+use warnings;
+
+use Carp qw(croak);
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use File::Path qw(make_path remove_tree);
+use IO::Handle;
+use IO::Select;
+use IO::Socket::INET;
+use IO::Socket::UNIX;
+use POSIX qw(WNOHANG);
+use Socket qw(:all);
+use Time::HiRes qw(time sleep);
+use Errno qw(EINTR EAGAIN EINPROGRESS);
+use Triage::Harness ();
+
+my $T_DIR = abs_path(dirname(__FILE__) . '/../..');
+my $OWNER_PID = $$;
+my @ALL;
+my $SEQ = 0;
+
+my %RAW_DEFAULT = (plain => 1);
+
+sub closed_port {
+    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+        Proto => 'tcp', Listen => 1) or croak "bind: $!";
+    my $p = $s->sockport;
+    close $s;
+    return $p;
+}
+
+sub start {
+    my ($class, $type, %opt) = @_;
+    my $dir = $opt{dir};
+    my $own_dir = 0;
+    unless ($dir) {
+        $dir = "$T_DIR/tmp/backend.$$." . $SEQ++;
+        $own_dir = 1;
+    }
+    make_path($dir, { mode => 0755 });
+    chmod 0755, $dir;
+    my $self = bless { %opt, type => $type, dir => $dir, own_dir => $own_dir,
+                       events => "$dir/events" }, $class;
+    open my $fh, '>', $self->{events} or croak "$self->{events}: $!";
+    close $fh;
+
+    my $sock;
+    if ($type eq 'dns_nxdomain') {
+        $sock = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+            Proto => 'udp') or croak "udp bind: $!";
+        $self->{port} = $sock->sockport;
+    } elsif ($type eq 'blackhole') {
+        $sock = $self->_blackhole;
+    } elsif (defined $opt{unix}) {
+        unlink $opt{unix};
+        $sock = IO::Socket::UNIX->new(Type => SOCK_STREAM, Local => $opt{unix},
+            Listen => 128) or croak "unix bind $opt{unix}: $!";
+        # default 0666: nginx workers run as "nobody" and need write permission
+        chmod $opt{mode} // 0666, $opt{unix};
+    } else {
+        $sock = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+            Proto => 'tcp', Listen => 128, ReuseAddr => 1) or croak "bind: $!";
+        $self->{port} = $sock->sockport;
+    }
+
+    my $pid = fork // croak "fork: $!";
+    if ($pid == 0) {
+        Triage::Harness::die_with_parent('KILL');
+        $SIG{$_} = 'DEFAULT' for qw(INT TERM HUP);
+        $SIG{PIPE} = 'IGNORE';
+        eval {
+            if ($type eq 'dns_nxdomain') { $self->_dns($sock) }
+            elsif ($type eq 'blackhole') { sleep 1 while 1 }
+            else { $self->_serve($sock) }
+        };
+        $self->_event("error $@") if $@;
+        POSIX::_exit(0);
+    }
+    $self->{pid} = $pid;
+    close $sock;
+    close $_ for @{ delete $self->{held} // [] };
+    push @ALL, $self;
+    return $self;
+}
+
+sub port { $_[0]{port} }
+sub pid  { $_[0]{pid} }
+sub addr { defined $_[0]{unix} ? "unix:$_[0]{unix}" : "127.0.0.1:$_[0]{port}" }
+
+sub _events {
+    my ($self) = @_;
+    open my $fh, '<', $self->{events} or return ();
+    return map { chomp; $_ } <$fh>;
+}
+sub requests    { map { /^request (.*)/ ? $1 : () } $_[0]->_events }
+sub count       { scalar(my @r = $_[0]->requests) }
+sub connections { scalar grep { /^accept/ } $_[0]->_events }
+sub queries     { map { /^query (.*)/ ? $1 : () } $_[0]->_events }
+
+sub stop {
+    my ($self) = @_;
+    my $pid = delete $self->{pid} or return;
+    kill 'TERM', $pid;
+    my $deadline = time + 3;
+    while (waitpid($pid, WNOHANG) != $pid) {
+        if (time > $deadline) { kill 'KILL', $pid; waitpid($pid, 0); last }
+        sleep 0.01;
+    }
+    unlink $self->{unix} if defined $self->{unix};
+    remove_tree($self->{dir}) if $self->{own_dir} && !$ENV{TRIAGE_KEEP};
+    return 1;
+}
+
+END {
+    return unless $$ == $OWNER_PID;
+    local $?;
+    $_->stop for reverse @ALL;
+}
+
+# --------------------------------------------------------------------------
+# child side
+
+sub _event {
+    my ($self, $line) = @_;
+    open my $fh, '>>', $self->{events} or return;
+    syswrite $fh, "$line\n";
+    close $fh;
+}
+
+sub _write_all {
+    my ($sock, $data) = @_;
+    my $off = 0;
+    while ($off < length $data) {
+        my $n = syswrite($sock, $data, length($data) - $off, $off);
+        if (!defined $n) { next if $! == EINTR || $! == EAGAIN; return 0 }
+        $off += $n;
+    }
+    return 1;
+}
+
+# Listener with backlog 0 whose accept queue is filled with our own client
+# connections (kept open in the backend process): further SYNs are dropped.
+sub _blackhole {
+    my ($self) = @_;
+    socket(my $l, PF_INET, SOCK_STREAM, 0) or croak "socket: $!";
+    bind($l, pack_sockaddr_in(0, inet_aton('127.0.0.1'))) or croak "bind: $!";
+    listen($l, 0) or croak "listen: $!";
+    my ($port) = unpack_sockaddr_in(getsockname($l));
+    $self->{port} = $port;
+    my @held;
+    for my $i (1 .. 16) {
+        socket(my $c, PF_INET, SOCK_STREAM, 0) or croak "socket: $!";
+        IO::Handle::blocking($c, 0);
+        connect($c, pack_sockaddr_in($port, inet_aton('127.0.0.1')));
+        push @held, $c;
+        # established within 200 ms? then the queue still had room
+        my $w = '';
+        vec($w, fileno $c, 1) = 1;
+        my $n = select(undef, $w, undef, 0.2);
+        my $done = $n > 0 && !unpack('i', getsockopt($c, SOL_SOCKET, SO_ERROR));
+        last unless $done;
+    }
+    $self->{held} = \@held;
+    $self->{filled} = scalar @held;
+    return $l;
+}
+
+sub _respond_bytes {
+    my ($self) = @_;
+    my $t = $self->{type};
+    if ($t eq 'invalid_header') {
+        return ("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Bad Header: 1\r\n"
+              . "Content-Length: 2\r\n\r\nok", 'keep');
+    }
+    if ($t eq 'big_header') {
+        return ("HTTP/1.1 200 OK\r\nX-Big: " . ('a' x 65536) . "\r\nContent-Length: 2\r\n\r\nok",
+                'keep');
+    }
+    if ($t eq 'bad_gateway') {
+        my $b = $self->{body} // "backend's own 502\n";
+        return ("HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: "
+              . length($b) . "\r\nConnection: close\r\n\r\n$b", 'close');
+    }
+    if ($t eq 'plain') {
+        return ("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                'close');
+    }
+    if ($t eq 'custom') {
+        return ($self->{respond} // '', $self->{then} // 'close');
+    }
+    croak "unknown backend type $t";
+}
+
+# Select loop over the listener and its connections.
+sub _serve {
+    my ($self, $l) = @_;
+    my $raw = $self->{protocol} ? $self->{protocol} eq 'raw' : $RAW_DEFAULT{ $self->{type} };
+    my $sel = IO::Select->new($l);
+    my %st;    # fileno => { sock, buf, last, silent }
+    # remove a connection from the loop, then close it: FIN, or RST if $how eq 'reset'
+    my $drop = sub {
+        my ($s, $how) = @_;
+        $sel->remove($s);
+        delete $st{ fileno $s };
+        if (($how // '') eq 'reset') { _rst($s) } else { close $s }
+    };
+    while (1) {
+        my $pending = grep { length $_->{buf} && !$_->{silent} } values %st;
+        my @ready = $sel->can_read($raw && $pending ? 0.02 : 1);
+        for my $s (@ready) {
+            if ($s == $l) {
+                my $c = $l->accept or next;
+                $c->autoflush(1);
+                $sel->add($c);
+                $st{ fileno $c } = { sock => $c, buf => '', last => time };
+                $self->_event('accept');
+                next;
+            }
+            my $c = $st{ fileno $s } or next;
+            my $n = sysread($s, $c->{buf}, 65536, length $c->{buf});
+            if (!defined $n) { next if $! == EINTR || $! == EAGAIN; $drop->($s); next }
+            if ($n == 0) { $drop->($s); next }
+            $c->{last} = time;
+            if ($c->{silent}) { $c->{buf} = ''; next }
+            next if $raw;
+            # HTTP: handle every complete request in the buffer
+            while ($c->{buf} =~ /\r\n\r\n/) {
+                my $hend = $+[0];
+                my $head = substr($c->{buf}, 0, $hend);
+                my ($cl) = $head =~ /^content-length:\s*(\d+)/mi;
+                $cl //= 0;
+                last if length($c->{buf}) < $hend + $cl;
+                my $req = substr($c->{buf}, 0, $hend + $cl, '');
+                my $act = $self->_handle($c, $req);
+                if ($act ne 'keep') { $drop->($s, $act); last }
+                last if $c->{silent};
+            }
+        }
+        next unless $raw;
+        for my $c (values %st) {
+            next if $c->{silent} || !length $c->{buf} || time - $c->{last} < 0.1;
+            my $req = $c->{buf};
+            $c->{buf} = '';
+            my $act = $self->_handle($c, $req);
+            $drop->($c->{sock}, $act) if $act ne 'keep';
+        }
+    }
+}
+
+# Act on one complete request. Returns 'keep' (leave the connection open),
+# 'close' (close it: FIN) or 'reset' (close it with RST); the caller closes.
+sub _handle {
+    my ($self, $c, $req) = @_;
+    my $s = $c->{sock};
+    my ($first) = $req =~ /\A([^\r\n]*)/;
+    $first = 'raw ' . length($req) if $first !~ m{^[A-Z]+ \S+ HTTP/\d};
+    $self->_event("request $first");
+    my $t = $self->{type};
+
+    if ($t eq 'silent') { $c->{silent} = 1; return 'keep' }
+    if ($t eq 'close')  { shutdown($s, 1); return 'close' }
+    if ($t eq 'reset')  { return 'reset' }
+    if ($t eq 'ok') {
+        my $body = $self->{body} // "ok\n";
+        my ($v) = $req =~ m{\A\S+ \S+ HTTP/(\d\.\d)};
+        my $close = $req =~ /^connection:\s*close/mi
+            || (($v // '1.0') eq '1.0' && $req !~ /^connection:\s*keep-alive/mi);
+        _write_all($s, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+            . length($body) . "\r\nX-Backend-Count: " . $self->count
+            . "\r\nConnection: " . ($close ? 'close' : 'keep-alive') . "\r\n\r\n"
+            . ($req =~ /\AHEAD / ? '' : $body));
+        return $close ? 'close' : 'keep';
+    }
+    my ($bytes, $then) = $self->_respond_bytes;
+    _write_all($s, $bytes);
+    return $then if $then eq 'reset' || $then eq 'close';
+    $c->{silent} = 1;    # 'keep': leave it open, ignore further input
+    return 'keep';
+}
+
+sub _rst {
+    my ($s) = @_;
+    setsockopt($s, SOL_SOCKET, SO_LINGER, pack('ii', 1, 0));
+    close $s;
+}
+
+# Minimal DNS server: every query gets NXDOMAIN (RCODE 3) with the question echoed.
+sub _dns {
+    my ($self, $u) = @_;
+    while (1) {
+        my $from = recv($u, my $pkt, 4096, 0);
+        next unless defined $from && length $pkt >= 12;
+        my ($id, $flags, $qd) = unpack 'n n n', $pkt;
+        next if $flags & 0x8000;                  # a response, not a query
+        # walk the first question: labels, then QTYPE, QCLASS
+        my $off = 12;
+        my @labels;
+        while ($off < length $pkt) {
+            my $len = ord substr($pkt, $off, 1);
+            $off++;
+            last if $len == 0;
+            push @labels, substr($pkt, $off, $len);
+            $off += $len;
+        }
+        my ($qtype) = unpack 'n', substr($pkt, $off, 2);
+        my $question = substr($pkt, 12, $off + 4 - 12);
+        $self->_event('query ' . join('.', @labels) . ' ' . ($qtype // '?'));
+        my $rflags = 0x8000 | ($flags & 0x7800) | ($flags & 0x0100) | 0x0080 | 3;
+        my $resp = pack('n n n n n n', $id, $rflags, 1, 0, 0, 0) . $question;
+        send($u, $resp, 0, $from);
+    }
+}
+
+1;
