@@ -333,7 +333,7 @@ pub unsafe extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
             s.seen.store(gen, Ordering::Relaxed);
         }
         for p in upstreams::peers(uscf) {
-            if let Some(s) = sh.slot(&name, p.name, false) {
+            if let Some(s) = sh.slot(&name, &p.name, false) {
                 s.seen.store(gen, Ordering::Relaxed);
             }
         }

@@ -30,9 +30,9 @@ unsafe fn snapshot(r: *mut ngx_http_request_t, sh: Option<&Shared>) -> Snapshot 
             let peers = upstreams::peers(uscf)
                 .iter()
                 .map(|p| {
-                    let s = slot(&name, p.name);
+                    let s = slot(&name, &p.name);
                     PeerSnap {
-                        name: lossy(p.name),
+                        name: lossy(&p.name),
                         failures: failures(s),
                         last_failure: s.and_then(|s| s.last_failure()),
                     }

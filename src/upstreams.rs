@@ -45,29 +45,40 @@ pub unsafe fn display_name(uscf: *const ngx_http_upstream_srv_conf_t) -> Vec<u8>
 }
 
 /// One configured peer, as the round-robin balancer holds it.
-pub struct PeerInfo<'a> {
-    pub name: &'a [u8],
+pub struct PeerInfo {
+    pub name: Vec<u8>,
 }
 
 /// The peers of an upstream (primary first, then backup), for round-robin-based balancers.
+/// Peers in a shared zone can change at run time (`server ... resolve`): they are read under
+/// the zone's read lock and copied.
 ///
 /// # Safety
 /// `uscf` must be a valid upstream srv conf after `init_main_conf` (peer.data set by
-/// `ngx_http_upstream_init_round_robin`). Peers in a shared zone are read without the lock:
-/// names and settings do not change after the zone is initialised.
-pub unsafe fn peers<'a>(uscf: *const ngx_http_upstream_srv_conf_t) -> Vec<PeerInfo<'a>> {
+/// `ngx_http_upstream_init_round_robin`).
+pub unsafe fn peers(uscf: *const ngx_http_upstream_srv_conf_t) -> Vec<PeerInfo> {
     let mut out = Vec::new();
-    let mut peers = (*uscf).peer.data as *const ngx_http_upstream_rr_peers_t;
+    let first = (*uscf).peer.data as *mut ngx_http_upstream_rr_peers_t;
+    if first.is_null() {
+        return out;
+    }
+    let locked = !(*first).shpool.is_null();
+    if locked {
+        ngx_rwlock_rlock(&mut (*first).rwlock);
+    }
+    let mut peers = first as *const ngx_http_upstream_rr_peers_t;
     while !peers.is_null() {
         let mut p = (*peers).peer as *const ngx_http_upstream_rr_peer_t;
         while !p.is_null() {
-            let peer = &*p;
             out.push(PeerInfo {
-                name: peer.name.as_bytes(),
+                name: (*p).name.as_bytes().to_vec(),
             });
-            p = peer.next;
+            p = (*p).next;
         }
         peers = (*peers).next;
+    }
+    if locked {
+        ngx_rwlock_unlock(&mut (*first).rwlock);
     }
     out
 }
