@@ -30,7 +30,7 @@ worker_processes 2;
 events { worker_connections 128; }
 http {
     triage_zone 1m;
-    log_format counters '$request_uri|$status|$upstream_addr';
+    log_format counters '$request_uri|$status|$upstream_addr|$pid';
     access_log logs/access.log counters;
     proxy_connect_timeout 1s;
     proxy_read_timeout 1s;
@@ -87,8 +87,21 @@ for my $c (@pending) {
     $c->close;
 }
 # all 14 proxied requests are finished (and counted) once they are logged
-my $logged = $t->wait_access_log('access.log', 14, fields => [qw(uri status upstream_addr)]);
+my @fields = qw(uri status upstream_addr pid);
+my $logged = $t->wait_access_log('access.log', 14, fields => \@fields);
 is(scalar @$logged, 14, '14 requests logged');
+
+# Counters must be shared: make sure both workers served refused requests (fresh
+# connections land on either worker; bounded number of extra requests).
+my $refused = 5;
+my %pids = map { $_->{pid} => 1 } grep { $_->{uri} =~ m{^/refused} } @$logged;
+while (keys %pids < 2 && $refused < 60) {
+    $refused++;
+    $t->http('main', "/refused?$refused");
+    $logged = $t->wait_access_log('access.log', 9 + $refused, fields => \@fields);
+    $pids{ $logged->[-1]{pid} } = 1 if $logged->[-1]{uri} =~ m{^/refused};
+}
+is(scalar(keys %pids), 2, "refused requests were served by both workers ($refused requests)");
 # sanity check of the set-up itself: each /pair request really tried both peers
 is(scalar(grep { $_->{uri} =~ m{^/pair} && $_->{upstream_addr} =~ /^\S+, \S+$/ } @$logged), 3,
    'every /pair request tried both peers');
@@ -164,7 +177,7 @@ sub check_all {
 my $j = status_json();
 like($j->{version} // '', qr/\S/, 'status: version');
 is($j->{nginx_version}, $t->nginx_version, 'status: nginx_version');
-check_all($j, 'before reload', 5);
+check_all($j, 'before reload', $refused);
 check_peer($j, 'app_pair', "127.0.0.1:$c2", 3, { connect_refused => 3 }, 'before reload');
 my $pr = check_peer($j, 'app_pair', $reset->addr, 3, { connection_reset => 3 }, 'before reload');
 is($pr && $pr->{last_failure}{errno}, 104, 'app_pair reset peer: last_failure.errno 104');
@@ -179,11 +192,11 @@ is(scalar @new, 2, 'two new workers after reload');
 ok(!(grep { my $o = $_; grep { $_ == $o } @new } @old), 'all workers replaced');
 
 $j = status_json();
-check_all($j, 'after reload', 5);
+check_all($j, 'after reload', $refused);
 
-is($t->http('main', "/refused?$_")->{status}, 502, "/refused?$_ after reload: 502") for 6 .. 7;
-$t->wait_access_log('access.log', 16);
-check_all(status_json(), 'after reload + 2 requests', 7);
+is($t->http('main', "/refused?after$_")->{status}, 502, "/refused?after$_ after reload: 502") for 1 .. 2;
+$t->wait_access_log('access.log', 9 + $refused + 2);
+check_all(status_json(), 'after reload + 2 requests', $refused + 2);
 
 $t->stop;
 done_testing;
