@@ -197,8 +197,7 @@ unsafe fn gather(
         f.read_eof = rd.eof() != 0;
         f.read_pending_eof = rd.pending_eof() != 0;
         f.read_error = rd.error() != 0;
-        let ssl = (*c).ssl;
-        f.tls_incomplete = !ssl.is_null() && (*ssl).handshaked() == 0;
+        f.tls_incomplete = tls_incomplete(c);
     }
     f.errno = logged_errno.or_else(|| {
         // A synchronous connect() failure leaves errno set (unix sockets).
@@ -206,6 +205,19 @@ unsafe fn gather(
         (c.is_null() && e != 0).then_some(e)
     });
     f
+}
+
+/// TLS was started on the upstream connection and the handshake did not complete.
+#[cfg(ngx_feature = "ssl")]
+unsafe fn tls_incomplete(c: *const ngx_connection_t) -> bool {
+    let ssl = (*c).ssl;
+    !ssl.is_null() && (*ssl).handshaked() == 0
+}
+
+/// nginx built without SSL: no upstream TLS.
+#[cfg(not(ngx_feature = "ssl"))]
+unsafe fn tls_incomplete(_c: *const ngx_connection_t) -> bool {
+    false
 }
 
 /// Classify, remember in the request record, count in shared memory.
