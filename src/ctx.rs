@@ -36,6 +36,17 @@ pub struct Saved {
     pub finalize: Option<unsafe extern "C" fn(*mut ngx_http_request_t, ngx_int_t)>,
 }
 
+impl Saved {
+    pub const NONE: Saved = Saved {
+        data: ptr::null_mut(),
+        get: None,
+        free: None,
+        set_session: None,
+        save_session: None,
+        finalize: None,
+    };
+}
+
 pub struct Ctx {
     pub r: *mut ngx_http_request_t,
     /// Counters key: the upstream's display name (memory owned by the main conf or the pool).

@@ -85,6 +85,14 @@ mod module {
             );
             hs.rotate_right(1);
             hs[0] = Some(peer::log_phase_handler);
+
+            let h = ngx_array_push(
+                &mut cmcf.phases[ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE as usize].handlers,
+            ) as *mut ngx_http_handler_pt;
+            if h.is_null() {
+                return Status::NGX_ERROR.into();
+            }
+            *h = Some(peer::precontent_handler);
             Status::NGX_OK.into()
         }
     }

@@ -78,32 +78,116 @@ unsafe extern "C" fn init_peer(
     if rc != NGX_OK as ngx_int_t || !enabled(r) {
         return rc;
     }
-    let u = (*r).upstream;
-    let Some(c) = ctx::get_or_create(r) else {
-        return rc; // out of memory: nginx goes on untouched
-    };
-    let ctx = &mut *c;
-    ctx.upstream = ngx_str_t {
+    let name = ngx_str_t {
         len: w.name.len(),
         data: w.name.as_ptr() as *mut u8,
     };
-    ctx.dynamic = false;
-    ctx.saved = Some(Saved {
-        data: (*u).peer.data,
-        get: (*u).peer.get,
-        free: (*u).peer.free,
-        set_session: (*u).peer.set_session,
-        save_session: (*u).peer.save_session,
-        finalize: (*u).finalize_request,
+    hook(r, name, false);
+    rc
+}
+
+/// Take over the request's upstream hooks: finalize always, get/free when the balancer has
+/// set them up. Idempotent.
+unsafe fn hook(r: *mut ngx_http_request_t, name: ngx_str_t, dynamic: bool) {
+    let u = (*r).upstream;
+    let Some(c) = ctx::get_or_create(r) else {
+        return; // out of memory: nginx goes on untouched
+    };
+    let ctx = &mut *c;
+    ctx.upstream = name;
+    ctx.dynamic = dynamic;
+    let finalize_hooked = (*u)
+        .finalize_request
+        .is_some_and(|f| ptr::fn_addr_eq(f, finalize as Finalize));
+    let finalize_orig = if finalize_hooked {
+        ctx.saved.and_then(|s| s.finalize)
+    } else {
+        (*u).finalize_request
+    };
+    let peer_hooked = (*u)
+        .peer
+        .get
+        .is_some_and(|f| ptr::fn_addr_eq(f, get_peer as GetPeer));
+    ctx.saved = Some(if peer_hooked || (*u).peer.get.is_none() {
+        Saved {
+            finalize: finalize_orig,
+            ..ctx.saved.unwrap_or(Saved::NONE)
+        }
+    } else {
+        let s = Saved {
+            data: (*u).peer.data,
+            get: (*u).peer.get,
+            free: (*u).peer.free,
+            set_session: (*u).peer.set_session,
+            save_session: (*u).peer.save_session,
+            finalize: finalize_orig,
+        };
+        (*u).peer.data = c as *mut c_void;
+        (*u).peer.get = Some(get_peer);
+        (*u).peer.free = Some(free_peer);
+        (*u).peer.set_session = Some(set_session);
+        (*u).peer.save_session = Some(save_session);
+        s
     });
-    (*u).peer.data = c as *mut c_void;
-    (*u).peer.get = Some(get_peer);
-    (*u).peer.free = Some(free_peer);
-    (*u).peer.set_session = Some(set_session);
-    (*u).peer.save_session = Some(save_session);
     (*u).finalize_request = Some(finalize);
     logtap::install(c);
+}
+
+type Finalize = unsafe extern "C" fn(*mut ngx_http_request_t, ngx_int_t);
+type GetPeer = unsafe extern "C" fn(*mut ngx_peer_connection_t, *mut c_void) -> ngx_int_t;
+
+/// Precontent phase: run the location's content handler (proxy_pass & co.) through
+/// [`content`], so that upstreams built without `peer.init` (`proxy_pass http://$var`) are
+/// seen too. Requests without a content handler are left alone.
+pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    if (*r).content_handler.is_some() && enabled(r) {
+        let clcf =
+            *(*r).loc_conf.add(ngx_http_core_module.ctx_index) as *const ngx_http_core_loc_conf_t;
+        let same = match ((*r).content_handler, (*clcf).handler) {
+            (Some(a), Some(b)) => ptr::fn_addr_eq(a, b),
+            _ => false,
+        };
+        if same {
+            (*r).content_handler = Some(content);
+        }
+    }
+    NGX_DECLINED as ngx_int_t
+}
+
+/// The location's own content handler, then a look at the upstream it set up.
+unsafe extern "C" fn content(r: *mut ngx_http_request_t) -> ngx_int_t {
+    let clcf =
+        *(*r).loc_conf.add(ngx_http_core_module.ctx_index) as *const ngx_http_core_loc_conf_t;
+    let Some(h) = (*clcf).handler else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    let rc = h(r);
+    let u = (*r).upstream;
+    if u.is_null() || (*u).resolved.is_null() || (*u).finalize_request.is_none() {
+        return rc;
+    }
+    // Already taken over through peer.init (the variable named an upstream{} block)?
+    if let Some(c) = ctx::get(r) {
+        if (*c).saved.is_some() {
+            return rc;
+        }
+    }
+    if let Some(name) = dynamic_name(r) {
+        hook(r, name, true);
+    }
     rc
+}
+
+/// A run-time upstream's name as proxy_pass wrote it: host[:port], in the request pool.
+unsafe fn dynamic_name(r: *mut ngx_http_request_t) -> Option<ngx_str_t> {
+    let res = (*(*r).upstream).resolved;
+    let host = String::from_utf8_lossy((*res).host.as_bytes());
+    let name = if (*res).port != 0 && (*res).no_port == 0 {
+        format!("{host}:{}", (*res).port)
+    } else {
+        host.into_owned()
+    };
+    ngx_str_t::from_bytes((*r).pool, name.as_bytes())
 }
 
 unsafe fn saved(data: *mut c_void) -> (&'static mut Ctx, Saved) {
@@ -282,6 +366,22 @@ unsafe extern "C" fn finalize(r: *mut ngx_http_request_t, rc: ngx_int_t) {
             let facts = gather(r, pc, Event::BodyFailed, ctx.log.errno);
             record(ctx, &facts, peer);
             ctx.attempt_failed = true;
+        } else if ctx.dynamic && rc_status != NGX_HTTP_INTERNAL_SERVER_ERROR && error {
+            // A run-time upstream whose peers nginx built without a hook: the failed
+            // connection is still open here, its flags tell the cause. No peer at all: the
+            // name did not resolve.
+            let res = (*u).resolved;
+            if (*pc).name.is_null() && (*res).naddrs == 0 && (*res).sockaddr.is_null() {
+                let facts = Facts {
+                    event: Event::ResolveFailed,
+                    ..Default::default()
+                };
+                record(ctx, &facts, ngx_str_t::empty());
+            } else {
+                let facts = gather(r, pc, Event::PeerFailed, ctx.log.errno);
+                record(ctx, &facts, peer);
+            }
+            ctx.attempt_failed = true;
         } else if (*u).headers_in.status_n == 502 {
             let facts = gather(r, pc, Event::PeerFailed, None);
             record(
@@ -337,14 +437,7 @@ pub unsafe extern "C" fn log_phase_handler(r: *mut ngx_http_request_t) -> ngx_in
         return NGX_OK as ngx_int_t;
     };
     let ctx = &mut *c;
-    // Name the dynamic upstream as proxy_pass wrote it: host[:port].
-    let host = (*res).host.as_bytes();
-    let name = if (*res).port != 0 && (*res).no_port == 0 {
-        format!("{}:{}", String::from_utf8_lossy(host), (*res).port)
-    } else {
-        String::from_utf8_lossy(host).into_owned()
-    };
-    let Some(name) = ngx_str_t::from_bytes((*r).pool, name.as_bytes()) else {
+    let Some(name) = dynamic_name(r) else {
         return NGX_OK as ngx_int_t;
     };
     ctx.upstream = name;

@@ -9,6 +9,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use Test::More;
+use JSON::PP ();
 use Triage::Harness qw(log_format_directive);
 use Triage::Backend;
 
@@ -25,6 +26,7 @@ my $missing_sock = "$sockdir/missing.sock";
 $b{denied} = $t->backend('ok', unix => $perm_sock, mode => 0000);
 my $closed  = Triage::Backend::closed_port();
 my $closed2 = Triage::Backend::closed_port();
+my $closed3 = Triage::Backend::closed_port();
 
 $t->start(<<'CONF', LOG_FORMAT => $LOG_FORMAT,
 %%LOAD_MODULE%%
@@ -67,12 +69,16 @@ http {
             proxy_pass http://$backend_host:%%CLOSED%%;
         }
         location /tls      { proxy_pass https://%%PLAIN%%; }
+        # run-time upstreams: nginx builds their peers without peer.init
+        location /var_refused { set $b 127.0.0.1:%%CLOSED3%%; proxy_pass http://$b; }
+        location = /status    { triage_status; access_log off; }
+        location /var_silent  { set $b %%SILENT%%; proxy_pass http://$b; }
         location /next     { proxy_next_upstream error timeout; proxy_pass http://next_try; }
         location /dead     { proxy_next_upstream error timeout; proxy_pass http://dead; }
     }
 }
 CONF
-    OK => $b{ok}->addr, CLOSED => $closed, CLOSED2 => $closed2,
+    OK => $b{ok}->addr, CLOSED => $closed, CLOSED2 => $closed2, CLOSED3 => $closed3,
     BLACKHOLE => $b{blackhole}->addr, SILENT => $b{silent}->addr, CLOSE => $b{close}->addr,
     RESET => $b{reset}->addr, INVALID => $b{invalid_header}->addr, BIG => $b{big_header}->addr,
     OWN502 => $b{bad_gateway}->addr, DENIED => $perm_sock, MISSING => $missing_sock,
@@ -114,6 +120,12 @@ my @cases = (
     { uri => '/nxdomain', status => 502, cause => 'host_not_found', errno => '',
       phase => 'resolve', peer => '',
       err => qr/\[error\] .*nx\.invalid could not be resolved \(3: Host not found\)/ },
+    { uri => '/var_refused', status => 502, cause => 'connect_refused', errno => 111,
+      phase => 'connect', peer => "127.0.0.1:$closed3",
+      err => qr/\[error\] .*connect\(\) failed \(111: Connection refused\) while connecting to upstream/ },
+    { uri => '/var_silent', status => 504, cause => 'read_timeout', errno => 110,
+      phase => 'read_header', peer => $b{silent}->addr,
+      err => qr/\[error\] .*upstream timed out \(110: Connection timed out\) while reading response header from upstream/ },
     { uri => '/tls', status => 502, cause => 'tls_handshake_failed', errno => undef,
       phase => 'connect', peer => $b{plain}->addr,
       err => qr/\[error\] .*SSL_do_handshake\(\) failed .* while SSL handshaking to upstream/ },
@@ -208,6 +220,18 @@ for my $c (@cases) {
                  $t->find_access('access.log', \@F, request_uri => '/dead?2'));
     ok($t->wait_error_log(qr/\[error\] .*no live upstreams while connecting to upstream.*"GET \/dead\?2 /),
        '/dead?2: error.log says "no live upstreams"');
+}
+
+# A run-time upstream is listed in the status under host:port, flagged dynamic.
+{
+    my $r = $t->http('main', '/status');
+    my $j = eval { JSON::PP::decode_json($r->{body}) } || {};
+    my $u = $j->{upstreams}{"127.0.0.1:$closed3"} || {};
+    is($u->{dynamic}, JSON::PP::true, 'status: run-time upstream 127.0.0.1:<port> is dynamic');
+    my ($p) = @{ $u->{peers} || [] };
+    is($p && $p->{name}, "127.0.0.1:$closed3", 'status: its peer is the address tried');
+    is($p && $p->{failures}{by_cause}{connect_refused}, 1, 'status: its refused try is counted once');
+    is($p && $p->{last_failure}{errno}, 111, 'status: its last_failure errno is 111');
 }
 
 $t->stop;
