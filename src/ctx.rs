@@ -53,7 +53,8 @@ pub struct Ctx {
     pub upstream: ngx_str_t,
     /// The upstream is not in the configuration (resolved at run time).
     pub dynamic: bool,
-    tries: [Option<Try>; MAX_TRIES],
+    /// Allocated from the request pool on the first failed try (most requests have none).
+    tries: *mut [Try; MAX_TRIES],
     ntries: usize,
     /// Every failed try, including those beyond MAX_TRIES.
     pub total_tries: usize,
@@ -68,14 +69,20 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    fn tries_slice(&self) -> &[Try] {
+        if self.tries.is_null() {
+            return &[];
+        }
+        // SAFETY: allocated in push(); the first ntries entries are initialised.
+        unsafe { core::slice::from_raw_parts(self.tries as *const Try, self.ntries) }
+    }
+
     pub fn tries(&self) -> impl Iterator<Item = &Try> {
-        self.tries[..self.ntries].iter().flatten()
+        self.tries_slice().iter()
     }
 
     pub fn last(&self) -> Option<&Try> {
-        self.ntries
-            .checked_sub(1)
-            .and_then(|i| self.tries[i].as_ref())
+        self.tries_slice().last()
     }
 
     /// The try that decided the response, if a failure did.
@@ -88,14 +95,23 @@ impl Ctx {
     }
 
     pub fn push(&mut self, t: Try) {
-        if self.ntries == MAX_TRIES {
-            // Keep the first tries and the latest one.
-            self.tries[MAX_TRIES - 1] = Some(t);
-        } else {
-            self.tries[self.ntries] = Some(t);
-            self.ntries += 1;
-        }
         self.total_tries += 1;
+        if self.tries.is_null() {
+            // SAFETY: r is the live request owning this record.
+            let p = unsafe {
+                ngx_palloc((*self.r).pool, mem::size_of::<[Try; MAX_TRIES]>())
+                    as *mut [Try; MAX_TRIES]
+            };
+            if p.is_null() {
+                return;
+            }
+            self.tries = p;
+        }
+        // Keep the first tries and the latest one.
+        let i = self.ntries.min(MAX_TRIES - 1);
+        // SAFETY: allocated above with room for MAX_TRIES entries; i < MAX_TRIES.
+        unsafe { (self.tries as *mut Try).add(i).write(t) };
+        self.ntries = i + 1;
     }
 }
 
@@ -145,6 +161,23 @@ pub unsafe fn get_or_create(r: *mut ngx_http_request_t) -> Option<*mut Ctx> {
     if let Some(c) = get(r) {
         return Some(c);
     }
+    create(r)
+}
+
+/// A record for `r` unless `r->ctx` already holds one. After an internal redirect (which
+/// zeroes `r->ctx`) the new location gets a record of its own.
+///
+/// # Safety
+/// `r` must be a valid request.
+pub unsafe fn current_or_create(r: *mut ngx_http_request_t) -> Option<*mut Ctx> {
+    let p = *(*r).ctx.add(ctx_index()) as *mut Ctx;
+    if !p.is_null() {
+        return Some(p);
+    }
+    create(r)
+}
+
+unsafe fn create(r: *mut ngx_http_request_t) -> Option<*mut Ctx> {
     let cln = ngx_pool_cleanup_add((*r).pool, mem::size_of::<Ctx>());
     if cln.is_null() {
         return None;
@@ -156,7 +189,7 @@ pub unsafe fn get_or_create(r: *mut ngx_http_request_t) -> Option<*mut Ctx> {
             r,
             upstream: ngx_str_t::empty(),
             dynamic: false,
-            tries: [None; MAX_TRIES],
+            tries: ptr::null_mut(),
             ntries: 0,
             total_tries: 0,
             decided: false,

@@ -90,7 +90,7 @@ unsafe extern "C" fn init_peer(
 /// set them up. Idempotent.
 unsafe fn hook(r: *mut ngx_http_request_t, name: ngx_str_t, dynamic: bool) {
     let u = (*r).upstream;
-    let Some(c) = ctx::get_or_create(r) else {
+    let Some(c) = ctx::current_or_create(r) else {
         return; // out of memory: nginx goes on untouched
     };
     let ctx = &mut *c;
