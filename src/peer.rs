@@ -383,18 +383,14 @@ unsafe extern "C" fn finalize(r: *mut ngx_http_request_t, rc: ngx_int_t) {
             }
             ctx.attempt_failed = true;
         } else if (*u).headers_in.status_n == 502 {
-            let facts = gather(r, pc, Event::PeerFailed, None);
-            record(
-                ctx,
-                &Facts {
-                    upstream_status: 502,
-                    read_timedout: false,
-                    read_error: false,
-                    header_buffer_full: false,
-                    ..facts
-                },
-                peer,
-            );
+            // The backend's own 502, passed through: all that matters is its status.
+            let facts = Facts {
+                connected: true,
+                request_sent: true,
+                upstream_status: 502,
+                ..Default::default()
+            };
+            record(ctx, &facts, peer);
             ctx.attempt_failed = true;
         }
     }
