@@ -46,6 +46,8 @@ pub struct LocConf {
     pub enable: ngx_flag_t,
     /// This location answers `triage_status`.
     pub status: bool,
+    /// The location's own content handler (proxy_pass & co.), run by `peer::content`.
+    pub content: ngx_http_handler_pt,
 }
 
 impl Default for LocConf {
@@ -53,6 +55,7 @@ impl Default for LocConf {
         LocConf {
             enable: NGX_CONF_UNSET as ngx_flag_t,
             status: false,
+            content: None,
         }
     }
 }

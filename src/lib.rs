@@ -5,8 +5,8 @@
 //! - pure core (no FFI, `cargo test`): [`cause`] (taxonomy, classification, hints),
 //!   [`snapshot`] (what the status shows), [`render`] (JSON and time formatting);
 //! - FFI glue: `conf` (directives), `peer` (peer.init/get/free and finalize wrappers),
-//!   `logtap` (errno from the error log), `ctx` (per-request record), `state` (shared memory),
-//!   `variables` (`$triage_*`), `status` (the `triage_status` handler), `upstreams` (walking
+//!   `watch` (what the wrappers keep while an upstream runs), `record` (a request's failed
+//!   tries), `logtap` (errno from the error log), `state` (shared memory), `variables` (`$triage_*`), `status` (the `triage_status` handler), `upstreams` (walking
 //!   nginx's upstream configuration).
 //!
 //! The FFI glue is left out of unit-test builds: `cargo test` cannot link nginx symbols.
@@ -18,11 +18,11 @@ pub mod snapshot;
 #[cfg(not(test))]
 mod conf;
 #[cfg(not(test))]
-mod ctx;
-#[cfg(not(test))]
 mod logtap;
 #[cfg(not(test))]
 mod peer;
+#[cfg(not(test))]
+mod record;
 #[cfg(not(test))]
 mod state;
 #[cfg(not(test))]
@@ -31,19 +31,21 @@ mod status;
 mod upstreams;
 #[cfg(not(test))]
 mod variables;
+#[cfg(not(test))]
+mod watch;
 
 #[cfg(not(test))]
 pub use module::ngx_http_triage_module;
 
 #[cfg(not(test))]
 mod module {
-    use core::ffi::c_void;
-    use core::ptr::{addr_of, addr_of_mut};
+    use core::ffi::{c_char, c_void};
+    use core::ptr::{self, addr_of, addr_of_mut};
 
-    use ngx::core::Status;
+    use ngx::core::{Status, NGX_CONF_ERROR};
     use ngx::ffi::*;
     use ngx::http::HttpModuleConfExt;
-    use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+    use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, Merge};
 
     use crate::conf::{self, LocConf, MainConf};
     use crate::{peer, state, variables};
@@ -70,30 +72,22 @@ mod module {
             if peer::wrap_upstreams(cf, mcf) != Status::NGX_OK {
                 return Status::NGX_ERROR.into();
             }
-            // SAFETY: the http core main conf exists for any http{} block.
-            let cmcf = NgxHttpCoreModule::main_conf_mut(&*cf).expect("http core main conf");
-            let handlers = &mut cmcf.phases[ngx_http_phases_NGX_HTTP_LOG_PHASE as usize].handlers;
-            if ngx_array_push(handlers).is_null() {
-                return Status::NGX_ERROR.into();
-            }
-            // ngx_http_log_request() runs log-phase handlers in order: ours goes first, so
-            // that the access log sees what it records.
-            // SAFETY: the array holds nelts handler pointers after the push.
-            let hs = core::slice::from_raw_parts_mut(
-                handlers.elts as *mut ngx_http_handler_pt,
-                handlers.nelts,
-            );
-            hs.rotate_right(1);
-            hs[0] = Some(peer::log_phase_handler);
-
-            let h = ngx_array_push(
-                &mut cmcf.phases[ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE as usize].handlers,
-            ) as *mut ngx_http_handler_pt;
-            if h.is_null() {
-                return Status::NGX_ERROR.into();
-            }
-            *h = Some(peer::precontent_handler);
             Status::NGX_OK.into()
+        }
+
+        unsafe extern "C" fn merge_loc_conf(
+            cf: *mut ngx_conf_t,
+            prev: *mut c_void,
+            conf: *mut c_void,
+        ) -> *mut c_char {
+            // SAFETY: nginx passes two of our location confs and the context of `conf`.
+            let prev = &*(prev as *const LocConf);
+            let conf = &mut *(conf as *mut LocConf);
+            if conf.merge(prev).is_err() {
+                return NGX_CONF_ERROR;
+            }
+            peer::wrap_content(cf, conf);
+            ptr::null_mut()
         }
     }
 

@@ -3,8 +3,9 @@
 //! nginx logs "connect() failed (111: Connection refused)" and then moves on; for an
 //! asynchronous connect the errno is nowhere else. While a request talks to its upstream, the
 //! connection log's `writer` is ours: it reads each line (pure parser in `cause`) and forwards
-//! it unchanged to where it was going (the previous writer, or the log file). Removed at
-//! finalize, with a pool cleanup as the safety net. It sees lines only when the location's
+//! it unchanged to where it was going (the previous writer, or the log file). Removed when the
+//! upstream finalizes (nginx always finalizes an upstream it started, also when the client
+//! goes away: the upstream's request cleanup does it). It sees lines only when the location's
 //! `error_log` level lets them through (`error` or more verbose: nginx's default).
 
 use core::ffi::c_void;
@@ -13,7 +14,7 @@ use core::ptr;
 use ngx::ffi::*;
 
 use crate::cause::parse_log_line;
-use crate::ctx::Ctx;
+use crate::watch::Watch;
 
 #[derive(Clone, Copy)]
 pub struct Tap {
@@ -32,11 +33,11 @@ impl Default for Tap {
     }
 }
 
-/// Start tapping `ctx.r`'s connection log.
+/// Start tapping `w.r`'s connection log.
 ///
 /// # Safety
-/// `ctx` must be a live record of a live request.
-pub unsafe fn install(ctx: *mut Ctx) {
+/// `w` must be a watch in use by a live request.
+pub unsafe fn install(ctx: *mut Watch) {
     let c = &mut *ctx;
     if !c.tap.log.is_null() {
         return;
@@ -54,35 +55,36 @@ pub unsafe fn install(ctx: *mut Ctx) {
     (*log).wdata = ctx as *mut c_void;
 }
 
-/// Stop tapping. `always`: from the pool cleanup, also when an inner tap was removed out of
-/// order and left ours in place.
+/// Stop tapping. Taps of requests sharing a connection (a subrequest's upstream, a mirror)
+/// form a chain through `log.writer`/`wdata`; `w` is unlinked wherever it is in it.
 ///
 /// # Safety
-/// `ctx` must be a live record.
-pub unsafe fn remove(ctx: *mut Ctx, always: bool) {
-    let c = &mut *ctx;
-    let log = c.tap.log;
-    if log.is_null() && !always {
+/// `w` must be a watch in use.
+pub unsafe fn remove(w: *mut Watch) {
+    let tap = (*w).tap;
+    if tap.log.is_null() {
         return;
     }
-    if !log.is_null()
-        && (*log)
-            .writer
-            .is_some_and(|w| ptr::fn_addr_eq(w, writer as Writer))
-        && (*log).wdata == ctx as *mut c_void
-    {
-        (*log).writer = c.tap.writer;
-        (*log).wdata = c.tap.wdata;
+    (*w).tap.log = ptr::null_mut();
+    let mut link: (*mut ngx_log_writer_pt, *mut *mut c_void) =
+        (&mut (*tap.log).writer, &mut (*tap.log).wdata);
+    while (*link.0).is_some_and(|f| ptr::fn_addr_eq(f, writer as Writer)) {
+        if *link.1 == w as *mut c_void {
+            *link.0 = tap.writer;
+            *link.1 = tap.wdata;
+            return;
+        }
+        let later = *link.1 as *mut Watch;
+        link = (&mut (*later).tap.writer, &mut (*later).tap.wdata);
     }
-    c.tap.log = ptr::null_mut();
 }
 
 type Writer = unsafe extern "C" fn(*mut ngx_log_t, ngx_uint_t, *mut u_char, usize);
 
 unsafe extern "C" fn writer(log: *mut ngx_log_t, level: ngx_uint_t, buf: *mut u_char, len: usize) {
     // SAFETY: nginx calls the writer with the log we installed it on and a valid buffer; wdata
-    // is our live Ctx (the tap is removed before the pool that holds it goes away).
-    let ctx = &mut *((*log).wdata as *mut Ctx);
+    // is a watch in use (a tap is unlinked before its watch is given back).
+    let ctx = &mut *((*log).wdata as *mut Watch);
     let line = core::slice::from_raw_parts(buf, len);
     let seen = parse_log_line(line);
     if seen.errno.is_some() {

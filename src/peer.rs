@@ -7,13 +7,17 @@ use core::ptr;
 
 use ngx::core::Status;
 use ngx::ffi::*;
-use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpUpstreamModule};
+use ngx::http::{
+    HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule,
+    NgxHttpUpstreamModule,
+};
 
 use crate::cause::{classify, Event, Facts};
-use crate::conf::MainConf;
-use crate::ctx::{self, Ctx, Saved, Try};
+use crate::conf::{LocConf, MainConf};
 use crate::module::Module;
+use crate::record::{self, Record, Try};
 use crate::upstreams::{self, Wrapped};
+use crate::watch::{self, Saved, Watch};
 use crate::{logtap, state};
 
 /// Wrap `peer.init` of every upstream of the http{} block (postconfiguration).
@@ -51,8 +55,7 @@ unsafe fn main_conf(r: *mut ngx_http_request_t) -> &'static MainConf {
 }
 
 unsafe fn enabled(r: *mut ngx_http_request_t) -> bool {
-    let p = *(*r).loc_conf.add(Module::module().ctx_index)
-        as *const <Module as HttpModuleLocationConf>::LocationConf;
+    let p = *(*r).loc_conf.add(Module::module().ctx_index) as *const LocConf;
     (*p).enable != 0
 }
 
@@ -86,96 +89,131 @@ unsafe extern "C" fn init_peer(
     rc
 }
 
-/// Take over the request's upstream hooks: finalize always, get/free when the balancer has
-/// set them up. Idempotent.
+/// Take over the request's upstream hooks: finalize always, get/free (and the TLS session
+/// hooks) when the balancer has set them up. Called once per upstream: from `init_peer` for
+/// upstreams in the configuration, from `content` for the others.
 unsafe fn hook(r: *mut ngx_http_request_t, name: ngx_str_t, dynamic: bool) {
     let u = (*r).upstream;
-    let Some(c) = ctx::current_or_create(r) else {
+    let Some(wp) = watch::take(r, u) else {
         return; // out of memory: nginx goes on untouched
     };
-    let ctx = &mut *c;
-    ctx.upstream = name;
-    ctx.dynamic = dynamic;
-    let finalize_hooked = (*u)
-        .finalize_request
-        .is_some_and(|f| ptr::fn_addr_eq(f, finalize as Finalize));
-    let finalize_orig = if finalize_hooked {
-        ctx.saved.and_then(|s| s.finalize)
-    } else {
-        (*u).finalize_request
-    };
-    let peer_hooked = (*u)
-        .peer
-        .get
-        .is_some_and(|f| ptr::fn_addr_eq(f, get_peer as GetPeer));
-    ctx.saved = Some(if peer_hooked || (*u).peer.get.is_none() {
-        Saved {
-            finalize: finalize_orig,
-            ..ctx.saved.unwrap_or(Saved::NONE)
-        }
-    } else {
-        let s = Saved {
+    let w = &mut *wp;
+    w.upstream = name;
+    w.dynamic = dynamic;
+    w.finalize = (*u).finalize_request;
+    if (*u).peer.get.is_some() {
+        w.saved = Some(Saved {
             data: (*u).peer.data,
             get: (*u).peer.get,
             free: (*u).peer.free,
             set_session: (*u).peer.set_session,
             save_session: (*u).peer.save_session,
-            finalize: finalize_orig,
-        };
-        (*u).peer.data = c as *mut c_void;
+        });
+        (*u).peer.data = wp as *mut c_void;
         (*u).peer.get = Some(get_peer);
         (*u).peer.free = Some(free_peer);
         (*u).peer.set_session = Some(set_session);
         (*u).peer.save_session = Some(save_session);
-        s
-    });
+    }
     (*u).finalize_request = Some(finalize);
-    logtap::install(c);
+    logtap::install(wp);
 }
 
-type Finalize = unsafe extern "C" fn(*mut ngx_http_request_t, ngx_int_t);
+/// Give the peer hooks back to the balancer (the last `free`, which nginx calls after
+/// `finalize_request`, goes straight to it). False if someone wrapped them after us.
+unsafe fn unhook_peer(u: *mut ngx_http_upstream_t, wp: *mut Watch) -> bool {
+    let Some(s) = (*wp).saved else { return true };
+    let ours = (*u)
+        .peer
+        .get
+        .is_some_and(|f| ptr::fn_addr_eq(f, get_peer as GetPeer))
+        && (*u).peer.data == wp as *mut c_void;
+    if ours {
+        (*u).peer.data = s.data;
+        (*u).peer.get = s.get;
+        (*u).peer.free = s.free;
+        (*u).peer.set_session = s.set_session;
+        (*u).peer.save_session = s.save_session;
+    }
+    ours
+}
+
 type GetPeer = unsafe extern "C" fn(*mut ngx_peer_connection_t, *mut c_void) -> ngx_int_t;
 
-/// Precontent phase: run the location's content handler (proxy_pass & co.) through
-/// [`content`], so that upstreams built without `peer.init` (`proxy_pass http://$var`) are
-/// seen too. Requests without a content handler are left alone.
-pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    if (*r).content_handler.is_some() && enabled(r) {
-        let clcf =
-            *(*r).loc_conf.add(ngx_http_core_module.ctx_index) as *const ngx_http_core_loc_conf_t;
-        let same = match ((*r).content_handler, (*clcf).handler) {
-            (Some(a), Some(b)) => ptr::fn_addr_eq(a, b),
-            _ => false,
-        };
-        if same {
-            (*r).content_handler = Some(content);
-        }
+/// Merge time: run the location's content handler (proxy_pass & co.) through [`content`],
+/// so that upstreams built without `peer.init` (`proxy_pass http://$var`) are seen too.
+/// Module merges run in module order, so the handlers of nginx's own modules (proxy sets
+/// one in its merge for `limit_except`) are in place by now.
+///
+/// # Safety
+/// `cf` must be the configuration context of the location `lcf` belongs to (merge time).
+pub unsafe fn wrap_content(cf: *mut ngx_conf_t, lcf: &mut LocConf) {
+    if lcf.enable == 0 || lcf.status {
+        return;
     }
-    NGX_DECLINED as ngx_int_t
+    let Some(clcf) = NgxHttpCoreModule::location_conf_mut(&*cf) else {
+        return;
+    };
+    match clcf.handler {
+        Some(h) if !ptr::fn_addr_eq(h, content as Handler) => {
+            lcf.content = Some(h);
+            clcf.handler = Some(content);
+        }
+        _ => {}
+    }
 }
+
+type Handler = unsafe extern "C" fn(*mut ngx_http_request_t) -> ngx_int_t;
 
 /// The location's own content handler, then a look at the upstream it set up.
 unsafe extern "C" fn content(r: *mut ngx_http_request_t) -> ngx_int_t {
-    let clcf =
-        *(*r).loc_conf.add(ngx_http_core_module.ctx_index) as *const ngx_http_core_loc_conf_t;
-    let Some(h) = (*clcf).handler else {
+    let lcf = *(*r).loc_conf.add(Module::module().ctx_index) as *const LocConf;
+    let Some(h) = (*lcf).content else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
     let rc = h(r);
     let u = (*r).upstream;
-    if u.is_null() || (*u).resolved.is_null() || (*u).finalize_request.is_none() {
+    // Nothing to see: no upstream, or one named in the configuration (peer.init hooks it).
+    if u.is_null() || (*u).resolved.is_null() || !(*u).upstream.is_null() {
         return rc;
     }
-    // Already taken over through peer.init (the variable named an upstream{} block)?
-    if let Some(c) = ctx::get(r) {
-        if (*c).saved.is_some() {
+    if (*u).cleanup.is_null() {
+        // Already finalized: nginx failed synchronously, before any peer (no resolver, a
+        // cached negative answer).
+        if !(*u).peer.sockaddr.is_null() {
             return rc;
         }
+        resolve_failed_now(r);
+        return rc;
     }
-    if let Some(name) = dynamic_name(r) {
-        hook(r, name, true);
+    if (*u).finalize_request.is_some() {
+        if let Some(name) = dynamic_name(r) {
+            hook(r, name, true);
+        }
     }
     rc
+}
+
+/// A run-time upstream name that did not resolve, met synchronously.
+unsafe fn resolve_failed_now(r: *mut ngx_http_request_t) {
+    let status = (*r).headers_out.status.max((*r).err_status);
+    let res = (*(*r).upstream).resolved;
+    if status != NGX_HTTP_BAD_GATEWAY as ngx_uint_t
+        || !(*res).sockaddr.is_null()
+        || (*res).naddrs != 0
+    {
+        return;
+    }
+    let Some(name) = dynamic_name(r) else { return };
+    let mut rec = ptr::null_mut();
+    let facts = Facts {
+        event: Event::ResolveFailed,
+        ..Default::default()
+    };
+    record(r, &mut rec, name, true, &facts, ngx_str_t::empty());
+    if !rec.is_null() {
+        (*rec).decided = true;
+    }
 }
 
 /// A run-time upstream's name as proxy_pass wrote it: host[:port], in the request pool.
@@ -190,17 +228,17 @@ unsafe fn dynamic_name(r: *mut ngx_http_request_t) -> Option<ngx_str_t> {
     ngx_str_t::from_bytes((*r).pool, name.as_bytes())
 }
 
-unsafe fn saved(data: *mut c_void) -> (&'static mut Ctx, Saved) {
-    // SAFETY: peer.data was set to our Ctx in init_peer, and saved is always Some there.
-    let ctx = &mut *(data as *mut Ctx);
-    let s = ctx.saved.expect("saved peer hooks");
-    (ctx, s)
+unsafe fn saved(data: *mut c_void) -> (&'static mut Watch, Saved) {
+    // SAFETY: peer.data is a watch in use whose peer hooks were saved (hook()).
+    let w = &mut *(data as *mut Watch);
+    let s = w.saved.expect("saved peer hooks");
+    (w, s)
 }
 
 unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void) -> ngx_int_t {
-    let (ctx, s) = saved(data);
-    ctx.log = Default::default();
-    ctx.attempt_failed = false;
+    let (w, s) = saved(data);
+    w.log = Default::default();
+    w.attempt_failed = false;
     let rc = match s.get {
         Some(get) => get(pc, s.data),
         None => NGX_ERROR as ngx_int_t,
@@ -211,8 +249,8 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
             ..Default::default()
         };
         // The balancer names the upstream in pc->name; count at upstream level.
-        record(ctx, &facts, ngx_str_t::empty());
-        ctx.attempt_failed = true;
+        record_try(w, &facts, ngx_str_t::empty());
+        w.attempt_failed = true;
     }
     rc
 }
@@ -222,16 +260,16 @@ unsafe extern "C" fn free_peer(
     data: *mut c_void,
     state: ngx_uint_t,
 ) {
-    let (ctx, s) = saved(data);
-    if state & NGX_PEER_FAILED as ngx_uint_t != 0 && !ctx.attempt_failed {
-        let facts = gather(ctx.r, pc, Event::PeerFailed, ctx.log.errno);
+    let (w, s) = saved(data);
+    if state & NGX_PEER_FAILED as ngx_uint_t != 0 && !w.attempt_failed {
+        let facts = gather(w.r, pc, Event::PeerFailed, w.log.errno);
         let peer = if (*pc).name.is_null() {
             ngx_str_t::empty()
         } else {
             *(*pc).name
         };
-        record(ctx, &facts, peer);
-        ctx.attempt_failed = true;
+        record_try(w, &facts, peer);
+        w.attempt_failed = true;
     }
     if let Some(free) = s.free {
         free(pc, s.data, state);
@@ -304,24 +342,36 @@ unsafe fn tls_incomplete(_c: *const ngx_connection_t) -> bool {
     false
 }
 
-/// Classify, remember in the request record, count in shared memory.
-unsafe fn record(ctx: &mut Ctx, facts: &Facts, peer: ngx_str_t) {
+/// Classify, remember in the request's record, count in shared memory.
+unsafe fn record(
+    r: *mut ngx_http_request_t,
+    rec: &mut *mut Record,
+    upstream: ngx_str_t,
+    dynamic: bool,
+    facts: &Facts,
+    peer: ngx_str_t,
+) {
     let v = classify(facts);
     let status = if v.cause.is_failure() {
         v.cause.status()
     } else {
         502
     };
-    ctx.push(Try {
-        cause: v.cause,
-        phase: v.phase,
-        errno: v.errno,
-        peer,
-    });
+    if rec.is_null() {
+        *rec = record::get_or_create(r).unwrap_or(ptr::null_mut());
+    }
+    if !rec.is_null() {
+        (**rec).push(Try {
+            cause: v.cause,
+            phase: v.phase,
+            errno: v.errno,
+            peer,
+        });
+    }
     state::count(
-        ctx.upstream.as_bytes(),
+        upstream.as_bytes(),
         peer.as_bytes(),
-        ctx.dynamic,
+        dynamic,
         v.cause,
         v.phase,
         v.errno,
@@ -329,120 +379,109 @@ unsafe fn record(ctx: &mut Ctx, facts: &Facts, peer: ngx_str_t) {
     );
 }
 
+unsafe fn record_try(w: &mut Watch, facts: &Facts, peer: ngx_str_t) {
+    record(w.r, &mut w.record, w.upstream, w.dynamic, facts, peer);
+}
+
 unsafe extern "C" fn finalize(r: *mut ngx_http_request_t, rc: ngx_int_t) {
-    let Some(c) = ctx::get(r) else { return };
-    let ctx = &mut *c;
     let u = (*r).upstream;
-    let Some(s) = ctx.saved else { return };
+    let Some(wp) = watch::find(r, u) else { return };
+    let w = &mut *wp;
+    // A response nginx got from the upstream and passes on (rc 0) needs no second look,
+    // unless it is the backend's own 502.
+    if !w.attempt_failed && (rc != 0 || (*u).headers_in.status_n == 502) {
+        classify_at_finalize(r, u, w, rc);
+    }
+    // A failure decided the response unless a later try succeeded. A record made before an
+    // internal redirect learns that this upstream succeeded.
+    let rec = if !w.record.is_null() {
+        Some(w.record)
+    } else if record::any() {
+        record::get(r)
+    } else {
+        None
+    };
+    if let Some(rec) = rec {
+        (*rec).decided = w.attempt_failed;
+    }
+
+    logtap::remove(wp);
+    let orig = w.finalize;
+    if unhook_peer(u, wp) {
+        watch::release(wp);
+    } else {
+        // Someone wrapped the peer hooks after us and still calls ours: keep the watch (it
+        // delegates, and records nothing more).
+        w.attempt_failed = true;
+    }
+    if let Some(f) = orig {
+        f(r, rc);
+    }
+}
+
+/// Failures nginx does not report through `free(NGX_PEER_FAILED)`.
+#[cold]
+unsafe fn classify_at_finalize(
+    r: *mut ngx_http_request_t,
+    u: *mut ngx_http_upstream_t,
+    w: &mut Watch,
+    rc: ngx_int_t,
+) {
     let rc_status = rc as u32;
     let error = matches!(
         rc_status,
         NGX_HTTP_BAD_GATEWAY | NGX_HTTP_GATEWAY_TIME_OUT | NGX_HTTP_INTERNAL_SERVER_ERROR
     );
-
-    if !ctx.attempt_failed {
-        let pc = ptr::addr_of_mut!((*u).peer);
-        let peer = if (*pc).name.is_null() {
-            ngx_str_t::empty()
-        } else {
-            *(*pc).name
-        };
-        if rc_status == NGX_HTTP_INTERNAL_SERVER_ERROR
-            && (*pc).connection.is_null()
-            && (ctx.log.out_of_connections || (*ngx_cycle).free_connection_n == 0)
-        {
-            // ngx_event_connect_peer() found no free connection: nginx answers 500.
-            let facts = Facts {
-                event: Event::OutOfConnections,
-                ..Default::default()
-            };
-            record(ctx, &facts, peer);
-            ctx.attempt_failed = true;
-        } else if (*u).header_sent() != 0
-            && (error || rc == NGX_ERROR as ngx_int_t)
-            && !(*pc).connection.is_null()
-        {
-            // The body was cut after the header went out: no error page, but a failure.
-            let facts = gather(r, pc, Event::BodyFailed, ctx.log.errno);
-            record(ctx, &facts, peer);
-            ctx.attempt_failed = true;
-        } else if ctx.dynamic && rc_status != NGX_HTTP_INTERNAL_SERVER_ERROR && error {
-            // A run-time upstream whose peers nginx built without a hook: the failed
-            // connection is still open here, its flags tell the cause. No peer at all: the
-            // name did not resolve.
-            let res = (*u).resolved;
-            if (*pc).name.is_null() && (*res).naddrs == 0 && (*res).sockaddr.is_null() {
-                let facts = Facts {
+    let pc = ptr::addr_of_mut!((*u).peer);
+    let peer = if (*pc).name.is_null() {
+        ngx_str_t::empty()
+    } else {
+        *(*pc).name
+    };
+    let facts = if rc_status == NGX_HTTP_INTERNAL_SERVER_ERROR
+        && (*pc).connection.is_null()
+        && (w.log.out_of_connections || (*ngx_cycle).free_connection_n == 0)
+    {
+        // ngx_event_connect_peer() found no free connection: nginx answers 500.
+        Facts {
+            event: Event::OutOfConnections,
+            ..Default::default()
+        }
+    } else if (*u).header_sent() != 0
+        && (error || rc == NGX_ERROR as ngx_int_t)
+        && !(*pc).connection.is_null()
+    {
+        // The body was cut after the header went out: no error page, but a failure.
+        gather(r, pc, Event::BodyFailed, w.log.errno)
+    } else if w.dynamic && rc_status != NGX_HTTP_INTERNAL_SERVER_ERROR && error {
+        // A run-time upstream whose peers nginx built without a hook: the failed connection
+        // is still open here, its flags tell the cause. No peer at all: the name did not
+        // resolve.
+        let res = (*u).resolved;
+        if (*pc).name.is_null() && (*res).naddrs == 0 && (*res).sockaddr.is_null() {
+            record_try(
+                w,
+                &Facts {
                     event: Event::ResolveFailed,
                     ..Default::default()
-                };
-                record(ctx, &facts, ngx_str_t::empty());
-            } else {
-                let facts = gather(r, pc, Event::PeerFailed, ctx.log.errno);
-                record(ctx, &facts, peer);
-            }
-            ctx.attempt_failed = true;
-        } else if (*u).headers_in.status_n == 502 {
-            // The backend's own 502, passed through: all that matters is its status.
-            let facts = Facts {
-                connected: true,
-                request_sent: true,
-                upstream_status: 502,
-                ..Default::default()
-            };
-            record(ctx, &facts, peer);
-            ctx.attempt_failed = true;
+                },
+                ngx_str_t::empty(),
+            );
+            w.attempt_failed = true;
+            return;
         }
-    }
-    // A failure decided the response unless a later try succeeded.
-    ctx.decided = ctx.attempt_failed && ctx.last().is_some();
-
-    logtap::remove(c, false);
-    if let Some(f) = s.finalize {
-        f(r, rc);
-    }
-}
-
-/// Log phase: the safety net for requests that failed before any peer was chosen, e.g. an
-/// upstream name that did not resolve (`proxy_pass http://$host` + `resolver`).
-pub unsafe extern "C" fn log_phase_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    let u = (*r).upstream;
-    if u.is_null() || !enabled(r) {
-        return NGX_OK as ngx_int_t;
-    }
-    let status = (*r).headers_out.status;
-    if status != NGX_HTTP_BAD_GATEWAY as ngx_uint_t
-        && (*r).err_status != NGX_HTTP_BAD_GATEWAY as ngx_uint_t
-    {
-        return NGX_OK as ngx_int_t;
-    }
-    let res = (*u).resolved;
-    if res.is_null()
-        || !(*res).sockaddr.is_null()
-        || (*res).naddrs != 0
-        || !(*u).peer.sockaddr.is_null()
-    {
-        return NGX_OK as ngx_int_t;
-    }
-    if let Some(c) = ctx::get(r) {
-        if (*c).total_tries > 0 {
-            return NGX_OK as ngx_int_t;
+        gather(r, pc, Event::PeerFailed, w.log.errno)
+    } else if (*u).headers_in.status_n == 502 {
+        // The backend's own 502, passed through: all that matters is its status.
+        Facts {
+            connected: true,
+            request_sent: true,
+            upstream_status: 502,
+            ..Default::default()
         }
-    }
-    let Some(c) = ctx::get_or_create(r) else {
-        return NGX_OK as ngx_int_t;
+    } else {
+        return;
     };
-    let ctx = &mut *c;
-    let Some(name) = dynamic_name(r) else {
-        return NGX_OK as ngx_int_t;
-    };
-    ctx.upstream = name;
-    ctx.dynamic = true;
-    let facts = Facts {
-        event: Event::ResolveFailed,
-        ..Default::default()
-    };
-    record(ctx, &facts, ngx_str_t::empty());
-    ctx.decided = true;
-    NGX_OK as ngx_int_t
+    record_try(w, &facts, peer);
+    w.attempt_failed = true;
 }

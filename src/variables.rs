@@ -7,7 +7,7 @@ use ngx::core::Status;
 use ngx::ffi::*;
 use ngx::ngx_string;
 
-use crate::ctx::{self, Ctx, Try};
+use crate::record::{self, Record, Try};
 
 #[derive(Clone, Copy)]
 #[repr(usize)]
@@ -69,7 +69,7 @@ unsafe fn set(r: *mut ngx_http_request_t, v: *mut ngx_variable_value_t, bytes: &
     (*v).set_not_found(0);
 }
 
-fn value(ctx: &Ctx, which: Var, t: &Try) -> Option<String> {
+fn value(ctx: &Record, which: Var, t: &Try) -> Option<String> {
     Some(match which {
         Var::Cause => t.cause.as_str().to_owned(),
         Var::Causes => {
@@ -106,7 +106,7 @@ unsafe extern "C" fn get(
         4 => Var::Peer,
         _ => Var::Hint,
     };
-    let found = ctx::get(r).and_then(|c| {
+    let found = record::get(r).and_then(|c| {
         let ctx = &*c;
         // $triage_causes lists every failed try, also when a later try succeeded.
         let t = match which {

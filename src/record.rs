@@ -1,0 +1,130 @@
+//! The request's record of failed tries: what the `$triage_*` variables read.
+//!
+//! Created on the first failed try only (most requests have none), in the request pool,
+//! owned by a pool cleanup. `r->ctx` is not used for it: an internal redirect (e.g.
+//! `error_page 502 = @fallback`) zeroes `r->ctx`, and the variables are read after it. The
+//! record is found again by its cleanup, the way nginx's realip module finds its context.
+
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicUsize, Ordering};
+use core::{mem, ptr};
+
+use ngx::ffi::*;
+
+use crate::cause::{Cause, Phase};
+
+/// Tries kept per request (`proxy_next_upstream_tries` is rarely above a handful).
+pub const MAX_TRIES: usize = 16;
+
+#[derive(Clone, Copy)]
+pub struct Try {
+    pub cause: Cause,
+    pub phase: Phase,
+    pub errno: Option<i32>,
+    pub peer: ngx_str_t,
+}
+
+pub struct Record {
+    r: *mut ngx_http_request_t,
+    tries: [mem::MaybeUninit<Try>; MAX_TRIES],
+    ntries: usize,
+    /// Every failed try, including those beyond MAX_TRIES.
+    pub total_tries: usize,
+    /// The response was decided by the last recorded try (it was not followed by a success).
+    pub decided: bool,
+}
+
+impl Record {
+    fn tries_slice(&self) -> &[Try] {
+        // SAFETY: the first ntries entries are initialised (push).
+        unsafe { core::slice::from_raw_parts(self.tries.as_ptr() as *const Try, self.ntries) }
+    }
+
+    pub fn tries(&self) -> impl Iterator<Item = &Try> {
+        self.tries_slice().iter()
+    }
+
+    pub fn last(&self) -> Option<&Try> {
+        self.tries_slice().last()
+    }
+
+    /// The try that decided the response, if a failure did.
+    pub fn deciding(&self) -> Option<&Try> {
+        if self.decided {
+            self.last()
+        } else {
+            None
+        }
+    }
+
+    pub fn push(&mut self, t: Try) {
+        self.total_tries += 1;
+        // Keep the first tries and the latest one.
+        let i = self.ntries.min(MAX_TRIES - 1);
+        self.tries[i] = mem::MaybeUninit::new(t);
+        self.ntries = i + 1;
+    }
+}
+
+/// Records alive in this worker: while there are none (no request of the worker has failed
+/// lately), nobody needs to look for one.
+static ALIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// A request of this worker may have a record.
+pub fn any() -> bool {
+    ALIVE.load(Ordering::Relaxed) != 0
+}
+
+/// Marks the pool cleanup that owns a record; the pool frees the memory.
+unsafe extern "C" fn owner(_data: *mut c_void) {
+    ALIVE.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The record of `r`, if a try of it failed (also after an internal redirect).
+///
+/// # Safety
+/// `r` must be a valid request.
+pub unsafe fn get(r: *mut ngx_http_request_t) -> Option<*mut Record> {
+    let mut cln = (*(*r).pool).cleanup;
+    while !cln.is_null() {
+        if (*cln)
+            .handler
+            .is_some_and(|h| ptr::fn_addr_eq(h, owner as unsafe extern "C" fn(*mut c_void)))
+        {
+            let rec = (*cln).data as *mut Record;
+            if (*rec).r == r {
+                return Some(rec);
+            }
+        }
+        cln = (*cln).next;
+    }
+    None
+}
+
+/// The record of `r`, created on first use; None when out of memory.
+///
+/// # Safety
+/// `r` must be a valid request.
+pub unsafe fn get_or_create(r: *mut ngx_http_request_t) -> Option<*mut Record> {
+    if let Some(rec) = get(r) {
+        return Some(rec);
+    }
+    let cln = ngx_pool_cleanup_add((*r).pool, mem::size_of::<Record>());
+    if cln.is_null() {
+        return None;
+    }
+    let rec = (*cln).data as *mut Record;
+    ptr::write(
+        rec,
+        Record {
+            r,
+            tries: [mem::MaybeUninit::uninit(); MAX_TRIES],
+            ntries: 0,
+            total_tries: 0,
+            decided: false,
+        },
+    );
+    (*cln).handler = Some(owner);
+    ALIVE.fetch_add(1, Ordering::Relaxed);
+    Some(rec)
+}
