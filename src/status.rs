@@ -84,6 +84,9 @@ unsafe fn add_header(r: *mut ngx_http_request_t, key: &'static [u8], value: &'st
     if h.is_null() {
         return false;
     }
+    // Zeroed first: `next` (nginx >= 1.23) and `lowcase_key` must be NULL. Zeroing sets them
+    // without naming `next`, a field nginx 1.22 (Debian bookworm) does not have.
+    ptr::write_bytes(h, 0, 1);
     (*h).hash = 1;
     (*h).key = ngx_str_t {
         len: key.len(),
@@ -93,7 +96,6 @@ unsafe fn add_header(r: *mut ngx_http_request_t, key: &'static [u8], value: &'st
         len: value.len(),
         data: value.as_ptr() as *mut u8,
     };
-    (*h).next = ptr::null_mut();
     true
 }
 
