@@ -167,7 +167,7 @@ pub static mut COMMANDS: [ngx_command_t; 10] = [
 ];
 
 /// The directive's arguments (after its name).
-unsafe fn args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
+pub unsafe fn args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
     // SAFETY: cf->args is an ngx_array_t of ngx_str_t filled by the parser.
     let a = &*(*cf).args;
     core::slice::from_raw_parts((a.elts as *const ngx_str_t).add(1), a.nelts - 1)

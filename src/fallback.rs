@@ -24,6 +24,7 @@
 //! A response whose header already went out (a body cut mid-stream) never reaches the filter
 //! again with an error status: nginx closes the connection, and so do we.
 
+use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_void};
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -36,10 +37,11 @@ use ngx::{ngx_conf_log_error, ngx_string};
 
 use crate::accept;
 use crate::cause::{Cause, Phase};
-use crate::conf::LocConf;
+use crate::conf::{args, LocConf};
 use crate::fallback_body::{self as body, Format, Mode, Page, PeerHealth, Spec};
 use crate::module::Module;
 use crate::record;
+use crate::status::add_header;
 use crate::upstreams;
 
 /// The http{}-level part: whether any location uses a fallback, `$request_id`'s index.
@@ -147,13 +149,6 @@ unsafe fn type_by_extension(clcf: &mut ngx_http_core_loc_conf_t, path: &[u8]) ->
         }
     }
     clcf.default_type.as_bytes().to_vec()
-}
-
-/// The directive's arguments (after its name).
-unsafe fn args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
-    // SAFETY: cf->args is an ngx_array_t of ngx_str_t filled by the parser.
-    let a = &*(*cf).args;
-    core::slice::from_raw_parts((a.elts as *const ngx_str_t).add(1), a.nelts - 1)
 }
 
 /// `triage_fallback off | json | html | auto | file=PATH [type=MIME] [upstream_errors=on];`
@@ -396,17 +391,24 @@ unsafe fn replace(r: *mut ngx_http_request_t, status: u16) -> Option<ngx_int_t> 
                 errno: f.errno,
                 phase: f.phase,
             };
-            let t = body::template(format, fb.details == 1);
-            let mut out = Vec::with_capacity(t.size_hint());
-            t.fill(&page, &mut out);
-            let p = ngx_pnalloc((*r).pool, out.len()) as *mut u8;
+            // Filled in the worker's buffer (no allocation once it has grown), then copied to
+            // the request pool, exactly sized.
+            let buf = &mut *FILL_BUF.0.get();
+            buf.clear();
+            if body::template(format, fb.details == 1)
+                .fill(&page, buf)
+                .is_err()
+            {
+                return Some(NGX_ERROR as ngx_int_t);
+            }
+            let p = ngx_pnalloc((*r).pool, buf.len()) as *mut u8;
             if p.is_null() {
                 return Some(NGX_ERROR as ngx_int_t);
             }
-            ptr::copy_nonoverlapping(out.as_ptr(), p, out.len());
+            ptr::copy_nonoverlapping(buf.as_ptr(), p, buf.len());
             match format {
-                Format::Json => (p, out.len(), b"application/json", false),
-                Format::Html => (p, out.len(), b"text/html", true),
+                Format::Json => (p as *const u8, buf.len(), b"application/json", false),
+                Format::Html => (p as *const u8, buf.len(), b"text/html", true),
             }
         }
         None => (
@@ -457,29 +459,13 @@ unsafe fn replace(r: *mut ngx_http_request_t, status: u16) -> Option<ngx_int_t> 
     Some(next_header(r))
 }
 
-/// Add a response header; the bytes must live as long as the request.
-unsafe fn add_header(
-    r: *mut ngx_http_request_t,
-    key: &'static [u8],
-    value: &[u8],
-) -> Option<*mut ngx_table_elt_t> {
-    let h = ngx_list_push(&mut (*r).headers_out.headers) as *mut ngx_table_elt_t;
-    if h.is_null() {
-        return None;
-    }
-    (*h).hash = 1;
-    (*h).key = ngx_str_t {
-        len: key.len(),
-        data: key.as_ptr() as *mut u8,
-    };
-    (*h).value = ngx_str_t {
-        len: value.len(),
-        data: value.as_ptr() as *mut u8,
-    };
-    (*h).lowcase_key = ptr::null_mut();
-    (*h).next = ptr::null_mut();
-    Some(h)
-}
+/// The worker's buffer for filling a page.
+struct WorkerBuf(UnsafeCell<Vec<u8>>);
+
+// SAFETY: an nginx worker runs its event loop, and so every use of this buffer, on one thread.
+unsafe impl Sync for WorkerBuf {}
+
+static FILL_BUF: WorkerBuf = WorkerBuf(UnsafeCell::new(Vec::new()));
 
 /// `$request_id` (generated once per request, cached: the access log shows the same).
 unsafe fn request_id(r: *mut ngx_http_request_t, index: ngx_int_t) -> ngx_str_t {

@@ -9,6 +9,7 @@
 //! JSON values through serde_json, HTML text escaped.
 
 use std::borrow::Cow;
+use std::io::{self, Write};
 use std::sync::OnceLock;
 
 use serde::ser::{Serialize, Serializer};
@@ -255,7 +256,11 @@ impl Serialize for Val<'_> {
 }
 
 fn lossy(b: &[u8]) -> Cow<'_, str> {
-    String::from_utf8_lossy(b)
+    // from_utf8 first: its ASCII fast path is much cheaper than the lossy decoder's
+    match core::str::from_utf8(b) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(b),
+    }
 }
 
 fn json_value<'a>(h: Hole, p: &Page<'a>) -> Val<'a> {
@@ -401,6 +406,79 @@ enum Chunk {
 pub struct Template {
     format: Format,
     chunks: Vec<Chunk>,
+    known: Known,
+}
+
+/// The encoded texts of the holes whose values come from a small set (causes, hints, phases,
+/// gateway statuses), rendered once with the template.
+#[derive(Debug)]
+struct Known {
+    cause: Vec<Vec<u8>>,
+    hint: Vec<Vec<u8>>,
+    phase: Vec<Vec<u8>>,
+    error_502: Vec<u8>,
+    error_504: Vec<u8>,
+}
+
+impl Known {
+    fn new(format: Format) -> Known {
+        let base = Page {
+            status: 502,
+            gateway_status: 502,
+            cause: Cause::Other,
+            request_id: b"",
+            retry_after: None,
+            peer: b"",
+            errno: None,
+            phase: None,
+        };
+        let text = |h, p: &Page<'_>| {
+            let mut out = Vec::new();
+            encode(format, h, p, &mut out).expect("writing to memory cannot fail");
+            out
+        };
+        let with_cause = |c| Page { cause: c, ..base };
+        Known {
+            cause: Cause::ALL
+                .iter()
+                .map(|&c| text(Hole::Cause, &with_cause(c)))
+                .collect(),
+            hint: Cause::ALL
+                .iter()
+                .map(|&c| text(Hole::Hint, &with_cause(c)))
+                .collect(),
+            phase: Phase::ALL
+                .iter()
+                .map(|&ph| {
+                    let p = Page {
+                        phase: Some(ph),
+                        ..base
+                    };
+                    text(Hole::Phase, &p)
+                })
+                .collect(),
+            error_502: text(Hole::Error, &base),
+            error_504: text(
+                Hole::Error,
+                &Page {
+                    gateway_status: 504,
+                    ..base
+                },
+            ),
+        }
+    }
+}
+
+/// Write a hole's value for `p`: JSON through serde_json, HTML text escaped.
+fn encode(format: Format, h: Hole, p: &Page<'_>, out: &mut impl Write) -> io::Result<()> {
+    match format {
+        Format::Json => serde_json::to_writer(out, &json_value(h, p)).map_err(io::Error::from),
+        Format::Html => {
+            let mut text = String::new();
+            html_value(h, p, &mut text);
+            out.write_all(text.as_bytes())
+        }
+    }
 }
 
 impl Template {
@@ -434,39 +512,33 @@ impl Template {
         }
         chunks.push(Chunk::Lit(rest.to_vec()));
         chunks.retain(|c| !matches!(c, Chunk::Lit(l) if l.is_empty()));
-        Template { format, chunks }
-    }
-
-    /// Write the page for `p` to `out`.
-    pub fn fill(&self, p: &Page<'_>, out: &mut Vec<u8>) {
-        let mut text = String::new();
-        for c in &self.chunks {
-            match (c, self.format) {
-                (Chunk::Lit(l), _) => out.extend_from_slice(l),
-                (Chunk::Hole(h), Format::Json) => {
-                    serde_json::to_writer(&mut *out, &json_value(*h, p))
-                        .expect("serializing to memory cannot fail");
-                }
-                (Chunk::Hole(h), Format::Html) => {
-                    text.clear();
-                    html_value(*h, p, &mut text);
-                    out.extend_from_slice(text.as_bytes());
-                }
-            }
+        let known = Known::new(format);
+        Template {
+            format,
+            chunks,
+            known,
         }
     }
 
-    /// An upper bound of a page's size, to allocate once.
-    pub fn size_hint(&self) -> usize {
-        let lit: usize = self
-            .chunks
-            .iter()
-            .map(|c| match c {
-                Chunk::Lit(l) => l.len(),
-                Chunk::Hole(_) => 64,
-            })
-            .sum();
-        lit + 256
+    /// Write the page for `p` to `out` (fails only when `out` does).
+    pub fn fill(&self, p: &Page<'_>, out: &mut impl Write) -> io::Result<()> {
+        let k = &self.known;
+        for c in &self.chunks {
+            match *c {
+                Chunk::Lit(ref l) => out.write_all(l)?,
+                Chunk::Hole(Hole::Cause) => out.write_all(&k.cause[p.cause.index()])?,
+                Chunk::Hole(Hole::Hint) => out.write_all(&k.hint[p.cause.index()])?,
+                Chunk::Hole(Hole::Phase) if p.phase.is_some() => {
+                    out.write_all(&k.phase[p.phase.map_or(0, |ph| ph as usize)])?
+                }
+                Chunk::Hole(Hole::Error) if p.gateway_status == 504 => {
+                    out.write_all(&k.error_504)?
+                }
+                Chunk::Hole(Hole::Error) => out.write_all(&k.error_502)?,
+                Chunk::Hole(h) => encode(self.format, h, p, out)?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -523,7 +595,7 @@ mod tests {
 
     fn filled(format: Format, details: bool, p: &Page<'_>) -> Vec<u8> {
         let mut out = Vec::new();
-        template(format, details).fill(p, &mut out);
+        template(format, details).fill(p, &mut out).unwrap();
         out
     }
 
@@ -641,6 +713,25 @@ mod tests {
                         render(f, details, &p),
                         "{f:?} details={details} {cause}"
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn known_values_match_direct_rendering() {
+        for f in [Format::Json, Format::Html] {
+            for &cause in &Cause::ALL {
+                for phase in [None, Some(Phase::Resolve), Some(Phase::ReadBody)] {
+                    for gateway_status in [502, 504] {
+                        let p = Page {
+                            cause,
+                            phase,
+                            gateway_status,
+                            ..page()
+                        };
+                        assert_eq!(filled(f, true, &p), render(f, true, &p), "{f:?} {cause}");
+                    }
                 }
             }
         }
