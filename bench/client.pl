@@ -1,10 +1,11 @@
 #!/usr/bin/env perl
 # Exact-count HTTP/1.1 client for bench/overhead's callgrind runs.
 #
-#   client.pl PORT COUNT [CONNECT_TIMEOUT_S] [READ_TIMEOUT_S]
+#   client.pl PORT COUNT [CONNECT_TIMEOUT_S] [READ_TIMEOUT_S] [STATUS]
 #
 # Sends COUNT "GET /" requests to 127.0.0.1:PORT one after the other on a single keep-alive
-# connection, checks each answer is a 200 with a Content-Length body, then closes.
+# connection, checks each answer is a STATUS (default 200) with a Content-Length body, then
+# closes.
 # A refused connect is retried (nginx never sees it), so waiting for a slow start under
 # valgrind adds no request. Exits non-zero, with a message, on any deviation.
 use strict;
@@ -13,11 +14,12 @@ use IO::Socket::INET;
 use IO::Select;
 use Time::HiRes qw(time sleep);
 
-my ($port, $count, $connect_timeout, $read_timeout) = @ARGV;
-die "usage: client.pl PORT COUNT [CONNECT_TIMEOUT_S] [READ_TIMEOUT_S]\n"
+my ($port, $count, $connect_timeout, $read_timeout, $status) = @ARGV;
+die "usage: client.pl PORT COUNT [CONNECT_TIMEOUT_S] [READ_TIMEOUT_S] [STATUS]\n"
     unless defined $count && $port =~ /^\d+$/ && $count =~ /^\d+$/;
 $connect_timeout //= 120;
 $read_timeout    //= 60;
+$status          //= 200;
 
 my $sock;
 my $deadline = time + $connect_timeout;
@@ -48,7 +50,7 @@ for my $i (1 .. $count) {
     fill("headers of request $i") until ($end = index($buf, "\r\n\r\n")) >= 0;
     my $head = substr($buf, 0, $end + 4, '');
     $head =~ m{^HTTP/1\.1 (\d{3}) } or die "client: bad status line at request $i\n";
-    $1 == 200 or die "client: request $i: status $1\n";
+    $1 == $status or die "client: request $i: status $1\n";
     $head =~ /^Content-Length:\s*(\d+)\r$/mi or die "client: request $i: no Content-Length\n";
     my $len = $1;
     $head !~ /^Connection:\s*close/mi or die "client: request $i: server closes the connection\n";

@@ -9,6 +9,7 @@ use ngx::ffi::*;
 use ngx::http::{HttpModuleLocationConf, Merge, MergeConfigError, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
 
+use crate::fallback;
 use crate::upstreams::Wrapped;
 
 /// Default size of the shared zone when `triage_zone` is absent. Fixed (not derived from the
@@ -30,6 +31,8 @@ pub struct MainConf {
     pub lint: ngx_flag_t,
     /// What the lint gathers while http{} is parsed (emptied once it has run).
     pub lint_facts: crate::lint::glue::Collector,
+    /// `triage_fallback`: used anywhere, `$request_id`.
+    pub fallback: fallback::Main,
 }
 
 impl Default for MainConf {
@@ -41,6 +44,7 @@ impl Default for MainConf {
             wrapped: Vec::new(),
             lint: NGX_CONF_UNSET as ngx_flag_t,
             lint_facts: Default::default(),
+            fallback: fallback::Main::default(),
         }
     }
 }
@@ -54,6 +58,8 @@ pub struct LocConf {
     pub status: bool,
     /// The location's own content handler (proxy_pass & co.), run by `peer::content`.
     pub content: ngx_http_handler_pt,
+    /// `triage_fallback*`.
+    pub fallback: fallback::Conf,
 }
 
 impl Default for LocConf {
@@ -62,6 +68,7 @@ impl Default for LocConf {
             enable: NGX_CONF_UNSET as ngx_flag_t,
             status: false,
             content: None,
+            fallback: fallback::Conf::default(),
         }
     }
 }
@@ -75,6 +82,7 @@ impl Merge for LocConf {
                 prev.enable
             };
         }
+        self.fallback.merge(&prev.fallback);
         Ok(())
     }
 }
@@ -82,7 +90,7 @@ impl Merge for LocConf {
 const HTTP_ANY: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
 /// Every directive of the module, in one table.
-pub static mut COMMANDS: [ngx_command_t; 6] = [
+pub static mut COMMANDS: [ngx_command_t; 10] = [
     ngx_command_t {
         name: ngx_string!("triage"),
         type_: (HTTP_ANY | NGX_CONF_FLAG) as ngx_uint_t,
@@ -123,11 +131,43 @@ pub static mut COMMANDS: [ngx_command_t; 6] = [
         offset: 0,
         post: ptr::null_mut(),
     },
+    ngx_command_t {
+        name: ngx_string!("triage_fallback"),
+        type_: (HTTP_ANY | NGX_CONF_1MORE) as ngx_uint_t,
+        set: Some(fallback::set_fallback),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("triage_fallback_status"),
+        type_: (HTTP_ANY | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(fallback::set_status),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("triage_fallback_retry_after"),
+        type_: (HTTP_ANY | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(ngx_conf_set_sec_slot),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: offset_of!(LocConf, fallback.retry_after),
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("triage_fallback_details"),
+        type_: (HTTP_ANY | NGX_CONF_FLAG) as ngx_uint_t,
+        set: Some(ngx_conf_set_flag_slot),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: offset_of!(LocConf, fallback.details),
+        post: ptr::null_mut(),
+    },
     ngx_command_t::empty(),
 ];
 
 /// The directive's arguments (after its name).
-unsafe fn args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
+pub unsafe fn args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
     // SAFETY: cf->args is an ngx_array_t of ngx_str_t filled by the parser.
     let a = &*(*cf).args;
     core::slice::from_raw_parts((a.elts as *const ngx_str_t).add(1), a.nelts - 1)

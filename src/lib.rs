@@ -4,21 +4,27 @@
 //! its own file:
 //! - pure core (no FFI, `cargo test`): [`cause`] (taxonomy, classification, hints),
 //!   [`snapshot`] (what the status shows), [`render`] (JSON and time formatting), [`lint`]
-//!   (configuration lint rules; its `lint::glue` is FFI and left out of unit-test builds);
+//!   (configuration lint rules; its `lint::glue` is FFI and left out of unit-test builds),
+//!   [`fallback_body`] (the `triage_fallback` pages and arguments), [`accept`] (`Accept`
+//!   negotiation);
 //! - FFI glue: `conf` (directives), `peer` (peer.init/get/free and finalize wrappers),
 //!   `watch` (what the wrappers keep while an upstream runs), `record` (a request's failed
 //!   tries), `logtap` (errno from the error log), `state` (shared memory), `variables` (`$triage_*`), `status` (the `triage_status` handler), `upstreams` (walking
-//!   nginx's upstream configuration).
+//!   nginx's upstream configuration), `fallback` (the `triage_fallback` filters).
 //!
 //! The FFI glue is left out of unit-test builds: `cargo test` cannot link nginx symbols.
 
+pub mod accept;
 pub mod cause;
+pub mod fallback_body;
 pub mod lint;
 pub mod render;
 pub mod snapshot;
 
 #[cfg(not(test))]
 mod conf;
+#[cfg(not(test))]
+mod fallback;
 #[cfg(not(test))]
 mod logtap;
 #[cfg(not(test))]
@@ -50,7 +56,7 @@ mod module {
     use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, Merge};
 
     use crate::conf::{self, LocConf, MainConf};
-    use crate::{lint, peer, state, variables};
+    use crate::{fallback, lint, peer, state, variables};
 
     pub struct Module;
 
@@ -81,6 +87,7 @@ mod module {
             if peer::wrap_upstreams(cf, mcf) != Status::NGX_OK {
                 return Status::NGX_ERROR.into();
             }
+            fallback::install(&mcf.fallback);
             Status::NGX_OK.into()
         }
 
@@ -96,6 +103,7 @@ mod module {
             if conf.merge(prev).is_err() {
                 return NGX_CONF_ERROR;
             }
+            fallback::prepare(cf, conf);
             peer::wrap_content(cf, conf);
             ptr::null_mut()
         }

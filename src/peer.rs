@@ -215,7 +215,7 @@ unsafe fn resolve_failed_now(r: *mut ngx_http_request_t) {
     };
     record(r, &mut rec, name, true, &facts, ngx_str_t::empty());
     if !rec.is_null() {
-        (*rec).decided = true;
+        (*rec).decide(r, true);
     }
 }
 
@@ -405,7 +405,7 @@ unsafe extern "C" fn finalize(r: *mut ngx_http_request_t, rc: ngx_int_t) {
         None
     };
     if let Some(rec) = rec {
-        (*rec).decided = w.attempt_failed;
+        (*rec).decide(r, w.attempt_failed);
     }
 
     logtap::remove(wp);

@@ -32,6 +32,9 @@ pub struct Record {
     pub total_tries: usize,
     /// The response was decided by the last recorded try (it was not followed by a success).
     pub decided: bool,
+    /// `r->uri_changes` when `decided` was last set: it drops with every internal redirect,
+    /// so a response sent later in another location (`error_page`) is told apart.
+    pub uri_changes: u32,
 }
 
 impl Record {
@@ -55,6 +58,15 @@ impl Record {
         } else {
             None
         }
+    }
+
+    /// Set whether the last try decided the response, as `r` stands now.
+    ///
+    /// # Safety
+    /// `r` must be the record's request.
+    pub unsafe fn decide(&mut self, r: *const ngx_http_request_t, decided: bool) {
+        self.decided = decided;
+        self.uri_changes = (*r).uri_changes();
     }
 
     pub fn push(&mut self, t: Try) {
@@ -124,6 +136,7 @@ pub unsafe fn get_or_create(r: *mut ngx_http_request_t) -> Option<*mut Record> {
             ntries: 0,
             total_tries: 0,
             decided: false,
+            uri_changes: 0,
         },
     );
     (*cln).handler = Some(OWNER);

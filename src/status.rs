@@ -79,10 +79,18 @@ unsafe fn snapshot(r: *mut ngx_http_request_t, sh: Option<&Shared>) -> Snapshot 
     }
 }
 
-unsafe fn add_header(r: *mut ngx_http_request_t, key: &'static [u8], value: &'static [u8]) -> bool {
+/// Add a response header; `value` must live as long as the request.
+///
+/// # Safety
+/// `r` must be a live request whose header is not sent yet.
+pub unsafe fn add_header(
+    r: *mut ngx_http_request_t,
+    key: &'static [u8],
+    value: &[u8],
+) -> Option<*mut ngx_table_elt_t> {
     let h = ngx_list_push(&mut (*r).headers_out.headers) as *mut ngx_table_elt_t;
     if h.is_null() {
-        return false;
+        return None;
     }
     // Zeroed first: `next` (nginx >= 1.23) and `lowcase_key` must be NULL. Zeroing sets them
     // without naming `next`, a field nginx 1.22 (Debian bookworm) does not have.
@@ -96,7 +104,7 @@ unsafe fn add_header(r: *mut ngx_http_request_t, key: &'static [u8], value: &'st
         len: value.len(),
         data: value.as_ptr() as *mut u8,
     };
-    true
+    Some(h)
 }
 
 /// Send `body` as a complete response.
@@ -120,7 +128,7 @@ pub unsafe fn send(
         data: content_type.as_ptr() as *mut u8,
     };
     (*r).headers_out.content_type_len = content_type.len();
-    if !add_header(r, b"Cache-Control", b"no-store") {
+    if add_header(r, b"Cache-Control", b"no-store").is_none() {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     }
     let rc = ngx_http_send_header(r);

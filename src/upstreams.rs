@@ -50,17 +50,33 @@ pub struct PeerInfo {
 }
 
 /// The peers of an upstream (primary first, then backup), for round-robin-based balancers.
-/// Peers in a shared zone can change at run time (`server ... resolve`): they are read under
-/// the zone's read lock and copied.
+///
+/// # Safety
+/// As for [`visit_peers`].
+pub unsafe fn peers(uscf: *const ngx_http_upstream_srv_conf_t) -> Vec<PeerInfo> {
+    let mut out = Vec::new();
+    visit_peers(uscf, |p| {
+        out.push(PeerInfo {
+            name: p.name.as_bytes().to_vec(),
+        })
+    });
+    out
+}
+
+/// Visit the peers of an upstream (primary first, then backup), for round-robin-based
+/// balancers. Peers in a shared zone can change at run time (`server ... resolve`): they are
+/// visited under the zone's read lock.
 ///
 /// # Safety
 /// `uscf` must be a valid upstream srv conf after `init_main_conf` (peer.data set by
 /// `ngx_http_upstream_init_round_robin`).
-pub unsafe fn peers(uscf: *const ngx_http_upstream_srv_conf_t) -> Vec<PeerInfo> {
-    let mut out = Vec::new();
+pub unsafe fn visit_peers(
+    uscf: *const ngx_http_upstream_srv_conf_t,
+    mut f: impl FnMut(&ngx_http_upstream_rr_peer_t),
+) {
     let first = (*uscf).peer.data as *mut ngx_http_upstream_rr_peers_t;
     if first.is_null() {
-        return out;
+        return;
     }
     let locked = !(*first).shpool.is_null();
     if locked {
@@ -70,9 +86,7 @@ pub unsafe fn peers(uscf: *const ngx_http_upstream_srv_conf_t) -> Vec<PeerInfo> 
     while !peers.is_null() {
         let mut p = (*peers).peer as *const ngx_http_upstream_rr_peer_t;
         while !p.is_null() {
-            out.push(PeerInfo {
-                name: (*p).name.as_bytes().to_vec(),
-            });
+            f(&*p);
             p = (*p).next;
         }
         peers = (*peers).next;
@@ -80,5 +94,4 @@ pub unsafe fn peers(uscf: *const ngx_http_upstream_srv_conf_t) -> Vec<PeerInfo> 
     if locked {
         ngx_rwlock_unlock(&mut (*first).rwlock);
     }
-    out
 }

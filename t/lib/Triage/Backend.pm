@@ -20,6 +20,7 @@ package Triage::Backend;
 #   invalid_header valid status line, then the header line "X-Bad Header: 1"
 #   big_header     a 64 KB header line (more than any proxy_buffer_size)
 #   bad_gateway    the backend's own "502 Bad Gateway" with a body
+#   cut_body       "200 OK" with Content-Length 1000, then 100 bytes and FIN (opt status => 502)
 #   plain          answers "HTTP/1.1 400" to anything and closes (for proxy_pass https://)
 #   custom         opt respond => $bytes, then => 'close' | 'keep' | 'reset'
 #   blackhole      listen backlog 0, accept queue pre-filled, never accepts: connects time out
@@ -210,6 +211,12 @@ sub _respond_bytes {
         my $b = $self->{body} // "backend's own 502\n";
         return ("HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: "
               . length($b) . "\r\nConnection: close\r\n\r\n$b", 'close');
+    }
+    if ($t eq 'cut_body') {
+        my $st = $self->{status} // 200;
+        my $reason = $st == 200 ? 'OK' : $st == 502 ? 'Bad Gateway' : 'Status';
+        return ("HTTP/1.1 $st $reason\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n"
+              . ('x' x 100), 'close');
     }
     if ($t eq 'plain') {
         return ("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",

@@ -1,0 +1,885 @@
+//! What `triage_fallback` says and how: the directive's arguments, the JSON and HTML pages,
+//! the `Retry-After` value. Pure code (no FFI), covered by `cargo test`; `fallback.rs` is
+//! the nginx glue.
+//!
+//! The pages are prepared once, at configuration time: [`template`] renders each page
+//! (JSON through serde_json, HTML) with markers in place of the per-request values and cuts
+//! it into literal chunks and holes. A request only copies the chunks and writes its values
+//! (status, cause, request id, retry delay, and the details when enabled) into the holes,
+//! JSON values through serde_json, HTML text escaped.
+
+use std::borrow::Cow;
+use std::io::{self, Write};
+use std::sync::OnceLock;
+
+use serde::ser::{Serialize, Serializer};
+
+use crate::cause::{Cause, Phase};
+
+/// `Retry-After` for `no_live_upstreams` when no failed peer tells when it is retried.
+pub const DEFAULT_RETRY_AFTER: u64 = 5;
+
+/// `triage_fallback` mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Off,
+    Json,
+    Html,
+    /// JSON or HTML after the client's `Accept`.
+    Auto,
+    /// A static body, from this path (as written).
+    File(Vec<u8>),
+}
+
+/// The arguments of `triage_fallback`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spec {
+    pub mode: Mode,
+    /// `type=MIME` (file= only).
+    pub content_type: Option<Vec<u8>>,
+    /// `upstream_errors=on`: also replace the backend's own 502.
+    pub upstream_errors: bool,
+}
+
+/// Parse `off | json | html | auto | file=PATH [type=MIME] [upstream_errors=on|off]`.
+/// The error is the message for `nginx -t` (nginx adds the file and line).
+pub fn parse_spec(args: &[&[u8]]) -> Result<Spec, String> {
+    let show = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let Some((&first, rest)) = args.split_first() else {
+        return Err("invalid number of arguments".into());
+    };
+    let mode = match first {
+        b"off" => Mode::Off,
+        b"json" => Mode::Json,
+        b"html" => Mode::Html,
+        b"auto" => Mode::Auto,
+        _ => match first.strip_prefix(b"file=") {
+            Some([]) => return Err("empty path in \"file=\"".into()),
+            Some(path) => Mode::File(path.to_vec()),
+            None => {
+                return Err(format!(
+                    "invalid value \"{}\", it must be \"off\", \"json\", \"html\", \"auto\" or \"file=PATH\"",
+                    show(first)
+                ))
+            }
+        },
+    };
+    let mut spec = Spec {
+        mode,
+        content_type: None,
+        upstream_errors: false,
+    };
+    let mut seen_upstream_errors = false;
+    for &a in rest {
+        if spec.mode == Mode::Off {
+            return Err(format!("invalid parameter \"{}\" after \"off\"", show(a)));
+        }
+        if let Some(t) = a.strip_prefix(b"type=") {
+            if !matches!(spec.mode, Mode::File(_)) {
+                return Err(format!(
+                    "invalid parameter \"{}\": \"type=\" goes with \"file=PATH\" only",
+                    show(a)
+                ));
+            }
+            if spec.content_type.is_some() {
+                return Err("duplicate \"type=\"".into());
+            }
+            if t.is_empty() || !t.contains(&b'/') || t.iter().any(|c| c.is_ascii_control()) {
+                return Err(format!("invalid MIME type in \"{}\"", show(a)));
+            }
+            spec.content_type = Some(t.to_vec());
+        } else if let Some(v) = a.strip_prefix(b"upstream_errors=") {
+            if seen_upstream_errors {
+                return Err("duplicate \"upstream_errors=\"".into());
+            }
+            seen_upstream_errors = true;
+            spec.upstream_errors = match v {
+                b"on" => true,
+                b"off" => false,
+                _ => {
+                    return Err(format!(
+                        "invalid parameter \"{}\", it must be \"upstream_errors=on\" or \"upstream_errors=off\"",
+                        show(a)
+                    ))
+                }
+            };
+        } else {
+            return Err(format!("invalid parameter \"{}\"", show(a)));
+        }
+    }
+    Ok(spec)
+}
+
+/// `triage_fallback_status CODE`: a status with a body (200..599 but 204 and 304).
+pub fn parse_status(arg: &[u8]) -> Result<u16, String> {
+    let code = core::str::from_utf8(arg)
+        .ok()
+        .filter(|s| s.len() == 3 && s.bytes().all(|c| c.is_ascii_digit()))
+        .and_then(|s| s.parse::<u16>().ok())
+        .filter(|c| (200..=599).contains(c) && *c != 204 && *c != 304);
+    code.ok_or_else(|| {
+        format!(
+            "invalid status \"{}\", it must be a code from 200 to 599 with a body (not 204 or 304)",
+            String::from_utf8_lossy(arg)
+        )
+    })
+}
+
+/// Whether a Content-Type needs `; charset=utf-8`: a text type that names no charset.
+pub fn wants_charset(content_type: &[u8]) -> bool {
+    content_type.len() > 5
+        && content_type[..5].eq_ignore_ascii_case(b"text/")
+        && !content_type
+            .windows(8)
+            .any(|w| w.eq_ignore_ascii_case(b"charset="))
+}
+
+/// The extension of a file name as nginx's `types` know it (after the last dot of the last
+/// path component), if any.
+pub fn extension(path: &[u8]) -> Option<&[u8]> {
+    let name = path.rsplit(|&c| c == b'/').next().unwrap_or(path);
+    let dot = name.iter().rposition(|&c| c == b'.')?;
+    let ext = &name[dot + 1..];
+    (!ext.is_empty()).then_some(ext)
+}
+
+/// One peer of an upstream, as the round-robin balancer sees it (times in seconds).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PeerHealth {
+    pub down: bool,
+    pub max_fails: u64,
+    pub fails: u64,
+    pub fail_timeout: i64,
+    pub checked: i64,
+}
+
+/// Seconds until the first of `peers` that `max_fails` took out is tried again (nginx skips
+/// a failed peer while `now - checked <= fail_timeout`); [`DEFAULT_RETRY_AFTER`] if none is
+/// out that way (all `down`, or busy with `max_conns`).
+pub fn retry_after(peers: impl IntoIterator<Item = PeerHealth>, now: i64) -> u64 {
+    peers
+        .into_iter()
+        .filter(|p| !p.down && p.max_fails != 0 && p.fails >= p.max_fails)
+        .map(|p| (p.checked + p.fail_timeout + 1 - now).max(1) as u64)
+        .min()
+        .unwrap_or(DEFAULT_RETRY_AFTER)
+}
+
+/// Page format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Html,
+}
+
+/// The per-request facts a page shows.
+#[derive(Clone, Copy, Debug)]
+pub struct Page<'a> {
+    /// The status sent (`triage_fallback_status`, or the gateway status).
+    pub status: u16,
+    /// What nginx hit: 502 or 504.
+    pub gateway_status: u16,
+    pub cause: Cause,
+    /// `$request_id`.
+    pub request_id: &'a [u8],
+    /// The `Retry-After` value sent, if any.
+    pub retry_after: Option<u64>,
+    /// The peer tried (empty: none, e.g. `no_live_upstreams`). Details only.
+    pub peer: &'a [u8],
+    pub errno: Option<i32>,
+    pub phase: Option<Phase>,
+}
+
+/// The JSON `error` for a gateway status.
+pub fn error_name(gateway_status: u16) -> &'static str {
+    match gateway_status {
+        504 => "gateway_timeout",
+        _ => "bad_gateway",
+    }
+}
+
+fn reason(gateway_status: u16) -> &'static str {
+    match gateway_status {
+        504 => "504 Gateway Timeout",
+        _ => "502 Bad Gateway",
+    }
+}
+
+/// A per-request value of a page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Hole {
+    Status,
+    Error,
+    Cause,
+    RequestId,
+    RetryAfter,
+    Peer,
+    Errno,
+    Phase,
+    Hint,
+}
+
+const HOLES: [Hole; 9] = [
+    Hole::Status,
+    Hole::Error,
+    Hole::Cause,
+    Hole::RequestId,
+    Hole::RetryAfter,
+    Hole::Peer,
+    Hole::Errno,
+    Hole::Phase,
+    Hole::Hint,
+];
+
+/// Marks a hole in a page rendered at configuration time (control characters: no value
+/// renders them raw).
+const MARK: char = '\u{1}';
+
+/// A JSON value: a hole's marker, or a request's value.
+enum Val<'a> {
+    Marker(Hole),
+    Num(i64),
+    Str(Cow<'a, str>),
+    Null,
+}
+
+impl Serialize for Val<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Val::Marker(h) => s.serialize_str(&format!("{MARK}{}{MARK}", *h as u8)),
+            Val::Num(n) => s.serialize_i64(*n),
+            Val::Str(v) => s.serialize_str(v),
+            Val::Null => s.serialize_unit(),
+        }
+    }
+}
+
+fn lossy(b: &[u8]) -> Cow<'_, str> {
+    // from_utf8 first: its ASCII fast path is much cheaper than the lossy decoder's
+    match core::str::from_utf8(b) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(b),
+    }
+}
+
+fn json_value<'a>(h: Hole, p: &Page<'a>) -> Val<'a> {
+    match h {
+        Hole::Status => Val::Num(p.status.into()),
+        Hole::Error => Val::Str(error_name(p.gateway_status).into()),
+        Hole::Cause => Val::Str(p.cause.as_str().into()),
+        Hole::RequestId => Val::Str(lossy(p.request_id)),
+        Hole::RetryAfter => p.retry_after.map_or(Val::Null, |n| Val::Num(n as i64)),
+        Hole::Peer if p.peer.is_empty() => Val::Null,
+        Hole::Peer => Val::Str(lossy(p.peer)),
+        Hole::Errno => p.errno.map_or(Val::Null, |n| Val::Num(n.into())),
+        Hole::Phase => p.phase.map_or(Val::Null, |ph| Val::Str(ph.as_str().into())),
+        Hole::Hint => Val::Str(p.cause.hint().into()),
+    }
+}
+
+/// The JSON document. Field order is the key order.
+#[derive(serde::Serialize)]
+struct JsonDoc<'a> {
+    status: Val<'a>,
+    error: Val<'a>,
+    cause: Val<'a>,
+    request_id: Val<'a>,
+    retry_after: Val<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer: Option<Val<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errno: Option<Val<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phase: Option<Val<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hint: Option<Val<'a>>,
+}
+
+fn render_json<'a>(details: bool, v: impl Fn(Hole) -> Val<'a>) -> Vec<u8> {
+    let d = |h| details.then(|| v(h));
+    let doc = JsonDoc {
+        status: v(Hole::Status),
+        error: v(Hole::Error),
+        cause: v(Hole::Cause),
+        request_id: v(Hole::RequestId),
+        retry_after: v(Hole::RetryAfter),
+        peer: d(Hole::Peer),
+        errno: d(Hole::Errno),
+        phase: d(Hole::Phase),
+        hint: d(Hole::Hint),
+    };
+    let mut out = serde_json::to_vec(&doc).expect("serializing to memory cannot fail");
+    out.push(b'\n');
+    out
+}
+
+/// Escape text for HTML element content and attribute values.
+pub fn html_escape(s: &str, out: &mut String) {
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// A hole's text in the HTML page, escaped.
+fn html_value(h: Hole, p: &Page<'_>, out: &mut String) {
+    let text: Cow<'_, str> = match h {
+        Hole::Status => p.status.to_string().into(),
+        Hole::Error => reason(p.gateway_status).into(),
+        Hole::Cause => p.cause.as_str().into(),
+        Hole::RequestId => lossy(p.request_id),
+        Hole::RetryAfter => match p.retry_after {
+            Some(1) => "Please try again in a second.".into(),
+            Some(n) => format!("Please try again in {n} seconds.").into(),
+            None => "Please try again in a moment.".into(),
+        },
+        Hole::Peer if p.peer.is_empty() => "-".into(),
+        Hole::Peer => lossy(p.peer),
+        Hole::Errno => p.errno.map_or("-".into(), |n| n.to_string().into()),
+        Hole::Phase => p.phase.map_or("-", |ph| ph.as_str()).into(),
+        Hole::Hint => p.cause.hint().into(),
+    };
+    html_escape(&text, out);
+}
+
+fn render_html(details: bool, v: impl Fn(Hole) -> String) -> Vec<u8> {
+    let mut page = format!(
+        "<!DOCTYPE html>\n\
+         <html lang=\"en\">\n\
+         <head>\n\
+         <meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <meta name=\"robots\" content=\"noindex\">\n\
+         <title>Service temporarily unavailable</title>\n\
+         <style>\
+         body{{font:16px/1.5 system-ui,-apple-system,\"Segoe UI\",sans-serif;color:#222;\
+         background:#fafafa;margin:0;padding:4em 1em}}\
+         main{{max-width:34em;margin:0 auto}}\
+         h1{{font-size:1.6em;font-weight:600;margin:0 0 .5em}}\
+         code{{font:.95em ui-monospace,monospace;background:#eee;padding:.1em .3em;border-radius:3px}}\
+         small{{color:#777}}\
+         dl{{display:grid;grid-template-columns:auto 1fr;gap:.2em 1em;font-size:.9em}}\
+         dt{{color:#777}}dd{{margin:0}}\
+         </style>\n\
+         </head>\n\
+         <body>\n\
+         <main>\n\
+         <h1>Service temporarily unavailable</h1>\n\
+         <p>We could not reach the application behind this site. {retry}</p>\n\
+         <p><small>If the problem persists, please quote this reference: \
+         <code>{rid}</code></small></p>\n",
+        retry = v(Hole::RetryAfter),
+        rid = v(Hole::RequestId),
+    );
+    if details {
+        page.push_str(&format!(
+            "<dl>\n<dt>status</dt><dd>{error}</dd>\n<dt>cause</dt><dd>{cause}</dd>\n\
+             <dt>peer</dt><dd>{peer}</dd>\n<dt>errno</dt><dd>{errno}</dd>\n\
+             <dt>phase</dt><dd>{phase}</dd>\n<dt>hint</dt><dd>{hint}</dd>\n</dl>\n",
+            error = v(Hole::Error),
+            cause = v(Hole::Cause),
+            peer = v(Hole::Peer),
+            errno = v(Hole::Errno),
+            phase = v(Hole::Phase),
+            hint = v(Hole::Hint),
+        ));
+    }
+    page.push_str("</main>\n</body>\n</html>\n");
+    page.into_bytes()
+}
+
+#[derive(Debug)]
+enum Chunk {
+    Lit(Vec<u8>),
+    Hole(Hole),
+}
+
+/// A page cut into literal chunks and holes.
+#[derive(Debug)]
+pub struct Template {
+    format: Format,
+    chunks: Vec<Chunk>,
+    known: Known,
+}
+
+/// The encoded texts of the holes whose values come from a small set (causes, hints, phases,
+/// gateway statuses), rendered once with the template.
+#[derive(Debug)]
+struct Known {
+    cause: Vec<Vec<u8>>,
+    hint: Vec<Vec<u8>>,
+    phase: Vec<Vec<u8>>,
+    error_502: Vec<u8>,
+    error_504: Vec<u8>,
+}
+
+impl Known {
+    fn new(format: Format) -> Known {
+        let base = Page {
+            status: 502,
+            gateway_status: 502,
+            cause: Cause::Other,
+            request_id: b"",
+            retry_after: None,
+            peer: b"",
+            errno: None,
+            phase: None,
+        };
+        let text = |h, p: &Page<'_>| {
+            let mut out = Vec::new();
+            encode(format, h, p, &mut out).expect("writing to memory cannot fail");
+            out
+        };
+        let with_cause = |c| Page { cause: c, ..base };
+        Known {
+            cause: Cause::ALL
+                .iter()
+                .map(|&c| text(Hole::Cause, &with_cause(c)))
+                .collect(),
+            hint: Cause::ALL
+                .iter()
+                .map(|&c| text(Hole::Hint, &with_cause(c)))
+                .collect(),
+            phase: Phase::ALL
+                .iter()
+                .map(|&ph| {
+                    let p = Page {
+                        phase: Some(ph),
+                        ..base
+                    };
+                    text(Hole::Phase, &p)
+                })
+                .collect(),
+            error_502: text(Hole::Error, &base),
+            error_504: text(
+                Hole::Error,
+                &Page {
+                    gateway_status: 504,
+                    ..base
+                },
+            ),
+        }
+    }
+}
+
+/// Write a hole's value for `p`: JSON through serde_json, HTML text escaped.
+fn encode(format: Format, h: Hole, p: &Page<'_>, out: &mut impl Write) -> io::Result<()> {
+    match format {
+        Format::Json => serde_json::to_writer(out, &json_value(h, p)).map_err(io::Error::from),
+        Format::Html => {
+            let mut text = String::new();
+            html_value(h, p, &mut text);
+            out.write_all(text.as_bytes())
+        }
+    }
+}
+
+impl Template {
+    fn new(format: Format, details: bool) -> Template {
+        // Render with markers, then find them: in JSON a marker is a string, escaped by
+        // serde_json ("\u0001N\u0001" with its quotes); in HTML it is raw.
+        let (page, open, close): (Vec<u8>, &[u8], &[u8]) = match format {
+            Format::Json => (
+                render_json(details, Val::Marker),
+                b"\"\\u0001",
+                b"\\u0001\"",
+            ),
+            Format::Html => (
+                render_html(details, |h| format!("{MARK}{}{MARK}", h as u8)),
+                b"\x01",
+                b"\x01",
+            ),
+        };
+        let mut chunks = Vec::new();
+        let mut rest = &page[..];
+        while let Some(start) = find(rest, open) {
+            let after = &rest[start + open.len()..];
+            let end = find(after, close).expect("a marker is closed");
+            let index: usize = core::str::from_utf8(&after[..end])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .expect("a marker holds a hole number");
+            chunks.push(Chunk::Lit(rest[..start].to_vec()));
+            chunks.push(Chunk::Hole(HOLES[index]));
+            rest = &after[end + close.len()..];
+        }
+        chunks.push(Chunk::Lit(rest.to_vec()));
+        chunks.retain(|c| !matches!(c, Chunk::Lit(l) if l.is_empty()));
+        let known = Known::new(format);
+        Template {
+            format,
+            chunks,
+            known,
+        }
+    }
+
+    /// Write the page for `p` to `out` (fails only when `out` does).
+    pub fn fill(&self, p: &Page<'_>, out: &mut impl Write) -> io::Result<()> {
+        let k = &self.known;
+        for c in &self.chunks {
+            match *c {
+                Chunk::Lit(ref l) => out.write_all(l)?,
+                Chunk::Hole(Hole::Cause) => out.write_all(&k.cause[p.cause.index()])?,
+                Chunk::Hole(Hole::Hint) => out.write_all(&k.hint[p.cause.index()])?,
+                Chunk::Hole(Hole::Phase) if p.phase.is_some() => {
+                    out.write_all(&k.phase[p.phase.map_or(0, |ph| ph as usize)])?
+                }
+                Chunk::Hole(Hole::Error) if p.gateway_status == 504 => {
+                    out.write_all(&k.error_504)?
+                }
+                Chunk::Hole(Hole::Error) => out.write_all(&k.error_502)?,
+                Chunk::Hole(h) => encode(self.format, h, p, out)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The prepared page for a format and `triage_fallback_details`. Built on first use, which
+/// `fallback` makes happen at configuration time.
+pub fn template(format: Format, details: bool) -> &'static Template {
+    static TEMPLATES: OnceLock<[Template; 4]> = OnceLock::new();
+    let t = TEMPLATES.get_or_init(|| {
+        [
+            Template::new(Format::Json, false),
+            Template::new(Format::Json, true),
+            Template::new(Format::Html, false),
+            Template::new(Format::Html, true),
+        ]
+    });
+    &t[(format == Format::Html) as usize * 2 + details as usize]
+}
+
+/// The page for `p`, rendered directly (what a template must give).
+pub fn render(format: Format, details: bool, p: &Page<'_>) -> Vec<u8> {
+    match format {
+        Format::Json => render_json(details, |h| json_value(h, p)),
+        Format::Html => render_html(details, |h| {
+            let mut s = String::new();
+            html_value(h, p, &mut s);
+            s
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    const RID: &[u8] = b"6d5a3e7f0c1b2a39485766554433221f";
+
+    fn page() -> Page<'static> {
+        Page {
+            status: 502,
+            gateway_status: 502,
+            cause: Cause::ConnectRefused,
+            request_id: RID,
+            retry_after: None,
+            peer: b"127.0.0.1:8001",
+            errno: Some(111),
+            phase: Some(Phase::Connect),
+        }
+    }
+
+    fn filled(format: Format, details: bool, p: &Page<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        template(format, details).fill(p, &mut out).unwrap();
+        out
+    }
+
+    fn json(details: bool, p: &Page<'_>) -> Value {
+        serde_json::from_slice(&filled(Format::Json, details, p)).expect("valid JSON")
+    }
+
+    #[test]
+    fn json_contract() {
+        let v = json(false, &page());
+        assert_eq!(
+            v,
+            serde_json::json!({"status": 502, "error": "bad_gateway", "cause": "connect_refused",
+                "request_id": "6d5a3e7f0c1b2a39485766554433221f", "retry_after": null})
+        );
+        let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys.len(), 5);
+        let raw = String::from_utf8(filled(Format::Json, false, &page())).unwrap();
+        assert!(raw.starts_with("{\"status\":502,\"error\":\"bad_gateway\",\"cause\":"));
+        assert!(raw.ends_with("}\n"));
+    }
+
+    #[test]
+    fn json_gateway_timeout_status_override_and_retry() {
+        let p = Page {
+            status: 503,
+            gateway_status: 504,
+            cause: Cause::ReadTimeout,
+            retry_after: Some(30),
+            ..page()
+        };
+        let v = json(false, &p);
+        assert_eq!(v["status"], 503);
+        assert_eq!(v["error"], "gateway_timeout");
+        assert_eq!(v["cause"], "read_timeout");
+        assert_eq!(v["retry_after"], 30);
+    }
+
+    #[test]
+    fn json_details() {
+        let v = json(true, &page());
+        assert_eq!(v["peer"], "127.0.0.1:8001");
+        assert_eq!(v["errno"], 111);
+        assert_eq!(v["phase"], "connect");
+        assert_eq!(v["hint"], Cause::ConnectRefused.hint());
+        let p = Page {
+            cause: Cause::NoLiveUpstreams,
+            peer: b"",
+            errno: None,
+            phase: Some(Phase::Select),
+            retry_after: Some(5),
+            ..page()
+        };
+        let v = json(true, &p);
+        assert_eq!(v["peer"], Value::Null);
+        assert_eq!(v["errno"], Value::Null);
+        assert_eq!(v["phase"], "select");
+    }
+
+    #[test]
+    fn no_address_without_details() {
+        for f in [Format::Json, Format::Html] {
+            let body = String::from_utf8(filled(f, false, &page())).unwrap();
+            assert!(!body.contains("127.0.0.1"), "{f:?}: {body}");
+            assert!(!body.contains("8001"), "{f:?}");
+            let body = String::from_utf8(filled(f, true, &page())).unwrap();
+            assert!(body.contains("127.0.0.1:8001"), "{f:?} with details");
+        }
+    }
+
+    #[test]
+    fn values_are_escaped() {
+        let p = Page {
+            request_id: b"<script>\"x\"&'</script>\\\n",
+            peer: b"unix:/run/a\"b<c>.sock",
+            ..page()
+        };
+        let v = json(true, &p);
+        assert_eq!(v["request_id"], "<script>\"x\"&'</script>\\\n");
+        assert_eq!(v["peer"], "unix:/run/a\"b<c>.sock");
+        let html = String::from_utf8(filled(Format::Html, true, &p)).unwrap();
+        assert!(html.contains("&lt;script&gt;&quot;x&quot;&amp;&#39;&lt;/script&gt;"));
+        assert!(html.contains("unix:/run/a&quot;b&lt;c&gt;.sock"));
+        assert!(!html.contains("<script>"));
+        // invalid UTF-8 does not break the JSON
+        let p = Page {
+            peer: b"\xff\xfe",
+            ..page()
+        };
+        assert_eq!(json(true, &p)["peer"], "\u{fffd}\u{fffd}");
+    }
+
+    #[test]
+    fn templates_match_direct_rendering() {
+        let causes = [
+            Cause::ConnectRefused,
+            Cause::ReadTimeout,
+            Cause::Upstream502,
+        ];
+        for f in [Format::Json, Format::Html] {
+            for details in [false, true] {
+                for (i, &cause) in causes.iter().enumerate() {
+                    let p = Page {
+                        status: [502, 503, 200][i],
+                        gateway_status: cause.status(),
+                        cause,
+                        retry_after: [None, Some(1), Some(42)][i],
+                        errno: [Some(111), None, Some(-1)][i],
+                        phase: [Some(Phase::Connect), None, Some(Phase::ReadHeader)][i],
+                        peer: [&b"10.0.0.1:80"[..], b"", b"a&b"][i],
+                        ..page()
+                    };
+                    assert_eq!(
+                        filled(f, details, &p),
+                        render(f, details, &p),
+                        "{f:?} details={details} {cause}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn known_values_match_direct_rendering() {
+        for f in [Format::Json, Format::Html] {
+            for &cause in &Cause::ALL {
+                for phase in [None, Some(Phase::Resolve), Some(Phase::ReadBody)] {
+                    for gateway_status in [502, 504] {
+                        let p = Page {
+                            cause,
+                            phase,
+                            gateway_status,
+                            ..page()
+                        };
+                        assert_eq!(filled(f, true, &p), render(f, true, &p), "{f:?} {cause}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn html_page() {
+        let p = Page {
+            retry_after: Some(7),
+            ..page()
+        };
+        let html = String::from_utf8(filled(Format::Html, false, &p)).unwrap();
+        assert!(html.starts_with("<!DOCTYPE html>"));
+        assert!(html.contains("Service temporarily unavailable"));
+        assert!(html.contains("<code>6d5a3e7f0c1b2a39485766554433221f</code>"));
+        assert!(html.contains("Please try again in 7 seconds."));
+        assert!(!html.contains("connect_refused"), "the cause is a detail");
+        // self-contained: no external assets
+        assert!(!html.contains("src="));
+        assert!(!html.contains("href="));
+        assert!(!html.contains("\u{1}"));
+        let html = String::from_utf8(filled(Format::Html, true, &page())).unwrap();
+        assert!(html.contains("<dd>connect_refused</dd>"));
+        assert!(html.contains("<dd>502 Bad Gateway</dd>"));
+        assert!(html.contains("<dd>111</dd>"));
+        assert!(html.contains("Please try again in a moment."));
+    }
+
+    #[test]
+    fn spec_parsing() {
+        let p = |s: &str| {
+            let args: Vec<&[u8]> = s.split(' ').map(str::as_bytes).collect();
+            parse_spec(&args)
+        };
+        let spec = |mode, content_type: Option<&str>, upstream_errors| Spec {
+            mode,
+            content_type: content_type.map(|t| t.as_bytes().to_vec()),
+            upstream_errors,
+        };
+        assert_eq!(p("off"), Ok(spec(Mode::Off, None, false)));
+        assert_eq!(p("json"), Ok(spec(Mode::Json, None, false)));
+        assert_eq!(p("html"), Ok(spec(Mode::Html, None, false)));
+        assert_eq!(
+            p("auto upstream_errors=on"),
+            Ok(spec(Mode::Auto, None, true))
+        );
+        assert_eq!(
+            p("file=/etc/x.json type=application/problem+json upstream_errors=off"),
+            Ok(spec(
+                Mode::File(b"/etc/x.json".to_vec()),
+                Some("application/problem+json"),
+                false
+            ))
+        );
+        assert!(p("xml").unwrap_err().contains("invalid value \"xml\""));
+        assert!(p("file=").unwrap_err().contains("empty path"));
+        assert!(p("json type=text/plain").unwrap_err().contains("file=PATH"));
+        assert!(p("file=a type=").unwrap_err().contains("invalid MIME"));
+        assert!(p("file=a type=plain").unwrap_err().contains("invalid MIME"));
+        assert!(p("file=a type=a/b type=c/d")
+            .unwrap_err()
+            .contains("duplicate"));
+        assert!(p("json upstream_errors=yes")
+            .unwrap_err()
+            .contains("upstream_errors=on"));
+        assert!(p("json upstream_errors=on upstream_errors=on")
+            .unwrap_err()
+            .contains("duplicate"));
+        assert!(p("off upstream_errors=on")
+            .unwrap_err()
+            .contains("after \"off\""));
+        assert!(p("json foo")
+            .unwrap_err()
+            .contains("invalid parameter \"foo\""));
+        assert!(parse_spec(&[]).is_err());
+    }
+
+    #[test]
+    fn status_parsing() {
+        assert_eq!(parse_status(b"503"), Ok(503));
+        assert_eq!(parse_status(b"200"), Ok(200));
+        assert_eq!(parse_status(b"599"), Ok(599));
+        for bad in [
+            &b"204"[..],
+            b"304",
+            b"199",
+            b"600",
+            b"50",
+            b"5030",
+            b"abc",
+            b"+50",
+            b"",
+        ] {
+            assert!(parse_status(bad).is_err(), "{:?}", bad);
+        }
+    }
+
+    #[test]
+    fn charset_and_extension() {
+        assert!(wants_charset(b"text/html"));
+        assert!(wants_charset(b"TEXT/plain"));
+        assert!(!wants_charset(b"text/html; charset=iso-8859-1"));
+        assert!(!wants_charset(b"application/json"));
+        assert!(!wants_charset(b"text/"));
+        assert_eq!(extension(b"/etc/nginx/fallback.json"), Some(&b"json"[..]));
+        assert_eq!(extension(b"fallback.tar.gz"), Some(&b"gz"[..]));
+        assert_eq!(extension(b"/etc/v1.d/fallback"), None);
+        assert_eq!(extension(b"fallback."), None);
+        assert_eq!(extension(b".html"), Some(&b"html"[..]));
+    }
+
+    #[test]
+    fn retry_after_values() {
+        let failed = |fails, checked, fail_timeout| PeerHealth {
+            down: false,
+            max_fails: 1,
+            fails,
+            fail_timeout,
+            checked,
+        };
+        // nothing out through max_fails: the default
+        assert_eq!(retry_after([], 100), DEFAULT_RETRY_AFTER);
+        assert_eq!(
+            retry_after(
+                [PeerHealth {
+                    down: true,
+                    ..failed(1, 100, 10)
+                }],
+                100
+            ),
+            DEFAULT_RETRY_AFTER
+        );
+        assert_eq!(retry_after([failed(0, 100, 10)], 100), DEFAULT_RETRY_AFTER);
+        assert_eq!(
+            retry_after(
+                [PeerHealth {
+                    max_fails: 0,
+                    ..failed(3, 100, 10)
+                }],
+                100
+            ),
+            DEFAULT_RETRY_AFTER
+        );
+        // failed at 100 with fail_timeout 10: skipped up to 110, tried at 111
+        assert_eq!(retry_after([failed(1, 100, 10)], 100), 11);
+        assert_eq!(retry_after([failed(1, 100, 10)], 104), 7);
+        assert_eq!(retry_after([failed(1, 100, 10)], 200), 1);
+        // the smallest wins
+        assert_eq!(retry_after([failed(1, 100, 30), failed(2, 95, 10)], 100), 6);
+    }
+}
