@@ -16,6 +16,8 @@ pub mod render;
 pub mod snapshot;
 
 #[cfg(not(test))]
+mod collect;
+#[cfg(not(test))]
 mod conf;
 #[cfg(not(test))]
 mod logtap;

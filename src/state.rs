@@ -271,6 +271,14 @@ impl Shared {
         }
     }
 
+    /// (generation, time of the last configuration load in ms).
+    pub fn load_info(&self) -> (u64, u64) {
+        (
+            self.generation.load(Ordering::Relaxed),
+            self.load_time_ms.load(Ordering::Relaxed),
+        )
+    }
+
     /// Every slot (for the status of upstreams not in the configuration).
     pub fn slots(&self) -> impl Iterator<Item = &Slot> {
         self.index().iter().filter_map(|p| {

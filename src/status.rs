@@ -3,81 +3,8 @@
 use core::ptr;
 
 use ngx::ffi::*;
-use ngx::http::{HttpModuleMainConf, NgxHttpUpstreamModule};
 
-use crate::render;
-use crate::snapshot::{Failures, PeerSnap, Snapshot, UpstreamSnap};
-use crate::state::{self, Shared, Slot};
-use crate::upstreams;
-
-fn failures(slot: Option<&Slot>) -> Failures {
-    Failures {
-        by_cause: slot.map(|s| s.by_cause()).unwrap_or_default(),
-    }
-}
-
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Configured upstreams in configuration order, then those resolved at run time.
-unsafe fn snapshot(r: *mut ngx_http_request_t, sh: Option<&Shared>) -> Snapshot {
-    let slot = |up: &[u8], peer: &[u8]| sh.and_then(|s| s.slot(up, peer, false));
-    let mut ups = Vec::new();
-    if let Some(umcf) = NgxHttpUpstreamModule::main_conf(&*r) {
-        for &uscf in upstreams::all(umcf) {
-            let name = upstreams::display_name(uscf);
-            let peers = upstreams::peers(uscf)
-                .iter()
-                .map(|p| {
-                    let s = slot(&name, &p.name);
-                    PeerSnap {
-                        name: lossy(&p.name),
-                        failures: failures(s),
-                        last_failure: s.and_then(|s| s.last_failure()),
-                    }
-                })
-                .collect();
-            ups.push(UpstreamSnap {
-                name: lossy(&name),
-                dynamic: false,
-                own: failures(slot(&name, b"")),
-                peers,
-            });
-        }
-    }
-    if let Some(sh) = sh {
-        for s in sh.slots().filter(|s| s.dynamic) {
-            let name = lossy(s.upstream());
-            let i = match ups.iter().position(|u| u.dynamic && u.name == name) {
-                Some(i) => i,
-                None => {
-                    ups.push(UpstreamSnap {
-                        name,
-                        dynamic: true,
-                        peers: Vec::new(),
-                        own: Failures::default(),
-                    });
-                    ups.len() - 1
-                }
-            };
-            if s.peer().is_empty() {
-                ups[i].own = failures(Some(s));
-            } else {
-                ups[i].peers.push(PeerSnap {
-                    name: lossy(s.peer()),
-                    failures: failures(Some(s)),
-                    last_failure: s.last_failure(),
-                });
-            }
-        }
-    }
-    Snapshot {
-        version: env!("CARGO_PKG_VERSION"),
-        nginx_version: lossy(NGINX_VERSION.to_bytes()),
-        upstreams: ups,
-    }
-}
+use crate::{collect, render};
 
 unsafe fn add_header(r: *mut ngx_http_request_t, key: &'static [u8], value: &'static [u8]) -> bool {
     let h = ngx_list_push(&mut (*r).headers_out.headers) as *mut ngx_table_elt_t;
@@ -152,7 +79,7 @@ pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     if (*r).method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t == 0 {
         return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
     }
-    let snap = snapshot(r, state::get());
+    let snap = collect::snapshot(r);
     let body = render::json(&snap);
     send(
         r,
