@@ -2,6 +2,8 @@
 //! joined with the shared counters, plus the upstreams only the counters know (resolved at run
 //! time). The handler in `status` renders it.
 
+use core::sync::atomic::Ordering;
+
 use ngx::ffi::*;
 use ngx::http::{HttpModuleMainConf, NgxHttpUpstreamModule};
 
@@ -20,7 +22,8 @@ fn lossy(b: &[u8]) -> String {
 }
 
 /// A peer's counters from its slot (zeros without one).
-fn counted(name: &[u8], server: &[u8], slot: Option<&Slot>) -> PeerSnap {
+fn counted(name: &[u8], server: &[u8], slot: Option<&Slot>, now: u64) -> PeerSnap {
+    let (window_1m, window_5m) = slot.map(|s| s.windows(now)).unwrap_or_default();
     PeerSnap {
         name: lossy(name),
         server: lossy(server),
@@ -30,14 +33,16 @@ fn counted(name: &[u8], server: &[u8], slot: Option<&Slot>) -> PeerSnap {
         fail_timeout: 0,
         max_conns: None,
         state: PeerState::Up,
-        requests: 0,
-        responses: Responses::default(),
+        requests: slot.map_or(0, |s| s.requests.load(Ordering::Relaxed)),
+        responses: Responses {
+            by_class: slot.map(|s| s.responses()).unwrap_or_default(),
+        },
         failures: failures(slot),
         last_failure: slot.and_then(|s| s.last_failure()),
-        window_1m: Window::default(),
-        window_5m: Window::default(),
+        window_1m,
+        window_5m,
         health: None,
-        top_cause_5m: None,
+        top_cause_5m: slot.and_then(|s| s.top_cause(now)),
     }
 }
 
@@ -47,6 +52,7 @@ fn counted(name: &[u8], server: &[u8], slot: Option<&Slot>) -> PeerSnap {
 /// `r` must be a live request of the http{} block whose configuration is shown.
 pub unsafe fn snapshot(r: *mut ngx_http_request_t) -> Snapshot {
     let sh: Option<&Shared> = state::get();
+    let now = state::now_ms();
     let slot = |up: &[u8], peer: &[u8]| sh.and_then(|s| s.slot(up, peer, false));
     let mut ups = Vec::new();
     if let Some(umcf) = NgxHttpUpstreamModule::main_conf(&*r) {
@@ -67,17 +73,19 @@ pub unsafe fn snapshot(r: *mut ngx_http_request_t) -> Snapshot {
                     } else {
                         PeerState::Up
                     },
-                    ..counted(&p.name, &p.server, slot(&name, &p.name))
+                    ..counted(&p.name, &p.server, slot(&name, &p.name), now)
                 })
                 .collect();
+            let own = slot(&name, b"");
+            let (own_window_1m, own_window_5m) = own.map(|s| s.windows(now)).unwrap_or_default();
             ups.push(UpstreamSnap {
                 name: lossy(&name),
                 dynamic: false,
                 zone: upstreams::zone_name(uscf).map(|z| lossy(&z)),
                 keepalive: upstreams::keepalive(ngx_cycle, uscf),
-                own: failures(slot(&name, b"")),
-                own_window_1m: Window::default(),
-                own_window_5m: Window::default(),
+                own: failures(own),
+                own_window_1m,
+                own_window_5m,
                 peers,
             });
         }
@@ -103,8 +111,9 @@ pub unsafe fn snapshot(r: *mut ngx_http_request_t) -> Snapshot {
             };
             if s.peer().is_empty() {
                 ups[i].own = failures(Some(s));
+                (ups[i].own_window_1m, ups[i].own_window_5m) = s.windows(now);
             } else {
-                ups[i].peers.push(counted(s.peer(), s.peer(), Some(s)));
+                ups[i].peers.push(counted(s.peer(), s.peer(), Some(s), now));
             }
         }
     }
@@ -115,8 +124,8 @@ pub unsafe fn snapshot(r: *mut ngx_http_request_t) -> Snapshot {
         pid: ngx_pid as u32,
         generation,
         load_time_ms,
-        time_ms: state::now_ms(),
+        time_ms: now,
         upstreams: ups,
-        recent_failures: Vec::new(),
+        recent_failures: sh.map(|s| s.recent_failures()).unwrap_or_default(),
     }
 }

@@ -26,6 +26,9 @@ pub struct MainConf {
     pub zone: *mut ngx_shm_zone_t,
     /// Upstreams whose `peer.init` we wrapped, sorted by the address of their srv conf.
     pub wrapped: Vec<Wrapped>,
+    /// A `triage_status` location exists: count every try (requests, responses, times), not
+    /// only failures.
+    pub stats: bool,
 }
 
 impl Default for MainConf {
@@ -35,6 +38,7 @@ impl Default for MainConf {
             recent: DEFAULT_RECENT,
             zone: ptr::null_mut(),
             wrapped: Vec::new(),
+            stats: false,
         }
     }
 }

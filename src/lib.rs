@@ -89,6 +89,12 @@ mod module {
                 return NGX_CONF_ERROR;
             }
             peer::wrap_content(cf, conf);
+            if conf.status {
+                // Someone can see them: count requests, responses and times per peer.
+                if let Some(mcf) = Module::main_conf_mut(&*cf) {
+                    (*mcf).stats = true;
+                }
+            }
             ptr::null_mut()
         }
     }
