@@ -48,7 +48,7 @@ pub unsafe fn install(ctx: *mut Watch) {
         writer: (*log).writer,
         wdata: (*log).wdata,
     };
-    (*log).writer = Some(writer);
+    (*log).writer = Some(WRITER);
     (*log).wdata = ctx as *mut c_void;
 }
 
@@ -65,7 +65,7 @@ pub unsafe fn remove(w: *mut Watch) {
     (*w).tap.log = ptr::null_mut();
     let mut link: (*mut ngx_log_writer_pt, *mut *mut c_void) =
         (&mut (*tap.log).writer, &mut (*tap.log).wdata);
-    while (*link.0).is_some_and(|f| ptr::fn_addr_eq(f, writer as Writer)) {
+    while (*link.0).is_some_and(|f| ptr::fn_addr_eq(f, WRITER)) {
         if *link.1 == w as *mut c_void {
             *link.0 = tap.writer;
             *link.1 = tap.wdata;
@@ -77,6 +77,9 @@ pub unsafe fn remove(w: *mut Watch) {
 }
 
 type Writer = unsafe extern "C" fn(*mut ngx_log_t, ngx_uint_t, *mut u_char, usize);
+
+/// The one address of [`writer`] that is installed and compared (see `peer::INIT_PEER`).
+static WRITER: Writer = writer;
 
 unsafe extern "C" fn writer(log: *mut ngx_log_t, level: ngx_uint_t, buf: *mut u_char, len: usize) {
     // SAFETY: nginx calls the writer with the log we installed it on and a valid buffer; wdata

@@ -33,7 +33,7 @@ pub unsafe fn wrap_upstreams(cf: *mut ngx_conf_t, mcf: &mut MainConf) -> Status 
             || (*uscf)
                 .peer
                 .init
-                .is_some_and(|f| ptr::fn_addr_eq(f, init_peer as InitPeer))
+                .is_some_and(|f| ptr::fn_addr_eq(f, INIT_PEER))
         {
             continue;
         }
@@ -42,7 +42,7 @@ pub unsafe fn wrap_upstreams(cf: *mut ngx_conf_t, mcf: &mut MainConf) -> Status 
             orig_init: (*uscf).peer.init,
             name: upstreams::display_name(uscf),
         });
-        (*uscf).peer.init = Some(init_peer);
+        (*uscf).peer.init = Some(INIT_PEER);
     }
     mcf.wrapped.sort_by_key(|w| w.uscf as usize);
     Status::NGX_OK
@@ -61,6 +61,12 @@ unsafe fn enabled(r: *mut ngx_http_request_t) -> bool {
 
 type InitPeer =
     unsafe extern "C" fn(*mut ngx_http_request_t, *mut ngx_http_upstream_srv_conf_t) -> ngx_int_t;
+
+// The one address of each wrapper that is installed and compared. Rust may give a function a
+// copy per codegen unit, so `f as fn` taken in two places can differ; a static cannot.
+static INIT_PEER: InitPeer = init_peer;
+static GET_PEER: GetPeer = get_peer;
+static CONTENT: Handler = content;
 
 unsafe extern "C" fn init_peer(
     r: *mut ngx_http_request_t,
@@ -118,7 +124,7 @@ unsafe fn hook(
             save_session: (*u).peer.save_session,
         });
         (*u).peer.data = wp as *mut c_void;
-        (*u).peer.get = Some(get_peer);
+        (*u).peer.get = Some(GET_PEER);
         (*u).peer.free = Some(free_peer);
         (*u).peer.set_session = Some(set_session);
         (*u).peer.save_session = Some(save_session);
@@ -131,10 +137,7 @@ unsafe fn hook(
 /// `finalize_request`, goes straight to it). False if someone wrapped them after us.
 unsafe fn unhook_peer(u: *mut ngx_http_upstream_t, wp: *mut Watch) -> bool {
     let Some(s) = (*wp).saved else { return true };
-    let ours = (*u)
-        .peer
-        .get
-        .is_some_and(|f| ptr::fn_addr_eq(f, get_peer as GetPeer))
+    let ours = (*u).peer.get.is_some_and(|f| ptr::fn_addr_eq(f, GET_PEER))
         && (*u).peer.data == wp as *mut c_void;
     if ours {
         (*u).peer.data = s.data;
@@ -163,9 +166,9 @@ pub unsafe fn wrap_content(cf: *mut ngx_conf_t, lcf: &mut LocConf) {
         return;
     };
     match clcf.handler {
-        Some(h) if !ptr::fn_addr_eq(h, content as Handler) => {
+        Some(h) if !ptr::fn_addr_eq(h, CONTENT) => {
             lcf.content = Some(h);
-            clcf.handler = Some(content);
+            clcf.handler = Some(CONTENT);
         }
         _ => {}
     }

@@ -80,6 +80,11 @@ unsafe extern "C" fn owner(_data: *mut c_void) {
     ALIVE.fetch_sub(1, Ordering::Relaxed);
 }
 
+/// The one address of [`owner`] that is stored and compared. Rust may give a small function a
+/// copy in every codegen unit (release builds did: three copies of `owner`), so `owner as fn`
+/// taken in two places can differ; a value read from one static cannot.
+static OWNER: unsafe extern "C" fn(*mut c_void) = owner;
+
 /// The record of `r`, if a try of it failed (also after an internal redirect).
 ///
 /// # Safety
@@ -87,10 +92,7 @@ unsafe extern "C" fn owner(_data: *mut c_void) {
 pub unsafe fn get(r: *mut ngx_http_request_t) -> Option<*mut Record> {
     let mut cln = (*(*r).pool).cleanup;
     while !cln.is_null() {
-        if (*cln)
-            .handler
-            .is_some_and(|h| ptr::fn_addr_eq(h, owner as unsafe extern "C" fn(*mut c_void)))
-        {
+        if (*cln).handler.is_some_and(|h| ptr::fn_addr_eq(h, OWNER)) {
             let rec = (*cln).data as *mut Record;
             if (*rec).r == r {
                 return Some(rec);
@@ -124,7 +126,7 @@ pub unsafe fn get_or_create(r: *mut ngx_http_request_t) -> Option<*mut Record> {
             decided: false,
         },
     );
-    (*cln).handler = Some(owner);
+    (*cln).handler = Some(OWNER);
     ALIVE.fetch_add(1, Ordering::Relaxed);
     Some(rec)
 }
