@@ -1,10 +1,17 @@
-//! The `triage_status` handler: snapshot the shared counters, render, send.
+//! The `triage_status` handler: read what the request asks for (`query`), snapshot the shared
+//! counters (`collect`), render (`render`), send. Every response carries `Cache-Control:
+//! no-store`; GET and HEAD only.
 
 use core::ptr;
 
 use ngx::ffi::*;
+use ngx::http::HttpModule;
 
-use crate::{collect, render};
+use crate::collect;
+use crate::conf::LocConf;
+use crate::module::Module;
+use crate::query::{self, Format};
+use crate::render::{self, html, json, prometheus, Selection};
 
 unsafe fn add_header(r: *mut ngx_http_request_t, key: &'static [u8], value: &'static [u8]) -> bool {
     let h = ngx_list_push(&mut (*r).headers_out.headers) as *mut ngx_table_elt_t;
@@ -32,6 +39,7 @@ pub unsafe fn send(
     r: *mut ngx_http_request_t,
     status: usize,
     content_type: &'static [u8],
+    headers: &[Header],
     body: &[u8],
 ) -> ngx_int_t {
     let rc = ngx_http_discard_request_body(r);
@@ -45,8 +53,13 @@ pub unsafe fn send(
         data: content_type.as_ptr() as *mut u8,
     };
     (*r).headers_out.content_type_len = content_type.len();
-    if !add_header(r, b"Cache-Control", b"no-store") {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    for &(k, v) in [(&b"Cache-Control"[..], &b"no-store"[..])]
+        .iter()
+        .chain(headers)
+    {
+        if !add_header(r, k, v) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        }
     }
     let rc = ngx_http_send_header(r);
     if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || (*r).header_only() != 0 {
@@ -75,16 +88,89 @@ pub unsafe fn send(
     ngx_http_output_filter(r, &mut out)
 }
 
+/// The `Accept` header(s) of the request, joined with commas.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn accept(r: *mut ngx_http_request_t) -> String {
+    let mut out = String::new();
+    for (k, v) in ngx::http::list_iterator(&(*r).headers_in.headers) {
+        if k.as_bytes().eq_ignore_ascii_case(b"accept") {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(&String::from_utf8_lossy(v.as_bytes()));
+        }
+    }
+    out
+}
+
+/// A JSON error response.
+///
+/// # Safety
+/// `r` must be a live request in its content phase.
+unsafe fn error(r: *mut ngx_http_request_t, status: u32, body: &[u8]) -> ngx_int_t {
+    let ct = Format::Json.content_type().as_bytes();
+    send(r, status as usize, ct, &[NOSNIFF], body)
+}
+
+/// A response header, name and value.
+type Header = (&'static [u8], &'static [u8]);
+
+const NOSNIFF: Header = (b"X-Content-Type-Options", b"nosniff");
+
+/// The content handler of a `triage_status` location.
+///
+/// # Safety
+/// Called by nginx with a live request whose location has `triage_status`.
 pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     if (*r).method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t == 0 {
+        if !add_header(r, b"Allow", b"GET, HEAD") || !add_header(r, b"Cache-Control", b"no-store") {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        }
         return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
     }
+    let q = match query::parse((*r).args.as_bytes()) {
+        Ok(q) => q,
+        Err(e) => return error(r, NGX_HTTP_BAD_REQUEST, &json::error(e.0, None)),
+    };
+    let lcf = *(*r).loc_conf.add(Module::module().ctx_index) as *const LocConf;
+    let format = match q.format {
+        Some(f) => f,
+        None => query::negotiate(&accept(r), (*lcf).status_format),
+    };
     let snap = collect::snapshot(r);
-    let body = render::json(&snap);
+    if let Some(name) = q.upstream.as_deref() {
+        if !render::has_upstream(&snap, name) {
+            return error(
+                r,
+                NGX_HTTP_NOT_FOUND,
+                &json::error("unknown upstream", Some(name)),
+            );
+        }
+    }
+    let sel = Selection {
+        upstream: q.upstream.as_deref(),
+        state: q.state,
+    };
+    let vary: Header = (b"Vary", b"Accept");
+    let (body, extra): (Vec<u8>, &[Header]) = match format {
+        Format::Json => (json::json(&snap, sel), &[NOSNIFF, vary]),
+        Format::Prometheus => (prometheus::prometheus(&snap, sel), &[NOSNIFF, vary]),
+        Format::Html => (
+            html::html(q.refresh()),
+            &[
+                NOSNIFF,
+                vary,
+                (b"Content-Security-Policy", html::CSP.as_bytes()),
+            ],
+        ),
+    };
     send(
         r,
         NGX_HTTP_OK as usize,
-        b"application/json",
-        body.as_bytes(),
+        format.content_type().as_bytes(),
+        extra,
+        &body,
     )
 }
