@@ -442,6 +442,60 @@ mod tests {
         assert!(!text.contains('\n'), "a raw newline in a name is escaped");
     }
 
+    /// `docs/status.schema.json` names the same causes, phases and states as the code, and
+    /// requires exactly the keys the renderer writes (t/status_json.t validates real documents
+    /// against it with a real validator).
+    #[test]
+    fn schema_matches() {
+        use crate::cause::{Cause, Phase};
+        use crate::snapshot::PeerState;
+        let schema: Value = serde_json::from_str(include_str!("../../docs/status.schema.json"))
+            .expect("the schema is JSON");
+        let defs = &schema["$defs"];
+        let names = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_string())
+                .collect()
+        };
+        let causes: Vec<_> = Cause::ALL.iter().map(|c| c.as_str().to_string()).collect();
+        let phases: Vec<_> = Phase::ALL.iter().map(|c| c.as_str().to_string()).collect();
+        let states: Vec<_> = PeerState::ALL
+            .iter()
+            .map(|c| c.as_str().to_string())
+            .collect();
+        assert_eq!(names(&defs["cause"]["enum"]), causes);
+        assert_eq!(names(&defs["phase"]["enum"]), phases);
+        assert_eq!(names(&defs["state"]["enum"]), states);
+        let keys = |v: &Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let required = |v: &Value| -> Vec<String> {
+            let mut k = names(&v["required"]);
+            k.sort();
+            assert_eq!(v["additionalProperties"], false);
+            k
+        };
+        let v = doc(Selection::default());
+        let u = &v["upstreams"]["app"];
+        assert_eq!(keys(&v), required(&schema));
+        assert_eq!(keys(u), required(&defs["upstream"]));
+        assert_eq!(keys(&u["totals"]), required(&defs["totals"]));
+        assert_eq!(keys(&u["peers"][0]), required(&defs["peer"]));
+        assert_eq!(
+            keys(&u["peers"][0]["responses"]),
+            required(&defs["responses"])
+        );
+        let lf = &u["peers"][0]["last_failure"];
+        assert_eq!(keys(lf), required(&defs["last_failure"]));
+        assert_eq!(keys(&u["peers"][3]["health"]), required(&defs["health"]));
+        let rf = &v["recent_failures"][0];
+        assert_eq!(keys(rf), required(&defs["recent_failure"]));
+    }
+
     #[test]
     fn errors() {
         let v: Value = serde_json::from_slice(&error("unknown upstream", Some(EVIL))).unwrap();
