@@ -69,7 +69,9 @@ pub fn prometheus(s: &Snapshot, sel: Selection) -> Vec<u8> {
             })
         })
         .collect();
-    let mut out = String::with_capacity(2048 + rows.len() * 900);
+    // 9 samples per peer: its labels 9 times, plus about 400 bytes of names and values
+    let label_bytes: usize = rows.iter().map(|r| r.labels.len()).sum();
+    let mut out = String::with_capacity(4096 + label_bytes * 9 + rows.len() * 400);
     let o = &mut out;
 
     family(
