@@ -72,7 +72,7 @@ sub get_json {
     is($r->{status}, 200, "$what: 200");
     is($r->{headers}{'content-type'}, 'application/json', "$what: Content-Type application/json");
     is($r->{headers}{'cache-control'}, 'no-store', "$what: Cache-Control: no-store");
-    like($r->{headers}{'server-timing'} // '', qr/^collect;dur=\d+\.\d{3}, render;dur=\d+\.\d{3}$/,
+    like($r->{headers}{'server-timing'} // '', qr/^collect;dur=\d+\.\d{3}, render;dur=\d+\.\d{3}, cpu;dur=\d+\.\d{3}$/,
          "$what: Server-Timing says what the snapshot and the rendering cost");
     my $j = eval { decode_json($r->{body}) };
     ok($j, "$what: body is JSON") or diag("$@\n$r->{body}");
