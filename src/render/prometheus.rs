@@ -17,7 +17,7 @@
 use core::fmt::Write;
 
 use super::Selection;
-use crate::snapshot::{PeerSnap, PeerState, Responses, Snapshot, UpstreamSnap};
+use crate::snapshot::{PeerSnap, PeerState, Snapshot, UpstreamSnap};
 
 /// A label value with `\`, `"` and newline escaped, per the text format.
 fn escape_into(out: &mut String, v: &str) {
@@ -36,9 +36,56 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// A decimal number, without going through `core::fmt` (a sample line is written ~100,000
+/// times for 10,000 peers).
+fn push_u64(out: &mut String, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend(buf[i..].iter().map(|&b| b as char));
+}
+
 /// Milliseconds as seconds with three decimals.
-fn seconds(ms: u64) -> String {
-    format!("{}.{:03}", ms / 1000, ms % 1000)
+fn push_seconds(out: &mut String, ms: u64) {
+    push_u64(out, ms / 1000);
+    out.push('.');
+    let frac = ms % 1000;
+    for d in [frac / 100, frac / 10 % 10, frac % 10] {
+        out.push((b'0' + d as u8) as char);
+    }
+}
+
+/// A sample value.
+#[derive(Clone, Copy)]
+enum Value {
+    Count(u64),
+    Millis(u64),
+}
+
+/// `name{labels<extra…>} value` and a newline; `extra` are further `,label="value"` pieces.
+fn sample(out: &mut String, name: &str, labels: &str, extra: &[&str], value: Value) {
+    out.push_str(name);
+    if !labels.is_empty() || !extra.is_empty() {
+        out.push('{');
+        out.push_str(labels);
+        for e in extra {
+            out.push_str(e);
+        }
+        out.push('}');
+    }
+    out.push(' ');
+    match value {
+        Value::Count(n) => push_u64(out, n),
+        Value::Millis(ms) => push_seconds(out, ms),
+    }
+    out.push('\n');
 }
 
 /// A listed peer and its `upstream="…",peer="…"` labels, escaped once.
@@ -57,18 +104,29 @@ fn labels(upstream: &str, peer: &str) -> String {
     l
 }
 
+const CLASSES: [&str; 5] = [
+    ",code_class=\"1xx\"",
+    ",code_class=\"2xx\"",
+    ",code_class=\"3xx\"",
+    ",code_class=\"4xx\"",
+    ",code_class=\"5xx\"",
+];
+
 /// The metrics of the selected part of the snapshot.
 pub fn prometheus(s: &Snapshot, sel: Selection) -> Vec<u8> {
+    use Value::{Count, Millis};
     let ups: Vec<&UpstreamSnap> = sel.upstreams(s).collect();
-    let rows: Vec<Row> = ups
-        .iter()
-        .flat_map(|u| {
-            sel.peers(u).map(|p| Row {
-                peer: p,
-                labels: labels(&u.name, &p.name),
-            })
-        })
-        .collect();
+    // rows in upstream order; `listed[i]`: how many belong to ups[i]
+    let mut rows: Vec<Row> = Vec::new();
+    let mut listed = Vec::with_capacity(ups.len());
+    for u in &ups {
+        let before = rows.len();
+        rows.extend(sel.peers(u).map(|p| Row {
+            peer: p,
+            labels: labels(&u.name, &p.name),
+        }));
+        listed.push(rows.len() - before);
+    }
     // 9 samples per peer: its labels 9 times, plus about 400 bytes of names and values
     let label_bytes: usize = rows.iter().map(|r| r.labels.len()).sum();
     let mut out = String::with_capacity(4096 + label_bytes * 9 + rows.len() * 400);
@@ -80,28 +138,38 @@ pub fn prometheus(s: &Snapshot, sel: Selection) -> Vec<u8> {
         "gauge",
         "nginx-triage module and nginx versions.",
     );
-    o.push_str("nginx_triage_info{version=\"");
-    escape_into(o, s.version);
-    o.push_str("\",nginx_version=\"");
-    escape_into(o, &s.nginx_version);
-    o.push_str("\"} 1\n");
+    let mut info = String::from("version=\"");
+    escape_into(&mut info, s.version);
+    info.push_str("\",nginx_version=\"");
+    escape_into(&mut info, &s.nginx_version);
+    info.push('"');
+    sample(o, "nginx_triage_info", &info, &[], Count(1));
     family(
         o,
         "nginx_triage_config_generation",
         "gauge",
         "Configuration loads seen by the triage zone (start = 1, +1 per reload).",
     );
-    let _ = writeln!(o, "nginx_triage_config_generation {}", s.generation);
+    sample(
+        o,
+        "nginx_triage_config_generation",
+        "",
+        &[],
+        Count(s.generation),
+    );
     family(
         o,
         "nginx_triage_config_load_timestamp_seconds",
         "gauge",
         "Time of the last configuration load, seconds since the Unix epoch.",
     );
-    let _ = writeln!(
+    let load = Millis(s.load_time_ms);
+    sample(
         o,
-        "nginx_triage_config_load_timestamp_seconds {}",
-        seconds(s.load_time_ms)
+        "nginx_triage_config_load_timestamp_seconds",
+        "",
+        &[],
+        load,
     );
 
     family(
@@ -111,8 +179,8 @@ pub fn prometheus(s: &Snapshot, sel: Selection) -> Vec<u8> {
         "1 if nginx may select the peer, 0 if it is down, unavailable (max_fails), unhealthy or checking.",
     );
     for r in &rows {
-        let up = u8::from(r.peer.state == PeerState::Up);
-        let _ = writeln!(o, "nginx_triage_peer_up{{{}}} {up}", r.labels);
+        let up = Count(u64::from(r.peer.state == PeerState::Up));
+        sample(o, "nginx_triage_peer_up", &r.labels, &[], up);
     }
     family(
         o,
@@ -121,12 +189,8 @@ pub fn prometheus(s: &Snapshot, sel: Selection) -> Vec<u8> {
         "The state of the peer (up, down, unavailable, unhealthy, checking): 1 for the current one.",
     );
     for r in &rows {
-        let st = r.peer.state.as_str();
-        let _ = writeln!(
-            o,
-            "nginx_triage_peer_state{{{},state=\"{st}\"}} 1",
-            r.labels
-        );
+        let state = [",state=\"", r.peer.state.as_str(), "\""];
+        sample(o, "nginx_triage_peer_state", &r.labels, &state, Count(1));
     }
     family(
         o,
@@ -135,11 +199,8 @@ pub fn prometheus(s: &Snapshot, sel: Selection) -> Vec<u8> {
         "Tries sent to the peer (each proxy_next_upstream try counts).",
     );
     for r in &rows {
-        let _ = writeln!(
-            o,
-            "nginx_triage_upstream_requests_total{{{}}} {}",
-            r.labels, r.peer.requests
-        );
+        let n = Count(r.peer.requests);
+        sample(o, "nginx_triage_upstream_requests_total", &r.labels, &[], n);
     }
     family(
         o,
@@ -148,11 +209,13 @@ pub fn prometheus(s: &Snapshot, sel: Selection) -> Vec<u8> {
         "Responses the peer sent, by status class.",
     );
     for r in &rows {
-        for (class, n) in Responses::CLASSES.iter().zip(r.peer.responses.by_class) {
-            let _ = writeln!(
+        for (class, n) in CLASSES.iter().zip(r.peer.responses.by_class) {
+            sample(
                 o,
-                "nginx_triage_peer_responses_total{{{},code_class=\"{class}\"}} {n}",
-                r.labels
+                "nginx_triage_peer_responses_total",
+                &r.labels,
+                &[class],
+                Count(n),
             );
         }
     }
@@ -162,29 +225,32 @@ pub fn prometheus(s: &Snapshot, sel: Selection) -> Vec<u8> {
         "counter",
         "Upstream failures by cause (upstream_502: the backend's own 502). peer is empty before a peer was chosen.",
     );
-    let mut i = 0;
-    for u in &ups {
+    let mut next = 0;
+    for (u, &n) in ups.iter().zip(&listed) {
         let own = labels(&u.name, "");
         for (c, n) in u.own.nonzero() {
-            let cause = c.as_str();
-            let _ = writeln!(
+            let cause = [",cause=\"", c.as_str(), "\""];
+            sample(
                 o,
-                "nginx_triage_upstream_failures_total{{{own},cause=\"{cause}\"}} {n}"
+                "nginx_triage_upstream_failures_total",
+                &own,
+                &cause,
+                Count(n),
             );
         }
-        // rows are in upstream order: this upstream's listed peers come next
-        let listed = sel.peers(u).count();
-        for r in &rows[i..i + listed] {
+        for r in &rows[next..next + n] {
             for (c, n) in r.peer.failures.nonzero() {
-                let cause = c.as_str();
-                let _ = writeln!(
+                let cause = [",cause=\"", c.as_str(), "\""];
+                sample(
                     o,
-                    "nginx_triage_upstream_failures_total{{{},cause=\"{cause}\"}} {n}",
-                    r.labels
+                    "nginx_triage_upstream_failures_total",
+                    &r.labels,
+                    &cause,
+                    Count(n),
                 );
             }
         }
-        i += listed;
+        next += n;
     }
     family(
         o,
@@ -194,11 +260,12 @@ pub fn prometheus(s: &Snapshot, sel: Selection) -> Vec<u8> {
     );
     for r in &rows {
         if let Some(ms) = r.peer.window_1m.mean_header_ms() {
-            let _ = writeln!(
+            sample(
                 o,
-                "nginx_triage_peer_header_time_seconds{{{}}} {}",
-                r.labels,
-                seconds(ms)
+                "nginx_triage_peer_header_time_seconds",
+                &r.labels,
+                &[],
+                Millis(ms),
             );
         }
     }
@@ -210,11 +277,12 @@ pub fn prometheus(s: &Snapshot, sel: Selection) -> Vec<u8> {
     );
     for r in &rows {
         if let Some(ms) = r.peer.window_1m.mean_response_ms() {
-            let _ = writeln!(
+            sample(
                 o,
-                "nginx_triage_peer_response_time_seconds{{{}}} {}",
-                r.labels,
-                seconds(ms)
+                "nginx_triage_peer_response_time_seconds",
+                &r.labels,
+                &[],
+                Millis(ms),
             );
         }
     }
