@@ -9,6 +9,7 @@ use ngx::ffi::*;
 use ngx::http::{HttpModuleLocationConf, Merge, MergeConfigError, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
 
+use crate::query::Format;
 use crate::upstreams::Wrapped;
 
 /// Default size of the shared zone when `triage_zone` is absent. Fixed (not derived from the
@@ -50,6 +51,8 @@ pub struct LocConf {
     pub enable: ngx_flag_t,
     /// This location answers `triage_status`.
     pub status: bool,
+    /// `triage_status [json | prometheus | html]`: the format when the request does not ask.
+    pub status_format: Format,
     /// The location's own content handler (proxy_pass & co.), run by `peer::content`.
     pub content: ngx_http_handler_pt,
 }
@@ -59,6 +62,7 @@ impl Default for LocConf {
         LocConf {
             enable: NGX_CONF_UNSET as ngx_flag_t,
             status: false,
+            status_format: Format::Json,
             content: None,
         }
     }
@@ -99,7 +103,7 @@ pub static mut COMMANDS: [ngx_command_t; 4] = [
     },
     ngx_command_t {
         name: ngx_string!("triage_status"),
-        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1) as ngx_uint_t,
         set: Some(set_status),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: 0,
@@ -165,7 +169,7 @@ extern "C" fn set_zone(
     NGX_CONF_OK
 }
 
-/// `triage_status;`
+/// `triage_status [json | prometheus | html];`
 extern "C" fn set_status(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
@@ -175,6 +179,21 @@ extern "C" fn set_status(
     let lcf = unsafe { &mut *(conf as *mut LocConf) };
     if lcf.status {
         return c"is duplicate".as_ptr() as *mut c_char;
+    }
+    // SAFETY: as above.
+    if let Some(arg) = unsafe { args(cf) }.first() {
+        match Format::parse(arg.as_bytes()) {
+            Some(f) => lcf.status_format = f,
+            None => {
+                ngx_conf_log_error!(
+                    NGX_LOG_EMERG,
+                    cf,
+                    "invalid value \"{}\" in \"triage_status\" directive, it must be \"json\", \"prometheus\" or \"html\"",
+                    arg
+                );
+                return NGX_CONF_ERROR;
+            }
+        }
     }
     lcf.status = true;
     // SAFETY: the core location conf exists in any location context.

@@ -3,7 +3,8 @@
 //! This file holds the module table and the configuration-time hooks only; each concern has
 //! its own file:
 //! - pure core (no FFI, `cargo test`): [`cause`] (taxonomy, classification, hints),
-//!   [`snapshot`] (what the status shows), [`render`] (JSON and time formatting);
+//!   [`snapshot`] (what the status shows), [`query`] (what a status request asks for: format
+//!   negotiation, arguments), [`render`] (JSON, Prometheus and HTML renderers);
 //! - FFI glue: `conf` (directives), `peer` (peer.init/get/free and finalize wrappers),
 //!   `watch` (what the wrappers keep while an upstream runs), `record` (a request's failed
 //!   tries), `logtap` (errno from the error log), `state` (shared memory), `variables` (`$triage_*`), `status` (the `triage_status` handler), `upstreams` (walking
@@ -12,6 +13,7 @@
 //! The FFI glue is left out of unit-test builds: `cargo test` cannot link nginx symbols.
 
 pub mod cause;
+pub mod query;
 pub mod render;
 pub mod snapshot;
 
