@@ -30,6 +30,10 @@ pub struct MainConf {
     /// A `triage_status` location exists: count every try (requests, responses, times), not
     /// only failures.
     pub stats: bool,
+    /// `triage_lint on | off` (unset means on).
+    pub lint: ngx_flag_t,
+    /// What the lint gathers while http{} is parsed (emptied once it has run).
+    pub lint_facts: crate::lint::glue::Collector,
 }
 
 impl Default for MainConf {
@@ -40,6 +44,8 @@ impl Default for MainConf {
             zone: ptr::null_mut(),
             wrapped: Vec::new(),
             stats: false,
+            lint: NGX_CONF_UNSET as ngx_flag_t,
+            lint_facts: Default::default(),
         }
     }
 }
@@ -84,7 +90,7 @@ impl Merge for LocConf {
 const HTTP_ANY: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
 /// Every directive of the module, in one table.
-pub static mut COMMANDS: [ngx_command_t; 4] = [
+pub static mut COMMANDS: [ngx_command_t; 6] = [
     ngx_command_t {
         name: ngx_string!("triage"),
         type_: (HTTP_ANY | NGX_CONF_FLAG) as ngx_uint_t,
@@ -105,6 +111,22 @@ pub static mut COMMANDS: [ngx_command_t; 4] = [
         name: ngx_string!("triage_status"),
         type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1) as ngx_uint_t,
         set: Some(set_status),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("triage_lint"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_FLAG) as ngx_uint_t,
+        set: Some(ngx_conf_set_flag_slot),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: offset_of!(MainConf, lint),
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("triage_lint_ignore"),
+        type_: (HTTP_ANY | NGX_HTTP_UPS_CONF | NGX_CONF_1MORE) as ngx_uint_t,
+        set: Some(crate::lint::glue::set_ignore),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: 0,
         post: ptr::null_mut(),

@@ -4,7 +4,8 @@
 //! its own file:
 //! - pure core (no FFI, `cargo test`): [`cause`] (taxonomy, classification, hints),
 //!   [`snapshot`] (what the status shows), [`query`] (what a status request asks for: format
-//!   negotiation, arguments), [`render`] (JSON, Prometheus and HTML renderers);
+//!   negotiation, arguments), [`render`] (JSON, Prometheus and HTML renderers), [`lint`]
+//!   (configuration lint rules; its `lint::glue` is FFI and left out of unit-test builds);
 //! - FFI glue: `conf` (directives), `peer` (peer.init/get/free and finalize wrappers),
 //!   `watch` (what the wrappers keep while an upstream runs), `record` (a request's failed
 //!   tries), `logtap` (errno from the error log), `state` (shared memory), `variables` (`$triage_*`), `status` (the `triage_status` handler), `upstreams` (walking
@@ -13,6 +14,7 @@
 //! The FFI glue is left out of unit-test builds: `cargo test` cannot link nginx symbols.
 
 pub mod cause;
+pub mod lint;
 pub mod query;
 pub mod render;
 pub mod snapshot;
@@ -52,7 +54,7 @@ mod module {
     use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, Merge};
 
     use crate::conf::{self, LocConf, MainConf};
-    use crate::{peer, state, variables};
+    use crate::{lint, peer, state, variables};
 
     pub struct Module;
 
@@ -64,12 +66,19 @@ mod module {
         }
 
         unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
-            variables::register(cf).into()
+            let rc: ngx_int_t = variables::register(cf).into();
+            if rc != NGX_OK as ngx_int_t {
+                return rc;
+            }
+            // SAFETY: nginx passes a valid configuration context; our main conf exists.
+            let mcf = &mut *Module::main_conf_mut(&*cf).expect("main conf");
+            lint::glue::begin(cf, mcf)
         }
 
         unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
             // SAFETY: nginx passes a valid configuration context; our main conf exists.
             let mcf = &mut *Module::main_conf_mut(&*cf).expect("main conf");
+            lint::glue::finish(cf, mcf);
             if state::add_zone(cf, mcf) != Status::NGX_OK {
                 return Status::NGX_ERROR.into();
             }
@@ -85,6 +94,7 @@ mod module {
             conf: *mut c_void,
         ) -> *mut c_char {
             // SAFETY: nginx passes two of our location confs and the context of `conf`.
+            lint::glue::merged(cf, prev as *const LocConf, conf as *const LocConf);
             let prev = &*(prev as *const LocConf);
             let conf = &mut *(conf as *mut LocConf);
             if conf.merge(prev).is_err() {

@@ -1,0 +1,255 @@
+//! `nothing-listening` and `selinux-network-connect`: TCP targets that will be refused.
+//! - A literal loopback `IP:port` (127.0.0.0/8, ::1) where no socket is listening right now,
+//!   read from the kernel's table (never by connecting): the deploy mistake of an app moved
+//!   from :8000 to :8001. A hint — the backend may simply start after nginx.
+//! - SELinux enforcing with `httpd_can_network_connect` off: nginx (httpd_t) may not connect
+//!   to ports not labelled `http_port_t`; connect() fails with 13: Permission denied.
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::{Index, Report};
+use crate::lint::code::Code;
+use crate::lint::system::SystemView;
+use crate::lint::target::{is_loopback, Target};
+
+pub(super) fn nothing_listening(ix: &Index, sys: &dyn SystemView, r: &mut Report) {
+    let targets: Vec<_> = ix
+        .dests
+        .iter()
+        .filter(|d| matches!(d.target, Target::Inet(a) if is_loopback(a.ip())))
+        .collect();
+    if targets.is_empty() {
+        return;
+    }
+    let Some(listeners) = sys.listeners() else {
+        return;
+    };
+    for d in targets {
+        let Target::Inet(addr) = d.target else {
+            continue;
+        };
+        if !listeners.iter().any(|l| serves(l, &addr)) {
+            r.emit(
+                Code::NothingListening,
+                d.site,
+                format!(
+                    "nothing listens on {addr} ({}) at the moment — requests get 502 \
+                     connect_refused until a backend listens there; check that the backend's \
+                     listen port matches (fine if it starts after nginx)",
+                    d.what
+                ),
+                &d.ignore,
+            );
+        }
+    }
+}
+
+/// Does a listening socket bound to `l` accept connections to `target`? A wildcard address
+/// accepts every address of its family; `[::]` accepts IPv4 too unless it is IPv6-only, which
+/// the kernel's table does not tell (so it counts, to stay silent rather than wrong).
+fn serves(l: &SocketAddr, target: &SocketAddr) -> bool {
+    if l.port() != target.port() {
+        return false;
+    }
+    let (li, ti) = (l.ip().to_canonical(), target.ip().to_canonical());
+    li == ti
+        || match li {
+            IpAddr::V4(v4) => v4.is_unspecified() && ti.is_ipv4(),
+            IpAddr::V6(v6) => v6.is_unspecified(),
+        }
+}
+
+pub(super) fn selinux(ix: &Index, sys: &dyn SystemView, r: &mut Report) {
+    let Some(se) = sys.selinux() else {
+        return;
+    };
+    if !se.enforcing || se.network_connect != Some(false) {
+        return;
+    }
+    // One finding, at the first TCP target not silenced.
+    let Some(d) = ix.dests.iter().filter(|d| d.target.is_tcp()).find(|d| {
+        !d.ignore
+            .iter()
+            .any(|l| l.contains(&Code::SelinuxNetworkConnect))
+    }) else {
+        return;
+    };
+    r.emit(
+        Code::SelinuxNetworkConnect,
+        d.site,
+        format!(
+            "SELinux is enforcing and httpd_can_network_connect is off: nginx may not connect \
+             to {} ({}) nor to any port not labelled http_port_t — connects fail with \"13: \
+             Permission denied\"; run setsebool -P httpd_can_network_connect on",
+            show(&d.target),
+            d.what
+        ),
+        &d.ignore,
+    );
+}
+
+fn show(t: &Target) -> String {
+    match t {
+        Target::Inet(a) => a.to_string(),
+        Target::Host {
+            host,
+            port: Some(p),
+        } => format!("{host}:{p}"),
+        Target::Host { host, port: None } => host.clone(),
+        Target::Unix(p) => format!("unix:{p}"),
+        Target::Variable => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::run;
+    use super::super::testing::*;
+    use super::*;
+    use crate::lint::model::{Config, PassKind};
+    use crate::lint::system::{fake::FakeRoot, Root, Selinux};
+
+    fn listening(addrs: &[&str]) -> FakeSystem {
+        FakeSystem {
+            listeners: Some(addrs.iter().map(|a| a.parse().unwrap()).collect()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_deploy_mistake() {
+        // app moved from :8000 to :8001, proxy_pass still says :8000
+        let mut cfg = config();
+        cfg.locations
+            .push(location("/", PassKind::Proxy, "http://127.0.0.1:8000", 9));
+        let f = run(&cfg, &listening(&["127.0.0.1:8001"]));
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].code, Code::NothingListening);
+        assert!(f[0].message.starts_with(
+            "nothing listens on 127.0.0.1:8000 (proxy_pass in location \"/\") at the moment"
+        ));
+        assert!(found(&cfg, &listening(&["127.0.0.1:8000"])).is_empty());
+    }
+
+    #[test]
+    fn wildcard_and_family_rules() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(serves(&a("0.0.0.0:80"), &a("127.0.0.5:80")));
+        assert!(serves(&a("[::]:80"), &a("127.0.0.1:80")));
+        assert!(serves(&a("[::]:80"), &a("[::1]:80")));
+        assert!(serves(&a("[::ffff:127.0.0.1]:80"), &a("127.0.0.1:80")));
+        assert!(!serves(&a("0.0.0.0:80"), &a("[::1]:80")));
+        assert!(!serves(&a("127.0.0.1:80"), &a("127.0.0.2:80")));
+        assert!(!serves(&a("127.0.0.1:81"), &a("127.0.0.1:80")));
+    }
+
+    #[test]
+    fn only_loopback_literals_are_checked() {
+        let mut cfg = config();
+        cfg.locations
+            .push(location("/a", PassKind::Proxy, "http://10.0.0.1:8000", 1));
+        cfg.locations
+            .push(location("/b", PassKind::Proxy, "http://localhost:8000", 2));
+        cfg.locations
+            .push(location("/c", PassKind::Proxy, "http://$backend", 3));
+        cfg.locations
+            .push(location("/d", PassKind::Fastcgi, "[::1]:9000", 4));
+        let mut u = upstream("app", 5, &[("127.0.0.1:8001", 6), ("127.0.0.1:8002", 7)]);
+        u.servers[1].down = true; // deliberately off
+        cfg.upstreams.push(u);
+        assert_eq!(
+            found(&cfg, &listening(&[])),
+            vec![(Code::NothingListening, 4), (Code::NothingListening, 6)]
+        );
+        // unreadable /proc: silent
+        assert!(found(&cfg, &FakeSystem::default()).is_empty());
+    }
+
+    #[test]
+    fn ignored_in_upstream() {
+        let mut cfg = config();
+        let mut u = upstream("app", 5, &[("127.0.0.1:8001", 6)]);
+        u.ignore = vec![Code::NothingListening];
+        cfg.upstreams.push(u);
+        assert!(found(&cfg, &listening(&[])).is_empty());
+    }
+
+    fn selinux_cfg() -> Config {
+        let mut cfg = config();
+        cfg.locations
+            .push(location("/s", PassKind::Fastcgi, "unix:/run/x.sock", 1));
+        cfg.locations
+            .push(location("/", PassKind::Proxy, "http://127.0.0.1:8000", 2));
+        cfg.locations
+            .push(location("/b", PassKind::Proxy, "http://10.0.0.2:8000", 3));
+        cfg
+    }
+
+    fn se(enforcing: bool, network_connect: Option<bool>) -> FakeSystem {
+        let mut s = listening(&["0.0.0.0:8000"]);
+        s.files
+            .insert("/run/x.sock".into(), crate::lint::system::Stat::Unknown);
+        s.selinux = Some(Selinux {
+            enforcing,
+            network_connect,
+        });
+        s
+    }
+
+    #[test]
+    fn selinux_decision() {
+        let cfg = selinux_cfg();
+        let f = run(&cfg, &se(true, Some(false)));
+        assert_eq!(f.len(), 1, "one finding, not one per target");
+        assert_eq!(
+            (f[0].code, f[0].site.line),
+            (Code::SelinuxNetworkConnect, 2)
+        );
+        assert!(f[0]
+            .message
+            .contains("setsebool -P httpd_can_network_connect on"));
+        assert!(found(&cfg, &se(true, Some(true))).is_empty());
+        assert!(
+            found(&cfg, &se(false, Some(false))).is_empty(),
+            "permissive"
+        );
+        assert!(found(&cfg, &se(true, None)).is_empty(), "no such boolean");
+        let mut s = se(true, Some(false));
+        s.selinux = None;
+        assert!(found(&cfg, &s).is_empty(), "SELinux not enabled");
+        // only unix sockets: nothing to refuse
+        let mut cfg = selinux_cfg();
+        cfg.locations.truncate(1);
+        assert!(found(&cfg, &se(true, Some(false))).is_empty());
+        // silenced where the first target is: reported at the next one
+        let mut cfg = selinux_cfg();
+        cfg.locations[1].ignore = vec![Code::SelinuxNetworkConnect];
+        assert_eq!(
+            found(&cfg, &se(true, Some(false))),
+            vec![(Code::SelinuxNetworkConnect, 3)]
+        );
+    }
+
+    #[test]
+    fn selinux_decision_from_a_fake_root() {
+        let r = FakeRoot::fresh();
+        r.write("/proc/net/tcp", "header\n");
+        let cfg = selinux_cfg();
+        let codes = |r: &FakeRoot| -> Vec<Code> {
+            run(&cfg, &Root::new(r.root()))
+                .into_iter()
+                .map(|f| f.code)
+                .filter(|c| *c == Code::SelinuxNetworkConnect)
+                .collect()
+        };
+        assert!(codes(&r).is_empty(), "no /sys/fs/selinux");
+        r.write("/sys/fs/selinux/enforce", "1\n")
+            .write("/sys/fs/selinux/booleans/httpd_can_network_connect", "0 0");
+        assert_eq!(codes(&r), vec![Code::SelinuxNetworkConnect]);
+        r.write("/sys/fs/selinux/booleans/httpd_can_network_connect", "1 1");
+        assert!(codes(&r).is_empty());
+        r.write("/sys/fs/selinux/enforce", "0\n")
+            .write("/sys/fs/selinux/booleans/httpd_can_network_connect", "0 0");
+        assert!(codes(&r).is_empty());
+    }
+}
