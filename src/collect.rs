@@ -17,16 +17,21 @@ fn failures(slot: Option<&Slot>) -> Failures {
     }
 }
 
+/// Bytes into a String without a copy when they are UTF-8 (they nearly always are).
+fn owned(b: Vec<u8>) -> String {
+    String::from_utf8(b).unwrap_or_else(|e| lossy(e.as_bytes()))
+}
+
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
 /// A peer's counters from its slot (zeros without one).
-fn counted(name: &[u8], server: &[u8], slot: Option<&Slot>, now: u64) -> PeerSnap {
+fn counted(name: String, server: String, slot: Option<&Slot>, now: u64) -> PeerSnap {
     let (window_1m, window_5m) = slot.map(|s| s.windows(now)).unwrap_or_default();
     PeerSnap {
-        name: lossy(name),
-        server: lossy(server),
+        name,
+        server,
         backup: false,
         weight: 1,
         max_fails: 0,
@@ -59,21 +64,24 @@ pub unsafe fn snapshot(r: *mut ngx_http_request_t) -> Snapshot {
         for &uscf in upstreams::all(umcf) {
             let name = upstreams::display_name(uscf);
             let peers = upstreams::peers(uscf)
-                .iter()
-                .map(|p| PeerSnap {
-                    backup: p.backup,
-                    weight: p.weight,
-                    max_fails: p.max_fails,
-                    fail_timeout: p.fail_timeout,
-                    max_conns: (p.max_conns > 0).then_some(p.max_conns),
-                    state: if p.down {
-                        PeerState::Down
-                    } else if p.unavailable {
-                        PeerState::Unavailable
-                    } else {
-                        PeerState::Up
-                    },
-                    ..counted(&p.name, &p.server, slot(&name, &p.name), now)
+                .into_iter()
+                .map(|p| {
+                    let s = slot(&name, &p.name);
+                    PeerSnap {
+                        backup: p.backup,
+                        weight: p.weight,
+                        max_fails: p.max_fails,
+                        fail_timeout: p.fail_timeout,
+                        max_conns: (p.max_conns > 0).then_some(p.max_conns),
+                        state: if p.down {
+                            PeerState::Down
+                        } else if p.unavailable {
+                            PeerState::Unavailable
+                        } else {
+                            PeerState::Up
+                        },
+                        ..counted(owned(p.name), owned(p.server), s, now)
+                    }
                 })
                 .collect();
             let own = slot(&name, b"");
@@ -113,7 +121,9 @@ pub unsafe fn snapshot(r: *mut ngx_http_request_t) -> Snapshot {
                 ups[i].own = failures(Some(s));
                 (ups[i].own_window_1m, ups[i].own_window_5m) = s.windows(now);
             } else {
-                ups[i].peers.push(counted(s.peer(), s.peer(), Some(s), now));
+                ups[i]
+                    .peers
+                    .push(counted(lossy(s.peer()), lossy(s.peer()), Some(s), now));
             }
         }
     }

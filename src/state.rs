@@ -159,6 +159,9 @@ fn two<B: Bucket>(b: &[B; 2], epoch: u32, f: impl Fn(&B) -> u32) -> (u64, u64) {
 /// Sliding-window estimate from two fixed buckets: all of the current one and the part of the
 /// previous one still inside the window (the previous bucket's events taken as spread evenly).
 fn slide((cur, prev): (u64, u64), into_period: f64) -> u64 {
+    if prev == 0 {
+        return cur;
+    }
     cur + (prev as f64 * (1.0 - into_period)).round() as u64
 }
 
@@ -183,21 +186,48 @@ impl Slot {
 
     /// The last minute and the last five minutes, at `now_ms`.
     pub fn windows(&self, now_ms: u64) -> (Window, Window) {
-        let secs = now_ms as f64 / 1000.0;
-        let (e1, f1) = ((secs / 60.0) as u32, (secs / 60.0).fract());
-        let (e5, f5) = ((secs / 300.0) as u32, (secs / 300.0).fract());
-        let w1 = &self.win1;
-        let w5 = &self.win5;
+        let (e1, f1) = (
+            (now_ms / 60_000) as u32,
+            (now_ms % 60_000) as f64 / 60_000.0,
+        );
+        let (e5, f5) = (
+            (now_ms / 300_000) as u32,
+            (now_ms % 300_000) as f64 / 300_000.0,
+        );
+        // each bucket read once: its values if it holds the period asked for, else zeros
+        let get1 = |e: u32| {
+            let b = &self.win1[(e & 1) as usize];
+            if b.epoch.load(Ordering::Acquire) != e {
+                return [0u64; 5];
+            }
+            [
+                &b.requests,
+                &b.failures,
+                &b.timed,
+                &b.header_ms,
+                &b.response_ms,
+            ]
+            .map(|a| a.load(Ordering::Relaxed) as u64)
+        };
+        let get5 = |e: u32| {
+            let b = &self.win5[(e & 1) as usize];
+            if b.epoch.load(Ordering::Acquire) != e {
+                return [0u64; 2];
+            }
+            [&b.requests, &b.failures].map(|a| a.load(Ordering::Relaxed) as u64)
+        };
+        let (c1, p1) = (get1(e1), get1(e1.wrapping_sub(1)));
+        let (c5, p5) = (get5(e5), get5(e5.wrapping_sub(1)));
         let one = Window {
-            requests: slide(two(w1, e1, |b| b.requests.load(Ordering::Relaxed)), f1),
-            failures: slide(two(w1, e1, |b| b.failures.load(Ordering::Relaxed)), f1),
-            timed: slide(two(w1, e1, |b| b.timed.load(Ordering::Relaxed)), f1),
-            header_ms: slide(two(w1, e1, |b| b.header_ms.load(Ordering::Relaxed)), f1),
-            response_ms: slide(two(w1, e1, |b| b.response_ms.load(Ordering::Relaxed)), f1),
+            requests: slide((c1[0], p1[0]), f1),
+            failures: slide((c1[1], p1[1]), f1),
+            timed: slide((c1[2], p1[2]), f1),
+            header_ms: slide((c1[3], p1[3]), f1),
+            response_ms: slide((c1[4], p1[4]), f1),
         };
         let five = Window {
-            requests: slide(two(w5, e5, |b| b.requests.load(Ordering::Relaxed)), f5),
-            failures: slide(two(w5, e5, |b| b.failures.load(Ordering::Relaxed)), f5),
+            requests: slide((c5[0], p5[0]), f5),
+            failures: slide((c5[1], p5[1]), f5),
             ..Default::default()
         };
         (one, five)
