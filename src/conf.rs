@@ -10,6 +10,7 @@ use ngx::http::{HttpModuleLocationConf, Merge, MergeConfigError, NgxHttpCoreModu
 use ngx::{ngx_conf_log_error, ngx_string};
 
 use crate::fallback;
+use crate::query::Format;
 use crate::upstreams::Wrapped;
 
 /// Default size of the shared zone when `triage_zone` is absent. Fixed (not derived from the
@@ -27,6 +28,9 @@ pub struct MainConf {
     pub zone: *mut ngx_shm_zone_t,
     /// Upstreams whose `peer.init` we wrapped, sorted by the address of their srv conf.
     pub wrapped: Vec<Wrapped>,
+    /// A `triage_status` location exists: count every try (requests, responses, times), not
+    /// only failures.
+    pub stats: bool,
     /// `triage_lint on | off` (unset means on).
     pub lint: ngx_flag_t,
     /// What the lint gathers while http{} is parsed (emptied once it has run).
@@ -42,6 +46,7 @@ impl Default for MainConf {
             recent: DEFAULT_RECENT,
             zone: ptr::null_mut(),
             wrapped: Vec::new(),
+            stats: false,
             lint: NGX_CONF_UNSET as ngx_flag_t,
             lint_facts: Default::default(),
             fallback: fallback::Main::default(),
@@ -56,6 +61,8 @@ pub struct LocConf {
     pub enable: ngx_flag_t,
     /// This location answers `triage_status`.
     pub status: bool,
+    /// `triage_status [json | prometheus | html]`: the format when the request does not ask.
+    pub status_format: Format,
     /// The location's own content handler (proxy_pass & co.), run by `peer::content`.
     pub content: ngx_http_handler_pt,
     /// `triage_fallback*`.
@@ -67,6 +74,7 @@ impl Default for LocConf {
         LocConf {
             enable: NGX_CONF_UNSET as ngx_flag_t,
             status: false,
+            status_format: Format::Json,
             content: None,
             fallback: fallback::Conf::default(),
         }
@@ -109,7 +117,7 @@ pub static mut COMMANDS: [ngx_command_t; 10] = [
     },
     ngx_command_t {
         name: ngx_string!("triage_status"),
-        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1) as ngx_uint_t,
         set: Some(set_status),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: 0,
@@ -223,7 +231,7 @@ extern "C" fn set_zone(
     NGX_CONF_OK
 }
 
-/// `triage_status;`
+/// `triage_status [json | prometheus | html];`
 extern "C" fn set_status(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
@@ -233,6 +241,21 @@ extern "C" fn set_status(
     let lcf = unsafe { &mut *(conf as *mut LocConf) };
     if lcf.status {
         return c"is duplicate".as_ptr() as *mut c_char;
+    }
+    // SAFETY: as above.
+    if let Some(arg) = unsafe { args(cf) }.first() {
+        match Format::parse(arg.as_bytes()) {
+            Some(f) => lcf.status_format = f,
+            None => {
+                ngx_conf_log_error!(
+                    NGX_LOG_EMERG,
+                    cf,
+                    "invalid value \"{}\" in \"triage_status\" directive, it must be \"json\", \"prometheus\" or \"html\"",
+                    arg
+                );
+                return NGX_CONF_ERROR;
+            }
+        }
     }
     lcf.status = true;
     // SAFETY: the core location conf exists in any location context.

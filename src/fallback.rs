@@ -509,7 +509,7 @@ unsafe fn next_retry(r: *mut ngx_http_request_t) -> u64 {
         return body::DEFAULT_RETRY_AFTER;
     }
     let mut peers = Vec::new();
-    upstreams::visit_peers((*u).upstream, |p| {
+    upstreams::visit_peers((*u).upstream, |p, _| {
         peers.push(PeerHealth {
             down: p.down != 0,
             max_fails: p.max_fails as u64,

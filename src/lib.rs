@@ -3,7 +3,8 @@
 //! This file holds the module table and the configuration-time hooks only; each concern has
 //! its own file:
 //! - pure core (no FFI, `cargo test`): [`cause`] (taxonomy, classification, hints),
-//!   [`snapshot`] (what the status shows), [`render`] (JSON and time formatting), [`lint`]
+//!   [`snapshot`] (what the status shows), [`query`] (what a status request asks for: format
+//!   negotiation, arguments), [`render`] (JSON, Prometheus and HTML renderers), [`lint`]
 //!   (configuration lint rules; its `lint::glue` is FFI and left out of unit-test builds),
 //!   [`fallback_body`] (the `triage_fallback` pages and arguments), [`accept`] (`Accept`
 //!   negotiation);
@@ -18,9 +19,12 @@ pub mod accept;
 pub mod cause;
 pub mod fallback_body;
 pub mod lint;
+pub mod query;
 pub mod render;
 pub mod snapshot;
 
+#[cfg(not(test))]
+mod collect;
 #[cfg(not(test))]
 mod conf;
 #[cfg(not(test))]
@@ -105,6 +109,12 @@ mod module {
             }
             fallback::prepare(cf, conf);
             peer::wrap_content(cf, conf);
+            if conf.status {
+                // Someone can see them: count requests, responses and times per peer.
+                if let Some(mcf) = Module::main_conf_mut(&*cf) {
+                    (*mcf).stats = true;
+                }
+            }
             ptr::null_mut()
         }
     }

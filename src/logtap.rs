@@ -33,15 +33,12 @@ impl Default for Tap {
     }
 }
 
-/// Start tapping `w.r`'s connection log.
+/// Start tapping `w.r`'s connection log (once per watch: its tap is empty when taken).
 ///
 /// # Safety
 /// `w` must be a watch in use by a live request.
 pub unsafe fn install(ctx: *mut Watch) {
     let c = &mut *ctx;
-    if !c.tap.log.is_null() {
-        return;
-    }
     let log = (*(*c.r).connection).log;
     if log.is_null() {
         return;

@@ -91,14 +91,20 @@ unsafe extern "C" fn init_peer(
         len: w.name.len(),
         data: w.name.as_ptr() as *mut u8,
     };
-    hook(r, name, false);
+    hook(r, name, false, !(*us).shm_zone.is_null(), mcf.stats);
     rc
 }
 
 /// Take over the request's upstream hooks: finalize always, get/free (and the TLS session
 /// hooks) when the balancer has set them up. Called once per upstream: from `init_peer` for
 /// upstreams in the configuration, from `content` for the others.
-unsafe fn hook(r: *mut ngx_http_request_t, name: ngx_str_t, dynamic: bool) {
+unsafe fn hook(
+    r: *mut ngx_http_request_t,
+    name: ngx_str_t,
+    dynamic: bool,
+    zone: bool,
+    stats: bool,
+) {
     let u = (*r).upstream;
     let Some(wp) = watch::take(r, u) else {
         return; // out of memory: nginx goes on untouched
@@ -106,6 +112,8 @@ unsafe fn hook(r: *mut ngx_http_request_t, name: ngx_str_t, dynamic: bool) {
     let w = &mut *wp;
     w.upstream = name;
     w.dynamic = dynamic;
+    w.zone = zone;
+    w.stats = stats;
     w.finalize = (*u).finalize_request;
     if (*u).peer.get.is_some() {
         w.saved = Some(Saved {
@@ -191,7 +199,7 @@ unsafe extern "C" fn content(r: *mut ngx_http_request_t) -> ngx_int_t {
     }
     if (*u).finalize_request.is_some() {
         if let Some(name) = dynamic_name(r) {
-            hook(r, name, true);
+            hook(r, name, true, true, main_conf(r).stats);
         }
     }
     rc
@@ -273,6 +281,14 @@ unsafe extern "C" fn free_peer(
         };
         record_try(w, &facts, peer);
         w.attempt_failed = true;
+        state::request(
+            w.upstream.as_bytes(),
+            peer.as_bytes(),
+            w.dynamic,
+            w.zone,
+            0,
+            None,
+        );
     }
     if let Some(free) = s.free {
         free(pc, s.data, state);
@@ -371,6 +387,12 @@ unsafe fn record(
             peer,
         });
     }
+    let id = request_id(r);
+    let req = state::RequestInfo {
+        method: (*r).method_name.as_bytes(),
+        path: (*r).uri.as_bytes(),
+        request_id: id.map_or(&[][..], |v| v),
+    };
     state::count(
         upstream.as_bytes(),
         peer.as_bytes(),
@@ -379,7 +401,23 @@ unsafe fn record(
         v.phase,
         v.errno,
         status,
+        Some(&req),
     );
+}
+
+/// `$request_id` of `r` (the same value the access log shows when it logs it).
+unsafe fn request_id<'a>(r: *mut ngx_http_request_t) -> Option<&'a [u8]> {
+    const NAME: &[u8] = b"request_id";
+    let mut name = ngx_str_t {
+        len: NAME.len(),
+        data: NAME.as_ptr() as *mut u8,
+    };
+    let key = ngx_hash_key(name.data, name.len);
+    let v = ngx_http_get_variable(r, &mut name, key);
+    if v.is_null() || (*v).not_found() != 0 || (*v).valid() == 0 {
+        return None;
+    }
+    Some(core::slice::from_raw_parts((*v).data, (*v).len() as usize))
 }
 
 unsafe fn record_try(w: &mut Watch, facts: &Facts, peer: ngx_str_t) {
@@ -394,6 +432,10 @@ unsafe extern "C" fn finalize(r: *mut ngx_http_request_t, rc: ngx_int_t) {
     // unless it is the backend's own 502.
     if !w.attempt_failed && (rc != 0 || (*u).headers_in.status_n == 502) {
         classify_at_finalize(r, u, w, rc);
+    }
+    // The last try, unless its failure already gave it back to the balancer.
+    if w.stats && !(*u).peer.sockaddr.is_null() && !(*u).peer.name.is_null() {
+        count_last_try(u, w);
     }
     // A failure decided the response unless a later try succeeded. A record made before an
     // internal redirect learns that this upstream succeeded.
@@ -420,6 +462,25 @@ unsafe extern "C" fn finalize(r: *mut ngx_http_request_t, rc: ngx_int_t) {
     if let Some(f) = orig {
         f(r, rc);
     }
+}
+
+/// Count the try in progress at finalize: its response's status class and times.
+unsafe fn count_last_try(u: *mut ngx_http_upstream_t, w: &Watch) {
+    let status = (*u).headers_in.status_n.clamp(0, 999) as u16;
+    let st = (*u).state;
+    let times = if status != 0 && !st.is_null() && (*st).header_time != ngx_msec_t::MAX {
+        Some(((*st).header_time as u64, (*st).response_time as u64))
+    } else {
+        None
+    };
+    state::request(
+        w.upstream.as_bytes(),
+        (*(*u).peer.name).as_bytes(),
+        w.dynamic,
+        w.zone,
+        status,
+        times,
+    );
 }
 
 /// Failures nginx does not report through `free(NGX_PEER_FAILED)`.

@@ -1,5 +1,8 @@
-//! What the status shows: a consistent, FFI-free copy of the shared counters, taken by the
-//! status handler and turned into bytes by `render`.
+//! What the status shows: a consistent, FFI-free copy of the configuration and the shared
+//! counters, taken by the status handler (`collect`) and turned into bytes by `render`.
+//!
+//! Everything here is plain data and arithmetic over it (totals, rates, states), covered by
+//! `cargo test`.
 
 use crate::cause::{Cause, Phase};
 
@@ -43,11 +46,159 @@ impl Failures {
     }
 }
 
+/// Responses the peer sent, by status class (a try that failed has none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Responses {
+    /// Index 0 = 1xx … 4 = 5xx.
+    pub by_class: [u64; 5],
+}
+
+impl Responses {
+    pub fn total(&self) -> u64 {
+        self.by_class.iter().sum()
+    }
+
+    /// `1xx` … `5xx`.
+    pub const CLASSES: [&'static str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+}
+
+/// Activity in a sliding window (1 or 5 minutes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Window {
+    /// Tries sent to upstreams (each try of `proxy_next_upstream` counts).
+    pub requests: u64,
+    /// Requests that nginx answered with its own 502/504 (or 500 for worker_connections).
+    pub failures: u64,
+    /// Responses with a measured time, and the sums of their times in milliseconds.
+    pub timed: u64,
+    pub header_ms: u64,
+    pub response_ms: u64,
+}
+
+impl Window {
+    pub fn add(&mut self, o: &Window) {
+        self.requests += o.requests;
+        self.failures += o.failures;
+        self.timed += o.timed;
+        self.header_ms += o.header_ms;
+        self.response_ms += o.response_ms;
+    }
+
+    /// Failures over requests; None without requests (JSON null: no rate to speak of).
+    pub fn failure_rate(&self) -> Option<f64> {
+        (self.requests > 0)
+            .then(|| (self.failures.min(self.requests)) as f64 / self.requests as f64)
+    }
+
+    /// Mean header time (ms) of the responses in the window.
+    pub fn mean_header_ms(&self) -> Option<u64> {
+        (self.timed > 0).then(|| self.header_ms / self.timed)
+    }
+
+    /// Mean response time (ms) of the responses in the window.
+    pub fn mean_response_ms(&self) -> Option<u64> {
+        (self.timed > 0).then(|| self.response_ms / self.timed)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerState {
+    /// Selectable.
+    Up,
+    /// Configured `down`.
+    Down,
+    /// `max_fails` tripped: nginx skips it until `fail_timeout` passes.
+    Unavailable,
+    /// Failed its active health checks.
+    Unhealthy,
+    /// Active checks configured, no verdict yet.
+    Checking,
+}
+
+impl PeerState {
+    pub const ALL: [PeerState; 5] = [
+        PeerState::Up,
+        PeerState::Down,
+        PeerState::Unavailable,
+        PeerState::Unhealthy,
+        PeerState::Checking,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerState::Up => "up",
+            PeerState::Down => "down",
+            PeerState::Unavailable => "unavailable",
+            PeerState::Unhealthy => "unhealthy",
+            PeerState::Checking => "checking",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PeerState> {
+        PeerState::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// Active health-check state of a peer (filled once active checks exist).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    pub kind: String,
+    pub state: PeerState,
+    pub checks: u64,
+    pub fails: u64,
+    /// Transitions to unhealthy.
+    pub unhealthy: u64,
+    pub rise_count: u32,
+    pub fall_count: u32,
+    pub last_check_ms: Option<u64>,
+    pub last_passed: Option<bool>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub downtime_ms: u64,
+    pub since_ms: Option<u64>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerSnap {
+    /// The address (`127.0.0.1:8081`, `unix:/run/app.sock`): the counters' key.
     pub name: String,
+    /// The `server` as written in the configuration (a host name may give several peers).
+    pub server: String,
+    pub backup: bool,
+    pub weight: u64,
+    pub max_fails: u64,
+    /// Seconds.
+    pub fail_timeout: u64,
+    /// None: unlimited.
+    pub max_conns: Option<u64>,
+    pub state: PeerState,
+    pub requests: u64,
+    pub responses: Responses,
     pub failures: Failures,
     pub last_failure: Option<LastFailure>,
+    /// Last minute (times, 1m rate) and last five minutes (5m rate).
+    pub window_1m: Window,
+    pub window_5m: Window,
+    pub health: Option<Health>,
+    /// Most frequent cause of the last five minutes.
+    pub top_cause_5m: Option<Cause>,
+}
+
+impl PeerSnap {
+    /// The remediation line for the peer's most frequent recent cause.
+    pub fn hint(&self) -> Option<&'static str> {
+        self.top_cause_5m.map(|c| c.hint())
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub peers: u64,
+    pub up: u64,
+    pub down: u64,
+    pub unhealthy: u64,
+    pub requests: u64,
+    pub failures: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,10 +206,17 @@ pub struct UpstreamSnap {
     pub name: String,
     /// Resolved at run time (`proxy_pass` with variables), not in the configuration.
     pub dynamic: bool,
+    /// The nginx `zone` of the upstream block.
+    pub zone: Option<String>,
+    /// `keepalive N`.
+    pub keepalive: Option<u64>,
     pub peers: Vec<PeerSnap>,
     /// Failures counted at upstream level, before a peer was chosen (no_live_upstreams,
     /// host_not_found).
     pub own: Failures,
+    /// Upstream-level windows (failures before a peer was chosen).
+    pub own_window_1m: Window,
+    pub own_window_5m: Window,
 }
 
 impl UpstreamSnap {
@@ -70,11 +228,159 @@ impl UpstreamSnap {
         }
         f
     }
+
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals {
+            peers: self.peers.len() as u64,
+            failures: self.failures().total(),
+            ..Default::default()
+        };
+        for p in &self.peers {
+            match p.state {
+                PeerState::Up => t.up += 1,
+                PeerState::Down => t.down += 1,
+                PeerState::Unavailable | PeerState::Unhealthy | PeerState::Checking => {
+                    t.unhealthy += 1
+                }
+            }
+            t.requests += p.requests;
+        }
+        t
+    }
+
+    fn window(&self, own: &Window, f: impl Fn(&PeerSnap) -> &Window) -> Window {
+        let mut w = *own;
+        for p in &self.peers {
+            w.add(f(p));
+        }
+        w
+    }
+
+    pub fn window_1m(&self) -> Window {
+        self.window(&self.own_window_1m, |p| &p.window_1m)
+    }
+
+    pub fn window_5m(&self) -> Window {
+        self.window(&self.own_window_5m, |p| &p.window_5m)
+    }
+}
+
+/// One entry of the recent failures ring.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecentFailure {
+    pub time_ms: u64,
+    pub upstream: String,
+    pub peer: String,
+    pub cause: Cause,
+    pub errno: Option<i32>,
+    pub phase: Phase,
+    pub status: u16,
+    pub method: String,
+    /// Without the query string.
+    pub path: String,
+    pub request_id: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     pub version: &'static str,
     pub nginx_version: String,
+    pub pid: u32,
+    /// Configuration loads seen by the zone (start = 1, +1 per reload).
+    pub generation: u64,
+    pub load_time_ms: u64,
+    pub time_ms: u64,
     pub upstreams: Vec<UpstreamSnap>,
+    /// Newest first.
+    pub recent_failures: Vec<RecentFailure>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(state: PeerState, requests: u64) -> PeerSnap {
+        PeerSnap {
+            name: "127.0.0.1:1".into(),
+            server: "127.0.0.1:1".into(),
+            backup: false,
+            weight: 1,
+            max_fails: 1,
+            fail_timeout: 10,
+            max_conns: None,
+            state,
+            requests,
+            responses: Responses::default(),
+            failures: Failures::default(),
+            last_failure: None,
+            window_1m: Window {
+                requests,
+                failures: 1,
+                ..Default::default()
+            },
+            window_5m: Window::default(),
+            health: None,
+            top_cause_5m: None,
+        }
+    }
+
+    #[test]
+    fn totals_and_rates() {
+        let mut own = Failures::default();
+        own.by_cause[Cause::NoLiveUpstreams.index()] = 2;
+        own.by_cause[Cause::Upstream502.index()] = 5;
+        let u = UpstreamSnap {
+            name: "app".into(),
+            dynamic: false,
+            zone: None,
+            keepalive: None,
+            peers: vec![
+                peer(PeerState::Up, 10),
+                peer(PeerState::Down, 0),
+                peer(PeerState::Unavailable, 30),
+            ],
+            own,
+            own_window_1m: Window {
+                failures: 2,
+                ..Default::default()
+            },
+            own_window_5m: Window::default(),
+        };
+        let t = u.totals();
+        assert_eq!((t.peers, t.up, t.down, t.unhealthy), (3, 1, 1, 1));
+        assert_eq!(t.requests, 40);
+        assert_eq!(t.failures, 2, "upstream_502 is not a failure of nginx");
+        let w = u.window_1m();
+        assert_eq!((w.requests, w.failures), (40, 5));
+        assert_eq!(w.failure_rate(), Some(5.0 / 40.0));
+        assert_eq!(u.window_5m().failure_rate(), None);
+    }
+
+    #[test]
+    fn window_means() {
+        let w = Window {
+            timed: 4,
+            header_ms: 10,
+            response_ms: 41,
+            ..Default::default()
+        };
+        assert_eq!(w.mean_header_ms(), Some(2));
+        assert_eq!(w.mean_response_ms(), Some(10));
+        assert_eq!(Window::default().mean_response_ms(), None);
+        // a window can see a failure whose request was counted before it began
+        let w = Window {
+            requests: 1,
+            failures: 3,
+            ..Default::default()
+        };
+        assert_eq!(w.failure_rate(), Some(1.0));
+    }
+
+    #[test]
+    fn states_round_trip() {
+        for s in PeerState::ALL {
+            assert_eq!(PeerState::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(PeerState::parse("sideways"), None);
+    }
 }

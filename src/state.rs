@@ -9,7 +9,7 @@
 use core::ffi::c_void;
 use core::mem;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use ngx::core::Status;
 use ngx::ffi::*;
@@ -19,10 +19,10 @@ use ngx::ngx_log_error;
 use crate::cause::{Cause, Phase};
 use crate::conf::{MainConf, DEFAULT_ZONE_SIZE};
 use crate::module::Module;
-use crate::snapshot::LastFailure;
+use crate::snapshot::{LastFailure, RecentFailure, Window};
 use crate::upstreams;
 
-const MAGIC: u64 = 0x7472_6961_6765_0002;
+const MAGIC: u64 = 0x7472_6961_6765_0003;
 
 /// The zone's header.
 #[repr(C)]
@@ -37,7 +37,17 @@ pub struct Shared {
     pub slots: AtomicUsize,
     full_logged: AtomicBool,
     pool: *mut ngx_slab_pool_t,
+    /// The recent-failures ring (`triage_zone ... recent=N`; fixed when the zone is made).
+    recent: *mut RecentSlot,
+    recent_cap: usize,
+    recent_next: AtomicU64,
+    /// Slots are carved from blocks (less slab overhead per peer than one chunk each).
+    block: AtomicPtr<Slot>,
+    block_left: AtomicUsize,
 }
+
+/// Slots per block allocation.
+const BLOCK: usize = 64;
 
 /// Counters of one (upstream, peer).
 #[repr(C)]
@@ -55,6 +65,104 @@ pub struct Slot {
     /// cause | phase << 8 | status << 16 | (errno + 1) << 32; 0 = none.
     last_info: AtomicU64,
     last_time_ms: AtomicU64,
+    /// Tries sent to this peer.
+    pub requests: AtomicU64,
+    /// Responses by status class (1xx … 5xx).
+    pub responses: [AtomicU64; 5],
+    /// Minute buckets (this one and the last) and five-minute buckets, for sliding windows.
+    win1: [Win1; 2],
+    win5: [Win5; 2],
+}
+
+/// One minute of activity.
+#[repr(C)]
+struct Win1 {
+    epoch: AtomicU32,
+    requests: AtomicU32,
+    failures: AtomicU32,
+    timed: AtomicU32,
+    header_ms: AtomicU32,
+    response_ms: AtomicU32,
+}
+
+/// Five minutes of activity, and the most frequent failure cause in them.
+#[repr(C)]
+struct Win5 {
+    epoch: AtomicU32,
+    requests: AtomicU32,
+    failures: AtomicU32,
+    /// Boyer-Moore majority vote over the causes: cause << 24 | count (count 0: none).
+    top: AtomicU32,
+}
+
+trait Bucket {
+    fn epoch(&self) -> &AtomicU32;
+    fn clear(&self);
+}
+
+impl Bucket for Win1 {
+    fn epoch(&self) -> &AtomicU32 {
+        &self.epoch
+    }
+    fn clear(&self) {
+        for a in [
+            &self.requests,
+            &self.failures,
+            &self.timed,
+            &self.header_ms,
+            &self.response_ms,
+        ] {
+            a.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Bucket for Win5 {
+    fn epoch(&self) -> &AtomicU32 {
+        &self.epoch
+    }
+    fn clear(&self) {
+        for a in [&self.requests, &self.failures, &self.top] {
+            a.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The bucket of `epoch`, emptied first if it still holds an older period. A count racing
+/// with the emptying may be lost: the windows are estimates.
+fn bucket<B: Bucket>(b: &[B; 2], epoch: u32) -> &B {
+    let x = &b[(epoch & 1) as usize];
+    let e = x.epoch().load(Ordering::Relaxed);
+    if e != epoch
+        && x.epoch()
+            .compare_exchange(e, epoch, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    {
+        x.clear();
+    }
+    x
+}
+
+/// The current and previous buckets' values of `f`, or 0 for a bucket of another period.
+fn two<B: Bucket>(b: &[B; 2], epoch: u32, f: impl Fn(&B) -> u32) -> (u64, u64) {
+    let at = |e: u32| {
+        let x = &b[(e & 1) as usize];
+        if x.epoch().load(Ordering::Acquire) == e {
+            f(x) as u64
+        } else {
+            0
+        }
+    };
+    (at(epoch), at(epoch.wrapping_sub(1)))
+}
+
+/// Sliding-window estimate from two fixed buckets: all of the current one and the part of the
+/// previous one still inside the window (the previous bucket's events taken as spread evenly).
+fn slide((cur, prev): (u64, u64), into_period: f64) -> u64 {
+    if prev == 0 {
+        return cur;
+    }
+    cur + (prev as f64 * (1.0 - into_period)).round() as u64
 }
 
 impl Slot {
@@ -70,6 +178,113 @@ impl Slot {
 
     pub fn by_cause(&self) -> [u64; Cause::COUNT] {
         core::array::from_fn(|i| self.by_cause[i].load(Ordering::Relaxed))
+    }
+
+    pub fn responses(&self) -> [u64; 5] {
+        core::array::from_fn(|i| self.responses[i].load(Ordering::Relaxed))
+    }
+
+    /// The last minute and the last five minutes, at `now_ms`.
+    pub fn windows(&self, now_ms: u64) -> (Window, Window) {
+        let (e1, f1) = (
+            (now_ms / 60_000) as u32,
+            (now_ms % 60_000) as f64 / 60_000.0,
+        );
+        let (e5, f5) = (
+            (now_ms / 300_000) as u32,
+            (now_ms % 300_000) as f64 / 300_000.0,
+        );
+        // each bucket read once: its values if it holds the period asked for, else zeros
+        let get1 = |e: u32| {
+            let b = &self.win1[(e & 1) as usize];
+            if b.epoch.load(Ordering::Acquire) != e {
+                return [0u64; 5];
+            }
+            [
+                &b.requests,
+                &b.failures,
+                &b.timed,
+                &b.header_ms,
+                &b.response_ms,
+            ]
+            .map(|a| a.load(Ordering::Relaxed) as u64)
+        };
+        let get5 = |e: u32| {
+            let b = &self.win5[(e & 1) as usize];
+            if b.epoch.load(Ordering::Acquire) != e {
+                return [0u64; 2];
+            }
+            [&b.requests, &b.failures].map(|a| a.load(Ordering::Relaxed) as u64)
+        };
+        let (c1, p1) = (get1(e1), get1(e1.wrapping_sub(1)));
+        let (c5, p5) = (get5(e5), get5(e5.wrapping_sub(1)));
+        let one = Window {
+            requests: slide((c1[0], p1[0]), f1),
+            failures: slide((c1[1], p1[1]), f1),
+            timed: slide((c1[2], p1[2]), f1),
+            header_ms: slide((c1[3], p1[3]), f1),
+            response_ms: slide((c1[4], p1[4]), f1),
+        };
+        let five = Window {
+            requests: slide((c5[0], p5[0]), f5),
+            failures: slide((c5[1], p5[1]), f5),
+            ..Default::default()
+        };
+        (one, five)
+    }
+
+    /// The most frequent failure cause of the last five minutes (majority vote per bucket;
+    /// the bucket with the stronger vote wins).
+    pub fn top_cause(&self, now_ms: u64) -> Option<Cause> {
+        let e5 = (now_ms / 300_000) as u32;
+        let (cur, prev) = two(&self.win5, e5, |b| b.top.load(Ordering::Relaxed));
+        [cur as u32, prev as u32]
+            .into_iter()
+            .filter(|t| t & 0xff_ffff != 0)
+            .max_by_key(|t| t & 0xff_ffff)
+            .and_then(|t| Cause::from_index((t >> 24) as usize))
+    }
+
+    /// One try sent to this peer: its response's status (0 if none) and times (ms).
+    fn request(&self, status: u16, times: Option<(u64, u64)>) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if (100..600).contains(&status) {
+            self.responses[status as usize / 100 - 1].fetch_add(1, Ordering::Relaxed);
+        }
+        let secs = ngx_time() as u64;
+        let b1 = bucket(&self.win1, (secs / 60) as u32);
+        b1.requests.fetch_add(1, Ordering::Relaxed);
+        if let Some((header, response)) = times {
+            b1.timed.fetch_add(1, Ordering::Relaxed);
+            b1.header_ms.fetch_add(header as u32, Ordering::Relaxed);
+            b1.response_ms.fetch_add(response as u32, Ordering::Relaxed);
+        }
+        bucket(&self.win5, (secs / 300) as u32)
+            .requests
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One failed try (or a failure before any peer, on the upstream's own slot).
+    fn failure(&self, cause: Cause) {
+        let secs = ngx_time() as u64;
+        bucket(&self.win1, (secs / 60) as u32)
+            .failures
+            .fetch_add(1, Ordering::Relaxed);
+        let b5 = bucket(&self.win5, (secs / 300) as u32);
+        b5.failures.fetch_add(1, Ordering::Relaxed);
+        let c = cause.index() as u32;
+        let _ = b5
+            .top
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                let n = t & 0xff_ffff;
+                Some(if n == 0 {
+                    c << 24 | 1
+                } else if t >> 24 == c {
+                    t + u32::from(n < 0xff_ffff)
+                } else {
+                    t - 1
+                })
+            });
     }
 
     pub fn last_failure(&self) -> Option<LastFailure> {
@@ -89,6 +304,8 @@ impl Slot {
 }
 
 static SHARED: AtomicPtr<Shared> = AtomicPtr::new(ptr::null_mut());
+/// `recent=N` of the configuration being loaded, for a zone made by it.
+static RECENT_CAP: AtomicUsize = AtomicUsize::new(crate::conf::DEFAULT_RECENT);
 static ZONE_NAME: &[u8] = b"triage";
 
 fn hash(upstream: &[u8], peer: &[u8]) -> u64 {
@@ -124,6 +341,7 @@ pub unsafe fn add_zone(cf: *mut ngx_conf_t, mcf: &mut MainConf) -> Status {
     if zone.is_null() {
         return Status::NGX_ERROR;
     }
+    RECENT_CAP.store(mcf.recent, Ordering::Relaxed);
     (*zone).init = Some(init_zone);
     (*zone).data = ptr::null_mut();
     mcf.zone = zone;
@@ -152,6 +370,9 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
     if sh.is_null() || index.is_null() {
         return NGX_ERROR as ngx_int_t;
     }
+    let recent_cap = RECENT_CAP.load(Ordering::Relaxed).max(1);
+    let recent =
+        ngx_slab_calloc(pool, recent_cap * mem::size_of::<RecentSlot>()) as *mut RecentSlot;
     ptr::write(
         sh,
         Shared {
@@ -163,6 +384,11 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
             slots: AtomicUsize::new(0),
             full_logged: AtomicBool::new(false),
             pool,
+            recent,
+            recent_cap: if recent.is_null() { 0 } else { recent_cap },
+            recent_next: AtomicU64::new(0),
+            block: AtomicPtr::new(ptr::null_mut()),
+            block_left: AtomicUsize::new(0),
         },
     );
     (*pool).data = sh as *mut c_void;
@@ -235,15 +461,25 @@ impl Shared {
             self.log_full();
             return None;
         }
-        let s = ngx_slab_calloc_locked(self.pool, mem::size_of::<Slot>()) as *mut Slot;
         let names = ngx_slab_alloc_locked(self.pool, upstream.len() + peer.len() + 1) as *mut u8;
-        if s.is_null() || names.is_null() {
-            if !s.is_null() {
-                ngx_slab_free_locked(self.pool, s as *mut c_void);
-            }
+        if names.is_null() {
             self.log_full();
             return None;
         }
+        // The block cursor is only moved under the zone's mutex (held here).
+        if self.block_left.load(Ordering::Relaxed) == 0 {
+            let b = ngx_slab_calloc_locked(self.pool, BLOCK * mem::size_of::<Slot>()) as *mut Slot;
+            if b.is_null() {
+                ngx_slab_free_locked(self.pool, names as *mut c_void);
+                self.log_full();
+                return None;
+            }
+            self.block.store(b, Ordering::Relaxed);
+            self.block_left.store(BLOCK, Ordering::Relaxed);
+        }
+        let s = self.block.load(Ordering::Relaxed);
+        self.block.store(s.add(1), Ordering::Relaxed);
+        self.block_left.fetch_sub(1, Ordering::Relaxed);
         ptr::copy_nonoverlapping(upstream.as_ptr(), names, upstream.len());
         ptr::copy_nonoverlapping(peer.as_ptr(), names.add(upstream.len()), peer.len());
         // calloc'ed: every atomic starts at zero.
@@ -271,6 +507,14 @@ impl Shared {
         }
     }
 
+    /// (generation, time of the last configuration load in ms).
+    pub fn load_info(&self) -> (u64, u64) {
+        (
+            self.generation.load(Ordering::Relaxed),
+            self.load_time_ms.load(Ordering::Relaxed),
+        )
+    }
+
     /// Every slot (for the status of upstreams not in the configuration).
     pub fn slots(&self) -> impl Iterator<Item = &Slot> {
         self.index().iter().filter_map(|p| {
@@ -291,7 +535,15 @@ pub fn now_ms() -> u64 {
     tp.sec as u64 * 1000 + tp.msec as u64
 }
 
-/// Count one classified try.
+/// What the recent-failures ring keeps of the request.
+pub struct RequestInfo<'a> {
+    pub method: &'a [u8],
+    /// Without the query string.
+    pub path: &'a [u8],
+    pub request_id: &'a [u8],
+}
+
+/// Count one classified try (a failure, or the backend's own 502).
 #[allow(clippy::too_many_arguments)]
 pub fn count(
     upstream: &[u8],
@@ -301,6 +553,7 @@ pub fn count(
     phase: Phase,
     errno: Option<i32>,
     status: u16,
+    req: Option<&RequestInfo>,
 ) {
     let Some(sh) = shared() else { return };
     let Some(s) = sh.slot(upstream, peer, dynamic) else {
@@ -310,8 +563,177 @@ pub fn count(
     if cause.is_failure() {
         let e = errno.map_or(0u64, |e| (e as u32 as u64).wrapping_add(1) & 0xffff_ffff);
         let info = cause.index() as u64 | (phase as u64) << 8 | (status as u64) << 16 | e << 32;
-        s.last_time_ms.store(now_ms(), Ordering::Relaxed);
+        let now = now_ms();
+        s.last_time_ms.store(now, Ordering::Relaxed);
         s.last_info.store(info, Ordering::Release);
+        s.failure(cause);
+        if let Some(req) = req {
+            sh.remember(&Recent {
+                time_ms: now,
+                cause,
+                phase,
+                errno,
+                status,
+                upstream,
+                peer,
+                req,
+            });
+        }
+    }
+}
+
+/// Per-worker cache of slots by the address of their names (the upstream's display name in
+/// the configuration, the peer's name in the balancer's peer), so that a request does not
+/// hash names. Direct-mapped; a peer's name bytes are compared when its balancer keeps peers
+/// in a shared zone (where `server ... resolve` can free and reuse them).
+struct SlotCache(core::cell::UnsafeCell<[(usize, usize, usize); 256]>);
+
+// SAFETY: an nginx worker runs its event loop, and so every use of this cache, on one thread.
+unsafe impl Sync for SlotCache {}
+
+static CACHE: SlotCache = SlotCache(core::cell::UnsafeCell::new([(0, 0, 0); 256]));
+
+/// Count one try sent to `peer` of the configured upstream `upstream`, with its response's
+/// status (0: none) and its header and response times in ms (None: no response).
+pub fn request(
+    upstream: &[u8],
+    peer: &[u8],
+    dynamic: bool,
+    verify: bool,
+    status: u16,
+    times: Option<(u64, u64)>,
+) {
+    let Some(sh) = shared() else { return };
+    if dynamic {
+        // names in the request pool: nothing to cache by
+        if let Some(s) = sh.slot(upstream, peer, true) {
+            s.request(status, times);
+        }
+        return;
+    }
+    let (u, p) = (upstream.as_ptr() as usize, peer.as_ptr() as usize);
+    let i = ((p >> 4) ^ (u >> 6)) & 255;
+    // SAFETY: single-threaded worker (see SlotCache); no reference outlives this function.
+    let e = unsafe { &mut (*CACHE.0.get())[i] };
+    let slot = if e.0 == u
+        && e.1 == p
+        && (!verify || {
+            // SAFETY: cached slots live in the zone, never freed.
+            unsafe { &*(e.2 as *const Slot) }.peer() == peer
+        }) {
+        // SAFETY: as above.
+        unsafe { &*(e.2 as *const Slot) }
+    } else {
+        let Some(s) = sh.slot(upstream, peer, false) else {
+            return;
+        };
+        *e = (u, p, s as *const Slot as usize);
+        s
+    };
+    slot.request(status, times);
+}
+
+/// One entry of the recent-failures ring, in shared memory.
+#[repr(C)]
+struct RecentSlot {
+    /// Bumped before and after a write (odd: being written).
+    seq: AtomicU64,
+    time_ms: u64,
+    cause: u8,
+    phase: u8,
+    status: u16,
+    errno: i32,
+    lens: [u8; 5],
+    upstream: [u8; 64],
+    peer: [u8; 64],
+    method: [u8; 16],
+    path: [u8; 128],
+    request_id: [u8; 32],
+}
+
+struct Recent<'a> {
+    time_ms: u64,
+    cause: Cause,
+    phase: Phase,
+    errno: Option<i32>,
+    status: u16,
+    upstream: &'a [u8],
+    peer: &'a [u8],
+    req: &'a RequestInfo<'a>,
+}
+
+fn put(dst: &mut [u8], src: &[u8]) -> u8 {
+    let n = src.len().min(dst.len());
+    dst[..n].copy_from_slice(&src[..n]);
+    n as u8
+}
+
+impl Shared {
+    fn ring(&self) -> &[RecentSlot] {
+        if self.recent.is_null() {
+            return &[];
+        }
+        // SAFETY: recent_cap entries allocated at zone init.
+        unsafe { core::slice::from_raw_parts(self.recent, self.recent_cap) }
+    }
+
+    /// Add a failure to the ring, overwriting the oldest (under the zone's mutex).
+    fn remember(&self, f: &Recent) {
+        if self.recent.is_null() || self.recent_cap == 0 {
+            return;
+        }
+        // SAFETY: the slab pool and its mutex live in this zone; the entry is written under
+        // the mutex, readers check its sequence number.
+        unsafe {
+            ngx_shmtx_lock(&mut (*self.pool).mutex);
+            let n = self.recent_next.fetch_add(1, Ordering::Relaxed);
+            let e = &mut *self.recent.add((n % self.recent_cap as u64) as usize);
+            e.seq.fetch_add(1, Ordering::AcqRel);
+            e.time_ms = f.time_ms;
+            e.cause = f.cause.index() as u8;
+            e.phase = f.phase as u8;
+            e.status = f.status;
+            e.errno = f.errno.unwrap_or(-1);
+            e.lens = [
+                put(&mut e.upstream, f.upstream),
+                put(&mut e.peer, f.peer),
+                put(&mut e.method, f.req.method),
+                put(&mut e.path, f.req.path),
+                put(&mut e.request_id, f.req.request_id),
+            ];
+            e.seq.fetch_add(1, Ordering::Release);
+            ngx_shmtx_unlock(&mut (*self.pool).mutex);
+        }
+    }
+
+    /// The ring, newest first (entries being written are skipped).
+    pub fn recent_failures(&self) -> Vec<RecentFailure> {
+        let ring = self.ring();
+        let next = self.recent_next.load(Ordering::Acquire);
+        let n = (next as usize).min(ring.len());
+        let lossy = |b: &[u8], len: u8| String::from_utf8_lossy(&b[..len as usize]).into_owned();
+        (1..=n)
+            .filter_map(|k| {
+                let e = &ring[((next - k as u64) % ring.len() as u64) as usize];
+                let seq = e.seq.load(Ordering::Acquire);
+                if seq & 1 == 1 {
+                    return None;
+                }
+                let out = RecentFailure {
+                    time_ms: e.time_ms,
+                    upstream: lossy(&e.upstream, e.lens[0]),
+                    peer: lossy(&e.peer, e.lens[1]),
+                    cause: Cause::from_index(e.cause as usize)?,
+                    errno: (e.errno >= 0).then_some(e.errno),
+                    phase: Phase::from_index(e.phase as usize)?,
+                    status: e.status,
+                    method: lossy(&e.method, e.lens[2]),
+                    path: lossy(&e.path, e.lens[3]),
+                    request_id: lossy(&e.request_id, e.lens[4]),
+                };
+                (e.seq.load(Ordering::Acquire) == seq).then_some(out)
+            })
+            .collect()
     }
 }
 

@@ -3,6 +3,7 @@
 //! their round-robin peers.
 
 use core::slice;
+use std::ffi::CStr;
 
 use ngx::ffi::*;
 
@@ -47,32 +48,58 @@ pub unsafe fn display_name(uscf: *const ngx_http_upstream_srv_conf_t) -> Vec<u8>
 /// One configured peer, as the round-robin balancer holds it.
 pub struct PeerInfo {
     pub name: Vec<u8>,
+    /// The `server` as written in the configuration.
+    pub server: Vec<u8>,
+    pub backup: bool,
+    pub weight: u64,
+    pub max_fails: u64,
+    /// Seconds.
+    pub fail_timeout: u64,
+    /// 0: unlimited.
+    pub max_conns: u64,
+    /// Configured `down`.
+    pub down: bool,
+    /// `max_fails` tripped and `fail_timeout` not over: the balancer skips it.
+    pub unavailable: bool,
 }
 
-/// The peers of an upstream (primary first, then backup), for round-robin-based balancers.
+/// The peers of an upstream (primary first, then backup), for round-robin-based balancers,
+/// copied out.
 ///
 /// # Safety
 /// As for [`visit_peers`].
 pub unsafe fn peers(uscf: *const ngx_http_upstream_srv_conf_t) -> Vec<PeerInfo> {
     let mut out = Vec::new();
-    visit_peers(uscf, |p| {
+    let now = ngx_time();
+    visit_peers(uscf, |q, backup| {
         out.push(PeerInfo {
-            name: p.name.as_bytes().to_vec(),
+            name: q.name.as_bytes().to_vec(),
+            server: q.server.as_bytes().to_vec(),
+            backup,
+            weight: q.weight.max(0) as u64,
+            max_fails: q.max_fails as u64,
+            fail_timeout: q.fail_timeout.max(0) as u64,
+            max_conns: q.max_conns as u64,
+            down: q.down != 0,
+            // the test of ngx_http_upstream_get_peer()
+            unavailable: q.max_fails != 0
+                && q.fails >= q.max_fails
+                && now - q.checked <= q.fail_timeout,
         })
     });
     out
 }
 
-/// Visit the peers of an upstream (primary first, then backup), for round-robin-based
-/// balancers. Peers in a shared zone can change at run time (`server ... resolve`): they are
-/// visited under the zone's read lock.
+/// Visit the peers of an upstream (primary first, then backup: the flag), for
+/// round-robin-based balancers. Peers in a shared zone can change at run time (`server ...
+/// resolve`): they are visited under the zone's read lock.
 ///
 /// # Safety
 /// `uscf` must be a valid upstream srv conf after `init_main_conf` (peer.data set by
 /// `ngx_http_upstream_init_round_robin`).
 pub unsafe fn visit_peers(
     uscf: *const ngx_http_upstream_srv_conf_t,
-    mut f: impl FnMut(&ngx_http_upstream_rr_peer_t),
+    mut f: impl FnMut(&ngx_http_upstream_rr_peer_t, bool),
 ) {
     let first = (*uscf).peer.data as *mut ngx_http_upstream_rr_peers_t;
     if first.is_null() {
@@ -83,15 +110,54 @@ pub unsafe fn visit_peers(
         ngx_rwlock_rlock(&mut (*first).rwlock);
     }
     let mut peers = first as *const ngx_http_upstream_rr_peers_t;
+    let mut backup = false;
     while !peers.is_null() {
         let mut p = (*peers).peer as *const ngx_http_upstream_rr_peer_t;
         while !p.is_null() {
-            f(&*p);
+            f(&*p, backup);
             p = (*p).next;
         }
         peers = (*peers).next;
+        backup = true;
     }
     if locked {
         ngx_rwlock_unlock(&mut (*first).rwlock);
     }
+}
+
+/// The nginx `zone` of an upstream block, if it has one.
+///
+/// # Safety
+/// `uscf` must point to a valid upstream srv conf.
+pub unsafe fn zone_name(uscf: *const ngx_http_upstream_srv_conf_t) -> Option<Vec<u8>> {
+    let z = (*uscf).shm_zone;
+    (!z.is_null()).then(|| (*z).shm.name.as_bytes().to_vec())
+}
+
+/// `keepalive N` of an upstream block. The keepalive module's srv conf is private to it; its
+/// first field has been `max_cached` (the N) in every nginx release since the module exists.
+/// The module is found by name, so an nginx built without it still loads ours.
+///
+/// # Safety
+/// `uscf` must point to a valid upstream srv conf of `cycle`'s configuration.
+pub unsafe fn keepalive(
+    cycle: *const ngx_cycle_t,
+    uscf: *const ngx_http_upstream_srv_conf_t,
+) -> Option<u64> {
+    let modules = (*cycle).modules;
+    if modules.is_null() || (*uscf).srv_conf.is_null() {
+        return None;
+    }
+    let mut i = 0;
+    while !(*modules.add(i)).is_null() {
+        let m = *modules.add(i);
+        if !(*m).name.is_null()
+            && CStr::from_ptr((*m).name).to_bytes() == b"ngx_http_upstream_keepalive_module"
+        {
+            let conf = *(*uscf).srv_conf.add((*m).ctx_index) as *const ngx_uint_t;
+            return (!conf.is_null() && *conf > 0).then(|| *conf as u64);
+        }
+        i += 1;
+    }
+    None
 }

@@ -39,6 +39,11 @@ pub struct Watch {
     pub upstream: ngx_str_t,
     /// The upstream is not in the configuration (resolved at run time).
     pub dynamic: bool,
+    /// The balancer keeps its peers in a shared zone: their memory can be reused, so cached
+    /// counters are checked by name.
+    pub zone: bool,
+    /// Count every try, not only failures (a `triage_status` location exists).
+    pub stats: bool,
     /// The current try already failed (free(NGX_PEER_FAILED) seen since the last get()).
     pub attempt_failed: bool,
     /// The request's record, once a try failed.
@@ -49,9 +54,8 @@ pub struct Watch {
     pub saved: Option<Saved>,
     pub finalize: Option<Finalize>,
     pub tap: Tap,
-    /// Free-list link (null while in use).
+    /// Free-list link (meaningful while idle).
     next: *mut Watch,
-    in_use: bool,
 }
 
 /// Per-worker pool of watches: `all` lists them (allocated once, kept for the worker's life,
@@ -91,6 +95,8 @@ pub unsafe fn take(r: *mut ngx_http_request_t, u: *mut ngx_http_upstream_t) -> O
             u,
             upstream: ngx_str_t::empty(),
             dynamic: false,
+            zone: false,
+            stats: false,
             attempt_failed: false,
             record: ptr::null_mut(),
             log: LogLine::default(),
@@ -98,7 +104,6 @@ pub unsafe fn take(r: *mut ngx_http_request_t, u: *mut ngx_http_upstream_t) -> O
             finalize: None,
             tap: Tap::default(),
             next: ptr::null_mut(),
-            in_use: true,
         }));
         pool.all.push(p);
         p
@@ -108,14 +113,11 @@ pub unsafe fn take(r: *mut ngx_http_request_t, u: *mut ngx_http_upstream_t) -> O
         let w = &mut *p;
         w.r = r;
         w.u = u;
-        w.dynamic = false;
         w.attempt_failed = false;
         w.record = ptr::null_mut();
         w.log = LogLine::default();
         w.saved = None;
         w.finalize = None;
-        w.next = ptr::null_mut();
-        w.in_use = true;
         p
     };
     *ctx_slot(r) = w as *mut c_void;
@@ -132,8 +134,8 @@ pub unsafe fn release(w: *mut Watch) {
     if *slot == w as *mut c_void {
         *slot = ptr::null_mut();
     }
-    (*w).in_use = false;
-    // SAFETY: single-threaded worker (see WorkerLocal).
+    (*w).r = ptr::null_mut(); // idle
+                              // SAFETY: single-threaded worker (see WorkerLocal).
     let pool = &mut *POOL.0.get();
     (*w).next = pool.free;
     pool.free = w;
@@ -166,5 +168,5 @@ pub unsafe fn find(r: *mut ngx_http_request_t, u: *mut ngx_http_upstream_t) -> O
     pool.all
         .iter()
         .copied()
-        .find(|&w| (*w).in_use && (*w).r == r && (*w).u == u)
+        .find(|&w| (*w).r == r && (*w).u == u)
 }

@@ -64,7 +64,12 @@ bad('triage_zone inside server', { HTTP => 'triage_zone 1m;', SERVER => 'triage_
     qr/^ {8}triage_zone/,
     qr/"triage_zone" directive is not allowed here/);
 
-bad('triage_status with an argument', { STATUS => 'triage_status foo;' }, qr/triage_status foo/,
+bad('triage_status with an unknown format', { STATUS => 'triage_status foo;' },
+    qr/triage_status foo/,
+    qr/invalid value "foo" in "triage_status" directive, it must be "json", "prometheus" or "html"/);
+
+bad('triage_status with two formats', { STATUS => 'triage_status json html;' },
+    qr/triage_status json html/,
     qr/invalid number of arguments in "triage_status" directive/);
 
 bad('triage_status inside server', { HTTP => 'triage_zone 1m;', SERVER => 'triage_status;' },
@@ -82,7 +87,8 @@ bad('duplicate triage_zone', { HTTP => "triage_zone 1m;\n    triage_zone 2m;" },
     my ($rc, $out) = $t->test_config(conf(
         HTTP     => "triage_zone 1m recent=100;\n    triage on;",
         SERVER   => 'triage off;',
-        LOCATION => 'triage on;'));
+        LOCATION => 'triage on;',
+        STATUS   => 'triage_status prometheus;'));
     is($rc, 0, 'good config: nginx -t succeeds') or diag($out);
     like($out, qr/syntax is ok/, 'good config: syntax is ok');
     like($out, qr/test is successful/, 'good config: test is successful');

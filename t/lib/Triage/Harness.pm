@@ -481,13 +481,15 @@ sub _tail_logs {
 # HTTP client
 
 # http($port_or_name, $path, method => 'GET', headers => {..} or [..],
-#      body => '', timeout => 5, host => 'localhost', version => '1.1')
+#      body => '', timeout => 5, host => 'localhost', version => '1.1',
+#      local_addr => '127.0.0.2')   (the client's own address, for allow/deny tests)
 # One request on a fresh connection ("Connection: close"). Returns a hashref
 # { status, reason, headers => {lc name => value}, header_list => [[n, v]...],
 #   body, error } -- status is 0 and error is set on timeout / connection errors.
 sub http {
     my ($self, $port, $path, %opt) = @_;
-    my $c = Triage::Harness::Conn->new($self->port($port), timeout => $opt{timeout});
+    my $c = Triage::Harness::Conn->new($self->port($port), timeout => $opt{timeout},
+        local_addr => $opt{local_addr});
     return { status => 0, error => "connect: $!", headers => {}, body => '' } unless $c;
     my %h = (ref $opt{headers} eq 'HASH' ? %{ $opt{headers} } : ());
     my @extra = ref $opt{headers} eq 'ARRAY' ? @{ $opt{headers} } : ();
@@ -534,7 +536,7 @@ sub _run {
 package Triage::Harness::Conn;
 
 # A client connection to 127.0.0.1:<port>.
-#   my $c = Triage::Harness::Conn->new($port, timeout => 5) or die;
+#   my $c = Triage::Harness::Conn->new($port, timeout => 5, local_addr => '127.0.0.2') or die;
 #   my $r = $c->request('GET', '/x', headers => [Name => 'v'], body => '...');
 #   $c->send_request(...); ...; my $r = $c->read_response(method => 'GET', timeout => 2);
 # HTTP/1.1 with "Host: localhost" unless given; keep-alive unless the caller
@@ -550,7 +552,8 @@ use Errno qw(EINTR EAGAIN);
 sub new {
     my ($class, $port, %opt) = @_;
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
-        Proto => 'tcp', Timeout => $opt{timeout} // 5) or return undef;
+        Proto => 'tcp', Timeout => $opt{timeout} // 5,
+        ($opt{local_addr} ? (LocalAddr => $opt{local_addr}) : ())) or return undef;
     $s->autoflush(1);
     binmode $s;
     return bless { sock => $s, buf => '', timeout => $opt{timeout} // 5 }, $class;

@@ -1,0 +1,141 @@
+//! Gather the status snapshot: the configuration (upstreams, peers as the balancer holds them)
+//! joined with the shared counters, plus the upstreams only the counters know (resolved at run
+//! time). The handler in `status` renders it.
+
+use core::sync::atomic::Ordering;
+
+use ngx::ffi::*;
+use ngx::http::{HttpModuleMainConf, NgxHttpUpstreamModule};
+
+use crate::snapshot::{Failures, PeerSnap, PeerState, Responses, Snapshot, UpstreamSnap, Window};
+use crate::state::{self, Shared, Slot};
+use crate::upstreams;
+
+fn failures(slot: Option<&Slot>) -> Failures {
+    Failures {
+        by_cause: slot.map(|s| s.by_cause()).unwrap_or_default(),
+    }
+}
+
+/// Bytes into a String without a copy when they are UTF-8 (they nearly always are).
+fn owned(b: Vec<u8>) -> String {
+    String::from_utf8(b).unwrap_or_else(|e| lossy(e.as_bytes()))
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A peer's counters from its slot (zeros without one).
+fn counted(name: String, server: String, slot: Option<&Slot>, now: u64) -> PeerSnap {
+    let (window_1m, window_5m) = slot.map(|s| s.windows(now)).unwrap_or_default();
+    PeerSnap {
+        name,
+        server,
+        backup: false,
+        weight: 1,
+        max_fails: 0,
+        fail_timeout: 0,
+        max_conns: None,
+        state: PeerState::Up,
+        requests: slot.map_or(0, |s| s.requests.load(Ordering::Relaxed)),
+        responses: Responses {
+            by_class: slot.map(|s| s.responses()).unwrap_or_default(),
+        },
+        failures: failures(slot),
+        last_failure: slot.and_then(|s| s.last_failure()),
+        window_1m,
+        window_5m,
+        health: None,
+        top_cause_5m: slot.and_then(|s| s.top_cause(now)),
+    }
+}
+
+/// Configured upstreams in configuration order, then those resolved at run time.
+///
+/// # Safety
+/// `r` must be a live request of the http{} block whose configuration is shown.
+pub unsafe fn snapshot(r: *mut ngx_http_request_t) -> Snapshot {
+    let sh: Option<&Shared> = state::get();
+    let now = state::now_ms();
+    let slot = |up: &[u8], peer: &[u8]| sh.and_then(|s| s.slot(up, peer, false));
+    let mut ups = Vec::new();
+    if let Some(umcf) = NgxHttpUpstreamModule::main_conf(&*r) {
+        for &uscf in upstreams::all(umcf) {
+            let name = upstreams::display_name(uscf);
+            let peers = upstreams::peers(uscf)
+                .into_iter()
+                .map(|p| {
+                    let s = slot(&name, &p.name);
+                    PeerSnap {
+                        backup: p.backup,
+                        weight: p.weight,
+                        max_fails: p.max_fails,
+                        fail_timeout: p.fail_timeout,
+                        max_conns: (p.max_conns > 0).then_some(p.max_conns),
+                        state: if p.down {
+                            PeerState::Down
+                        } else if p.unavailable {
+                            PeerState::Unavailable
+                        } else {
+                            PeerState::Up
+                        },
+                        ..counted(owned(p.name), owned(p.server), s, now)
+                    }
+                })
+                .collect();
+            let own = slot(&name, b"");
+            let (own_window_1m, own_window_5m) = own.map(|s| s.windows(now)).unwrap_or_default();
+            ups.push(UpstreamSnap {
+                name: lossy(&name),
+                dynamic: false,
+                zone: upstreams::zone_name(uscf).map(|z| lossy(&z)),
+                keepalive: upstreams::keepalive(ngx_cycle, uscf),
+                own: failures(own),
+                own_window_1m,
+                own_window_5m,
+                peers,
+            });
+        }
+    }
+    if let Some(sh) = sh {
+        for s in sh.slots().filter(|s| s.dynamic) {
+            let name = lossy(s.upstream());
+            let i = match ups.iter().position(|u| u.dynamic && u.name == name) {
+                Some(i) => i,
+                None => {
+                    ups.push(UpstreamSnap {
+                        name,
+                        dynamic: true,
+                        zone: None,
+                        keepalive: None,
+                        peers: Vec::new(),
+                        own: Failures::default(),
+                        own_window_1m: Window::default(),
+                        own_window_5m: Window::default(),
+                    });
+                    ups.len() - 1
+                }
+            };
+            if s.peer().is_empty() {
+                ups[i].own = failures(Some(s));
+                (ups[i].own_window_1m, ups[i].own_window_5m) = s.windows(now);
+            } else {
+                ups[i]
+                    .peers
+                    .push(counted(lossy(s.peer()), lossy(s.peer()), Some(s), now));
+            }
+        }
+    }
+    let (generation, load_time_ms) = sh.map(|s| s.load_info()).unwrap_or((0, 0));
+    Snapshot {
+        version: env!("CARGO_PKG_VERSION"),
+        nginx_version: lossy(NGINX_VERSION.to_bytes()),
+        pid: ngx_pid as u32,
+        generation,
+        load_time_ms,
+        time_ms: now,
+        upstreams: ups,
+        recent_failures: sh.map(|s| s.recent_failures()).unwrap_or_default(),
+    }
+}
