@@ -1,4 +1,5 @@
-//! `Accept` negotiation for `triage_fallback auto`: does the client prefer JSON to HTML?
+//! `Accept` negotiation: the quality a client gives a media type (the status formats of
+//! `triage_status`, in `query`), and whether it prefers JSON to HTML (`triage_fallback auto`).
 //!
 //! Pure code (no FFI), covered by `cargo test`. RFC 9110 §12.5.1: each media type gets the
 //! quality of the most specific range that matches it (`application/json` before
@@ -10,22 +11,32 @@
 /// A media range's match against one media type: how specific it is (3 exact type, 2
 /// `type/*`, 1 `*/*`), its quality in thousandths, its position in the header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Match {
-    specificity: u8,
-    q: u16,
-    position: usize,
+pub struct Match {
+    pub specificity: u8,
+    pub q: u16,
+    pub position: usize,
+}
+
+/// The quality (thousandths) `accept` gives `kind/sub`: that of the most specific range
+/// matching it, 0 if none does.
+pub fn quality(accept: &[u8], kind: &[u8], sub: &[u8]) -> u16 {
+    best_match(accept, kind, sub).map_or(0, |m| m.q)
 }
 
 /// The best (most specific, then first) range of `accept` matching `kind/sub`.
-fn best_match(accept: &[u8], kind: &[u8], sub: &[u8]) -> Option<Match> {
+pub fn best_match(accept: &[u8], kind: &[u8], sub: &[u8]) -> Option<Match> {
     let mut best: Option<Match> = None;
     for (position, element) in accept.split(|&c| c == b',').enumerate() {
         let mut params = element.split(|&c| c == b';');
         let range = trim(params.next().unwrap_or_default());
-        let Some(slash) = range.iter().position(|&c| c == b'/') else {
-            continue;
+        let (t, s) = if range == b"*" {
+            (&b"*"[..], &b"*"[..]) // a bare "*", as some clients send
+        } else {
+            let Some(slash) = range.iter().position(|&c| c == b'/') else {
+                continue;
+            };
+            (trim(&range[..slash]), trim(&range[slash + 1..]))
         };
-        let (t, s) = (trim(&range[..slash]), trim(&range[slash + 1..]));
         let specificity = if t == b"*" && s == b"*" {
             1
         } else if t.eq_ignore_ascii_case(kind) && s == b"*" {
@@ -195,5 +206,9 @@ mod tests {
         assert_eq!(qvalue(b""), None);
         assert_eq!(qvalue(b".5"), None);
         assert_eq!(qvalue(b"0.1234"), None);
+        assert_eq!(qvalue(b"0.001"), Some(1));
+        assert_eq!(qvalue(b"0."), Some(0));
+        assert_eq!(qvalue(b"2"), None);
+        assert_eq!(qvalue(b"-0"), None);
     }
 }

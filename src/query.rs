@@ -54,93 +54,16 @@ impl Format {
     }
 }
 
-/// One media range of an `Accept` header, lower-cased; `q` in thousandths (0..=1000).
-#[derive(Debug, PartialEq, Eq)]
-struct Range {
-    kind: String,
-    sub: String,
-    q: u16,
-}
-
-/// A `qvalue` (RFC 9110 §12.4.2): `0[.ddd]` or `1[.000]`, in thousandths.
-fn qvalue(s: &str) -> Option<u16> {
-    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let thousandths = frac.bytes().chain(core::iter::repeat(b'0')).take(3);
-    let frac = thousandths.fold(0u16, |n, b| n * 10 + u16::from(b - b'0'));
-    match int {
-        "0" => Some(frac),
-        "1" if frac == 0 => Some(1000),
-        _ => None,
-    }
-}
-
-/// The media ranges of an `Accept` header value. A range that cannot be read (no `/`, a bad
-/// `q`) is left out, as if the client had not sent it.
-fn ranges(accept: &str) -> Vec<Range> {
-    let mut out = Vec::new();
-    for item in accept.split(',') {
-        let mut parts = item.split(';');
-        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let (kind, sub) = match media.as_str() {
-            "" => continue,
-            "*" => ("*", "*"),
-            m => match m.split_once('/') {
-                Some((k, s)) if !k.is_empty() && !s.is_empty() => (k, s),
-                _ => continue,
-            },
-        };
-        let mut q = Some(1000);
-        for p in parts {
-            if let Some((name, value)) = p.split_once('=') {
-                if name.trim().eq_ignore_ascii_case("q") {
-                    q = qvalue(value.trim());
-                    // accept-ext parameters may follow the weight: they do not matter here
-                    break;
-                }
-            }
-        }
-        if let Some(q) = q {
-            out.push(Range {
-                kind: kind.into(),
-                sub: sub.into(),
-                q,
-            });
-        }
-    }
-    out
-}
-
-/// The weight the client gives to one media type: that of the most specific range matching
-/// it (`text/html` before `text/*` before `*/*`), 0 if none does.
-fn weight(ranges: &[Range], (kind, sub): (&str, &str)) -> u16 {
-    let mut best: Option<(u8, u16)> = None;
-    for r in ranges {
-        let specificity = match (r.kind == kind, r.sub == sub) {
-            (true, true) => 2,
-            (true, false) if r.sub == "*" => 1,
-            _ if r.kind == "*" && r.sub == "*" => 0,
-            _ => continue,
-        };
-        match best {
-            Some((s, q)) if s > specificity || (s == specificity && q >= r.q) => {}
-            _ => best = Some((specificity, r.q)),
-        }
-    }
-    best.map_or(0, |(_, q)| q)
-}
-
 /// The format an `Accept` header value asks for, `default` being the directive's. The
 /// format with the highest weight wins; ties go to `default`, then json, html, prometheus.
 /// A header that accepts none of them (or none at all) gets `default`.
 pub fn negotiate(accept: &str, default: Format) -> Format {
-    let ranges = ranges(accept);
     let score = |f: Format| {
         f.media_types()
             .iter()
-            .map(|&m| weight(&ranges, m))
+            .map(|&(kind, sub)| {
+                crate::accept::quality(accept.as_bytes(), kind.as_bytes(), sub.as_bytes())
+            })
             .max()
             .unwrap_or(0)
     };
@@ -363,22 +286,6 @@ mod tests {
         assert_eq!(negotiate("*;q=0.9, text/html;q=0.8", Html), Json);
         assert_eq!(negotiate("*, text/html;q=0.8", Html), Json);
         assert_eq!(negotiate("*, text/html;q=0.8", Prometheus), Prometheus);
-    }
-
-    #[test]
-    fn qvalues() {
-        assert_eq!(qvalue("1"), Some(1000));
-        assert_eq!(qvalue("1.000"), Some(1000));
-        assert_eq!(qvalue("0"), Some(0));
-        assert_eq!(qvalue("0.5"), Some(500));
-        assert_eq!(qvalue("0.05"), Some(50));
-        assert_eq!(qvalue("0.001"), Some(1));
-        assert_eq!(qvalue("0."), Some(0));
-        assert_eq!(qvalue("1.001"), None);
-        assert_eq!(qvalue("0.0001"), None);
-        assert_eq!(qvalue("2"), None);
-        assert_eq!(qvalue("-0"), None);
-        assert_eq!(qvalue(""), None);
     }
 
     #[test]
