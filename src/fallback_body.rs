@@ -535,6 +535,19 @@ impl Template {
                     out.write_all(&k.error_504)?
                 }
                 Chunk::Hole(Hole::Error) => out.write_all(&k.error_502)?,
+                // nginx's $request_id is 32 hex digits: nothing in it needs escaping in JSON
+                // or HTML, so it is written as is (anything else goes through the encoders)
+                Chunk::Hole(Hole::RequestId)
+                    if p.request_id.iter().all(u8::is_ascii_alphanumeric) =>
+                {
+                    if self.format == Format::Json {
+                        out.write_all(b"\"")?;
+                        out.write_all(p.request_id)?;
+                        out.write_all(b"\"")?;
+                    } else {
+                        out.write_all(p.request_id)?;
+                    }
+                }
                 Chunk::Hole(h) => encode(self.format, h, p, out)?,
             }
         }

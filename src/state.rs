@@ -556,7 +556,7 @@ pub fn count(
     req: Option<&RequestInfo>,
 ) {
     let Some(sh) = shared() else { return };
-    let Some(s) = sh.slot(upstream, peer, dynamic) else {
+    let Some(s) = slot_of(sh, upstream, peer, dynamic, true) else {
         return;
     };
     s.by_cause[cause.index()].fetch_add(1, Ordering::Relaxed);
@@ -593,8 +593,38 @@ unsafe impl Sync for SlotCache {}
 
 static CACHE: SlotCache = SlotCache(core::cell::UnsafeCell::new([(0, 0, 0); 256]));
 
-/// Count one try sent to `peer` of the configured upstream `upstream`, with its response's
-/// status (0: none) and its header and response times in ms (None: no response).
+/// The slot of (`upstream`, `peer`), through the per-worker cache when the names live in
+/// the configuration (not `dynamic`). `verify`: compare the peer's name too (its memory may
+/// have been reused).
+fn slot_of<'a>(
+    sh: &'a Shared,
+    upstream: &[u8],
+    peer: &[u8],
+    dynamic: bool,
+    verify: bool,
+) -> Option<&'a Slot> {
+    if dynamic {
+        // names in the request pool: nothing to cache by
+        return sh.slot(upstream, peer, true);
+    }
+    let (u, p) = (upstream.as_ptr() as usize, peer.as_ptr() as usize);
+    let i = ((p >> 4) ^ (u >> 6)) & 255;
+    // SAFETY: single-threaded worker (see SlotCache); no reference outlives this function.
+    let e = unsafe { &mut (*CACHE.0.get())[i] };
+    if e.0 == u && e.1 == p {
+        // SAFETY: cached slots live in the zone, never freed.
+        let s = unsafe { &*(e.2 as *const Slot) };
+        if !verify || s.peer() == peer {
+            return Some(s);
+        }
+    }
+    let s = sh.slot(upstream, peer, false)?;
+    *e = (u, p, s as *const Slot as usize);
+    Some(s)
+}
+
+/// Count one try sent to `peer` of `upstream`, with its response's status (0: none) and its
+/// header and response times in ms (None: no response).
 pub fn request(
     upstream: &[u8],
     peer: &[u8],
@@ -604,33 +634,9 @@ pub fn request(
     times: Option<(u64, u64)>,
 ) {
     let Some(sh) = shared() else { return };
-    if dynamic {
-        // names in the request pool: nothing to cache by
-        if let Some(s) = sh.slot(upstream, peer, true) {
-            s.request(status, times);
-        }
-        return;
+    if let Some(s) = slot_of(sh, upstream, peer, dynamic, verify) {
+        s.request(status, times);
     }
-    let (u, p) = (upstream.as_ptr() as usize, peer.as_ptr() as usize);
-    let i = ((p >> 4) ^ (u >> 6)) & 255;
-    // SAFETY: single-threaded worker (see SlotCache); no reference outlives this function.
-    let e = unsafe { &mut (*CACHE.0.get())[i] };
-    let slot = if e.0 == u
-        && e.1 == p
-        && (!verify || {
-            // SAFETY: cached slots live in the zone, never freed.
-            unsafe { &*(e.2 as *const Slot) }.peer() == peer
-        }) {
-        // SAFETY: as above.
-        unsafe { &*(e.2 as *const Slot) }
-    } else {
-        let Some(s) = sh.slot(upstream, peer, false) else {
-            return;
-        };
-        *e = (u, p, s as *const Slot as usize);
-        s
-    };
-    slot.request(status, times);
 }
 
 /// One entry of the recent-failures ring, in shared memory.
