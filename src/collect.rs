@@ -9,7 +9,7 @@ use ngx::http::{HttpModuleMainConf, NgxHttpUpstreamModule};
 
 use crate::snapshot::{Failures, PeerSnap, PeerState, Responses, Snapshot, UpstreamSnap, Window};
 use crate::state::{self, Shared, Slot};
-use crate::upstreams;
+use crate::{check, upstreams};
 
 fn failures(slot: Option<&Slot>) -> Failures {
     Failures {
@@ -60,20 +60,28 @@ pub unsafe fn snapshot(r: *mut ngx_http_request_t) -> Snapshot {
             let name = upstreams::display_name(uscf);
             let peers = upstreams::peers(uscf)
                 .iter()
-                .map(|p| PeerSnap {
-                    backup: p.backup,
-                    weight: p.weight,
-                    max_fails: p.max_fails,
-                    fail_timeout: p.fail_timeout,
-                    max_conns: (p.max_conns > 0).then_some(p.max_conns),
-                    state: if p.down {
-                        PeerState::Down
-                    } else if p.unavailable {
-                        PeerState::Unavailable
-                    } else {
-                        PeerState::Up
-                    },
-                    ..counted(&p.name, &p.server, slot(&name, &p.name), now)
+                .map(|p| {
+                    // active checks: state and health from the checks (they set `down`)
+                    let checked =
+                        check::status::peer(r, uscf, &p.server, &p.name, p.unavailable, now);
+                    PeerSnap {
+                        backup: p.backup,
+                        weight: p.weight,
+                        max_fails: p.max_fails,
+                        fail_timeout: p.fail_timeout,
+                        max_conns: (p.max_conns > 0).then_some(p.max_conns),
+                        state: if let Some((s, _)) = &checked {
+                            *s
+                        } else if p.down {
+                            PeerState::Down
+                        } else if p.unavailable {
+                            PeerState::Unavailable
+                        } else {
+                            PeerState::Up
+                        },
+                        health: checked.map(|(_, h)| h),
+                        ..counted(&p.name, &p.server, slot(&name, &p.name), now)
+                    }
                 })
                 .collect();
             let own = slot(&name, b"");

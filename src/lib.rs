@@ -3,7 +3,8 @@
 //! This file holds the module table and the configuration-time hooks only; each concern has
 //! its own file:
 //! - pure core (no FFI, `cargo test`): [`cause`] (taxonomy, classification, hints),
-//!   [`snapshot`] (what the status shows), [`render`] (JSON and time formatting);
+//!   [`snapshot`] (what the status shows), [`render`] (JSON and time formatting), and the
+//!   pure parts of [`check`] (active health checks; its FFI parts are gated inside);
 //! - FFI glue: `conf` (directives), `peer` (peer.init/get/free and finalize wrappers),
 //!   `watch` (what the wrappers keep while an upstream runs), `record` (a request's failed
 //!   tries), `logtap` (errno from the error log), `state` (shared memory), `variables` (`$triage_*`), `status` (the `triage_status` handler), `upstreams` (walking
@@ -12,6 +13,7 @@
 //! The FFI glue is left out of unit-test builds: `cargo test` cannot link nginx symbols.
 
 pub mod cause;
+pub mod check;
 pub mod render;
 pub mod snapshot;
 
@@ -50,7 +52,7 @@ mod module {
     use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, Merge};
 
     use crate::conf::{self, LocConf, MainConf};
-    use crate::{peer, state, variables};
+    use crate::{check, peer, state, variables};
 
     pub struct Module;
 
@@ -72,6 +74,9 @@ mod module {
                 return Status::NGX_ERROR.into();
             }
             if peer::wrap_upstreams(cf, mcf) != Status::NGX_OK {
+                return Status::NGX_ERROR.into();
+            }
+            if check::directives::postconfiguration(cf, mcf) != Status::NGX_OK {
                 return Status::NGX_ERROR.into();
             }
             Status::NGX_OK.into()
@@ -132,6 +137,7 @@ mod module {
         commands: addr_of_mut!(conf::COMMANDS) as *mut ngx_command_t,
         type_: NGX_HTTP_MODULE as ngx_uint_t,
         init_module: Some(state::init_module),
+        init_process: Some(check::worker::init_process),
         ..ngx_module_t::default()
     };
 

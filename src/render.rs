@@ -3,7 +3,7 @@
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
-use crate::snapshot::{Failures, LastFailure, PeerSnap, Snapshot, UpstreamSnap};
+use crate::snapshot::{Failures, Health, LastFailure, PeerSnap, Snapshot, UpstreamSnap};
 
 /// RFC 3339 UTC time with milliseconds, from milliseconds since the Unix epoch.
 pub fn rfc3339(ms: u64) -> String {
@@ -81,19 +81,63 @@ impl From<&LastFailure> for LastFailureJson {
     }
 }
 
+/// Active health-check state of a peer (`health`).
+#[derive(Serialize)]
+struct HealthJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    state: &'static str,
+    checks: u64,
+    fails: u64,
+    unhealthy: u64,
+    rise_count: u32,
+    fall_count: u32,
+    last_check: Option<String>,
+    last_passed: Option<bool>,
+    last_status: Option<u16>,
+    last_error: Option<&'a str>,
+    downtime_ms: u64,
+    since: Option<String>,
+}
+
+impl<'a> From<&'a Health> for HealthJson<'a> {
+    fn from(h: &'a Health) -> Self {
+        HealthJson {
+            kind: &h.kind,
+            state: h.state.as_str(),
+            checks: h.checks,
+            fails: h.fails,
+            unhealthy: h.unhealthy,
+            rise_count: h.rise_count,
+            fall_count: h.fall_count,
+            last_check: h.last_check_ms.map(rfc3339),
+            last_passed: h.last_passed,
+            last_status: h.last_status,
+            last_error: h.last_error.as_deref(),
+            downtime_ms: h.downtime_ms,
+            since: h.since_ms.map(rfc3339),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct PeerJson<'a> {
     name: &'a str,
+    state: &'static str,
     failures: FailuresJson<'a>,
     last_failure: Option<LastFailureJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health: Option<HealthJson<'a>>,
 }
 
 impl<'a> From<&'a PeerSnap> for PeerJson<'a> {
     fn from(p: &'a PeerSnap) -> Self {
         PeerJson {
             name: &p.name,
+            state: p.state.as_str(),
             failures: (&p.failures).into(),
             last_failure: p.last_failure.as_ref().map(Into::into),
+            health: p.health.as_ref().map(Into::into),
         }
     }
 }
@@ -222,6 +266,53 @@ mod tests {
         assert_eq!(p["last_failure"]["time"], "1970-01-01T00:00:00.000Z");
         assert_eq!(u["failures"]["total"], 4);
         assert_eq!(u["failures"]["by_cause"]["no_live_upstreams"], 1);
+    }
+
+    #[test]
+    fn health_object() {
+        let mut s = snap();
+        s.upstreams[0].peers[0].state = crate::snapshot::PeerState::Unhealthy;
+        s.upstreams[0].peers[0].health = Some(Health {
+            kind: "http".into(),
+            state: crate::snapshot::PeerState::Unhealthy,
+            checks: 7,
+            fails: 3,
+            unhealthy: 1,
+            rise_count: 0,
+            fall_count: 3,
+            last_check_ms: Some(1000),
+            last_passed: Some(false),
+            last_status: None,
+            last_error: Some("connect_refused".into()),
+            downtime_ms: 450,
+            since_ms: Some(0),
+        });
+        let v: serde_json::Value = serde_json::from_str(&json(&s)).unwrap();
+        let p = &v["upstreams"]["back\"end</script>"]["peers"][0];
+        assert_eq!(p["state"], "unhealthy");
+        let h = &p["health"];
+        assert_eq!(h["type"], "http");
+        assert_eq!(h["state"], "unhealthy");
+        assert_eq!(
+            (h["checks"].as_u64(), h["fails"].as_u64()),
+            (Some(7), Some(3))
+        );
+        assert_eq!(h["unhealthy"], 1);
+        assert_eq!(
+            (h["rise_count"].as_u64(), h["fall_count"].as_u64()),
+            (Some(0), Some(3))
+        );
+        assert_eq!(h["last_check"], "1970-01-01T00:00:01.000Z");
+        assert_eq!(h["last_passed"], false);
+        assert!(h["last_status"].is_null());
+        assert_eq!(h["last_error"], "connect_refused");
+        assert_eq!(h["downtime_ms"], 450);
+        assert_eq!(h["since"], "1970-01-01T00:00:00.000Z");
+        // unchecked peers have no health object
+        let v: serde_json::Value = serde_json::from_str(&json(&snap())).unwrap();
+        assert!(v["upstreams"]["back\"end</script>"]["peers"][0]
+            .get("health")
+            .is_none());
     }
 
     #[test]
