@@ -112,7 +112,7 @@ pub static mut COMMANDS: [ngx_command_t; 15] = [
     // Active health checks (nginx_upstream_check_module's directives): check/directives.rs
     ngx_command_t {
         name: ngx_string!("check"),
-        type_: (NGX_HTTP_UPS_CONF | NGX_CONF_1MORE) as ngx_uint_t,
+        type_: (NGX_HTTP_UPS_CONF | NGX_CONF_ANY) as ngx_uint_t,
         set: Some(check::set_check),
         conf: NGX_HTTP_MAIN_CONF_OFFSET,
         offset: 0,
