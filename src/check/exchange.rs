@@ -72,13 +72,22 @@ pub enum Exchange {
 }
 
 impl Exchange {
-    /// `request` is what will be sent (a HEAD request expects no body).
-    pub fn new(kind: Kind, request: &[u8], want_body: bool) -> Exchange {
+    /// `request` is what will be sent (a HEAD request expects no body); `keepalive`: read
+    /// responses to their end so that the connection can carry the next check.
+    pub fn new(kind: Kind, request: &[u8], want_body: bool, keepalive: bool) -> Exchange {
         if kind.is_http() {
             let head = request.len() >= 5 && request[..5].eq_ignore_ascii_case(b"HEAD ");
-            Exchange::Http(Box::new(Parser::new(want_body, head)))
+            Exchange::Http(Box::new(Parser::new(want_body, head, keepalive)))
         } else {
             Exchange::Connect
+        }
+    }
+
+    /// After a verdict: may the connection carry the next check?
+    pub fn reusable(&self) -> bool {
+        match self {
+            Exchange::Connect => false,
+            Exchange::Http(p) => p.reusable(),
         }
     }
 
@@ -140,9 +149,9 @@ mod tests {
 
     #[test]
     fn tcp_passes_on_connect() {
-        let e = Exchange::new(Kind::Tcp, b"", false);
+        let e = Exchange::new(Kind::Tcp, b"", false, false);
         assert_eq!(e.connected(), Some(Outcome::pass(None)));
-        assert!(Exchange::new(Kind::SslHello, b"", false)
+        assert!(Exchange::new(Kind::SslHello, b"", false, false)
             .connected()
             .is_some());
     }
@@ -154,11 +163,11 @@ mod tests {
             expect: &expect,
             body: None,
         };
-        let mut e = Exchange::new(Kind::Http, b"GET / HTTP/1.0\r\n\r\n", false);
+        let mut e = Exchange::new(Kind::Http, b"GET / HTTP/1.0\r\n\r\n", false, false);
         assert_eq!(e.connected(), None);
         let ok = judge_all(&mut e, b"HTTP/1.1 204 No Content\r\n\r\n", &judge);
         assert_eq!(ok, Outcome::pass(Some(204)));
-        let mut e = Exchange::new(Kind::Https, b"GET / HTTP/1.0\r\n\r\n", false);
+        let mut e = Exchange::new(Kind::Https, b"GET / HTTP/1.0\r\n\r\n", false, false);
         let bad = judge_all(&mut e, b"HTTP/1.1 503 Busy\r\n\r\n", &judge);
         assert_eq!(bad, Outcome::fail(Reason::BadStatus, Some(503)));
 
@@ -167,10 +176,10 @@ mod tests {
             expect: &expect,
             body: Some(&m),
         };
-        let mut e = Exchange::new(Kind::Http, b"GET /h HTTP/1.0\r\n\r\n", true);
+        let mut e = Exchange::new(Kind::Http, b"GET /h HTTP/1.0\r\n\r\n", true, false);
         let r = judge_all(&mut e, b"HTTP/1.0 200 OK\r\n\r\nall OK", &judge);
         assert_eq!(r, Outcome::pass(Some(200)));
-        let mut e = Exchange::new(Kind::Http, b"GET /h HTTP/1.0\r\n\r\n", true);
+        let mut e = Exchange::new(Kind::Http, b"GET /h HTTP/1.0\r\n\r\n", true, false);
         let r = judge_all(
             &mut e,
             b"HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nfail",
@@ -180,13 +189,35 @@ mod tests {
     }
 
     #[test]
+    fn keepalive_reads_to_the_end() {
+        let expect = Expect::default();
+        let judge = Judge {
+            expect: &expect,
+            body: None,
+        };
+        let mut e = Exchange::new(
+            Kind::Http,
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            false,
+            true,
+        );
+        assert_eq!(
+            e.data(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", &judge),
+            None
+        );
+        assert_eq!(e.data(b"ok", &judge), Some(Outcome::pass(Some(200))));
+        assert!(e.reusable());
+        assert!(!Exchange::new(Kind::Tcp, b"", false, true).reusable());
+    }
+
+    #[test]
     fn head_requests_expect_no_body() {
         let expect = Expect::default();
         let judge = Judge {
             expect: &expect,
             body: None,
         };
-        let mut e = Exchange::new(Kind::Http, b"HEAD /health HTTP/1.0\r\n\r\n", true);
+        let mut e = Exchange::new(Kind::Http, b"HEAD /health HTTP/1.0\r\n\r\n", true, false);
         let r = e.data(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", &judge);
         assert_eq!(r, Some(Outcome::pass(Some(200))));
     }
@@ -198,12 +229,12 @@ mod tests {
             expect: &expect,
             body: None,
         };
-        let mut e = Exchange::new(Kind::Http, b"GET / HTTP/1.0\r\n\r\n", false);
+        let mut e = Exchange::new(Kind::Http, b"GET / HTTP/1.0\r\n\r\n", false, false);
         assert_eq!(
             judge_all(&mut e, b"garbage\r\n", &judge),
             Outcome::fail(Reason::Cause(Cause::InvalidHeader), None)
         );
-        let mut e = Exchange::new(Kind::Http, b"GET / HTTP/1.0\r\n\r\n", false);
+        let mut e = Exchange::new(Kind::Http, b"GET / HTTP/1.0\r\n\r\n", false, false);
         assert_eq!(
             judge_all(&mut e, b"HTTP/1.1 200 OK\r\n", &judge),
             Outcome::fail(Reason::Cause(Cause::PrematureClose), Some(200))

@@ -1,6 +1,8 @@
 //! An incremental parser for the response to an HTTP check: status line, header lines (read
 //! to their end, so that garbage and endless headers are caught), and the body when a body
 //! expectation needs it (Content-Length, chunked, or up to the close), each with a size cap.
+//! To reuse the connection (`check_keepalive_requests`), it reads the message to its end and
+//! says whether the connection may carry another request.
 //! Pure: the prober feeds it the bytes it reads, in pieces of any size.
 
 use crate::cause::Cause;
@@ -36,6 +38,8 @@ enum St {
     ChunkData(u64),
     /// The CRLF after a chunk's data.
     ChunkEnd,
+    /// Trailer lines after the last chunk, up to an empty line.
+    ChunkTrailer,
     Done,
 }
 
@@ -43,6 +47,16 @@ pub struct Parser {
     want_body: bool,
     /// The request was HEAD: no body follows.
     head: bool,
+    /// Read the message to its end (to reuse the connection).
+    to_end: bool,
+    /// HTTP/1.x minor version.
+    minor: u8,
+    conn_close: bool,
+    conn_keepalive: bool,
+    /// The whole message was consumed.
+    ended: bool,
+    /// Bytes came after the end of the message.
+    extra: bool,
     st: St,
     line: Vec<u8>,
     header_bytes: usize,
@@ -56,8 +70,8 @@ fn is_token(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// "HTTP/1.1 200 OK" → 200.
-fn status_line(l: &[u8]) -> Option<u16> {
+/// "HTTP/1.1 200 OK" → (200, minor version 1).
+fn status_line(l: &[u8]) -> Option<(u16, u8)> {
     let rest = l.strip_prefix(b"HTTP/")?;
     if rest.len() < 7
         || !rest[0].is_ascii_digit()
@@ -72,15 +86,22 @@ fn status_line(l: &[u8]) -> Option<u16> {
         return None;
     }
     let n = (code[0] - b'0') as u16 * 100 + (code[1] - b'0') as u16 * 10 + (code[2] - b'0') as u16;
-    (100..=599).contains(&n).then_some(n)
+    (100..=599).contains(&n).then_some((n, rest[2] - b'0'))
 }
 
 impl Parser {
-    /// `want_body`: keep the body (for a body expectation); `head`: the request was HEAD.
-    pub fn new(want_body: bool, head: bool) -> Parser {
+    /// `want_body`: keep the body (for a body expectation); `head`: the request was HEAD;
+    /// `to_end`: read the whole message, to reuse the connection.
+    pub fn new(want_body: bool, head: bool, to_end: bool) -> Parser {
         Parser {
             want_body,
             head,
+            to_end,
+            minor: 0,
+            conn_close: false,
+            conn_keepalive: false,
+            ended: false,
+            extra: false,
             st: St::StatusLine,
             line: Vec::new(),
             header_bytes: 0,
@@ -106,11 +127,24 @@ impl Parser {
         Progress::Done(self.status)
     }
 
-    /// Keep body bytes up to the cap; true when the cap is reached.
+    /// The message ended where it should: done, and the connection may be reused.
+    fn end(&mut self) -> Progress {
+        self.ended = true;
+        self.done()
+    }
+
+    /// May the connection carry another request? (The whole message was read, nothing
+    /// followed it, and neither side asked to close.)
+    pub fn reusable(&self) -> bool {
+        self.ended && !self.extra && !self.conn_close && (self.minor >= 1 || self.conn_keepalive)
+    }
+
+    /// Keep body bytes up to the cap; true when the cap is reached and nothing more is
+    /// needed (when reading to the end, the rest is consumed without being kept).
     fn keep(&mut self, b: &[u8]) -> bool {
         let room = BODY_MAX - self.body.len();
         self.body.extend_from_slice(&b[..b.len().min(room)]);
-        self.body.len() >= BODY_MAX
+        self.body.len() >= BODY_MAX && !self.to_end
     }
 
     /// Take one line (without CR LF) from `data` at `*i`; None: the line continues.
@@ -150,7 +184,10 @@ impl Parser {
         let mut i = 0;
         while i < data.len() {
             match self.st {
-                St::Done => return Progress::Done(self.status),
+                St::Done => {
+                    self.extra = true;
+                    return Progress::Done(self.status);
+                }
                 St::StatusLine | St::Headers => {
                     let before = i;
                     let cap = HEADER_MAX.saturating_sub(self.header_bytes);
@@ -176,7 +213,10 @@ impl Parser {
                     };
                     match self.header_line(&line) {
                         None | Some(Progress::More) => {}
-                        Some(p) => return p,
+                        Some(p) => {
+                            self.extra |= matches!(p, Progress::Done(_)) && i < data.len();
+                            return p;
+                        }
                     }
                 }
                 St::Length(left) => {
@@ -185,7 +225,9 @@ impl Parser {
                     i += n;
                     let left = left - n as u64;
                     self.st = St::Length(left);
-                    if left == 0 || full {
+                    if left == 0 {
+                        self.end();
+                    } else if full {
                         return self.done();
                     }
                 }
@@ -213,6 +255,7 @@ impl Parser {
                         .and_then(|h| u64::from_str_radix(h, 16).ok());
                     match size {
                         None => return Progress::Fail(Cause::InvalidHeader),
+                        Some(0) if self.to_end => self.st = St::ChunkTrailer,
                         Some(0) => return self.done(),
                         Some(n) => self.st = St::ChunkData(n),
                     }
@@ -231,6 +274,14 @@ impl Parser {
                         St::ChunkData(left)
                     };
                 }
+                St::ChunkTrailer => match self.take_line(data, &mut i, CHUNK_LINE_MAX) {
+                    Ok(Some(l)) if l.is_empty() => {
+                        self.end();
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => return Progress::More,
+                    Err(_) => return Progress::Fail(Cause::InvalidHeader),
+                },
                 St::ChunkEnd => match self.take_line(data, &mut i, 2) {
                     Ok(Some(l)) if l.is_empty() => self.st = St::ChunkSize,
                     Ok(None) => return Progress::More,
@@ -248,8 +299,9 @@ impl Parser {
     fn header_line(&mut self, line: &[u8]) -> Option<Progress> {
         if self.st == St::StatusLine {
             return match status_line(line) {
-                Some(s) => {
+                Some((s, minor)) => {
                     self.status = s;
+                    self.minor = minor;
                     self.st = St::Headers;
                     None
                 }
@@ -273,6 +325,11 @@ impl Parser {
                 Some(n) => self.content_length = Some(n),
                 None => return Some(Progress::Fail(Cause::InvalidHeader)),
             }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for v in value.split(|&b| b == b',').map(|v| v.trim_ascii()) {
+                self.conn_close |= v.eq_ignore_ascii_case(b"close");
+                self.conn_keepalive |= v.eq_ignore_ascii_case(b"keep-alive");
+            }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             self.chunked = value
                 .split(|&b| b == b',')
@@ -285,7 +342,10 @@ impl Parser {
         let no_body = self.head
             || matches!(self.status, 100..=199 | 204 | 304)
             || self.content_length == Some(0);
-        if !self.want_body || no_body {
+        if no_body {
+            return self.end();
+        }
+        if !self.want_body && !self.to_end {
             return self.done();
         }
         self.st = if self.chunked {
@@ -313,7 +373,7 @@ mod tests {
 
     /// Feed `resp` in pieces of `step` bytes, then EOF if still undecided.
     fn parse(resp: &[u8], want_body: bool, step: usize) -> (Progress, Vec<u8>) {
-        let mut p = Parser::new(want_body, false);
+        let mut p = Parser::new(want_body, false, false);
         for piece in resp.chunks(step.max(1)) {
             match p.feed(piece) {
                 Progress::More => {}
@@ -366,7 +426,7 @@ mod tests {
 
     #[test]
     fn no_body_when_none_can_follow() {
-        let mut p = Parser::new(true, true);
+        let mut p = Parser::new(true, true, false);
         assert_eq!(
             p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"),
             Progress::Done(200)
@@ -377,9 +437,9 @@ mod tests {
 
     #[test]
     fn garbage_is_invalid_at_once() {
-        let mut p = Parser::new(false, false);
+        let mut p = Parser::new(false, false, false);
         assert_eq!(p.feed(b"SSH-2"), Progress::Fail(Cause::InvalidHeader));
-        let mut p = Parser::new(false, false);
+        let mut p = Parser::new(false, false, false);
         assert_eq!(
             p.feed(b"\x15\x03\x01\x00\x02"),
             Progress::Fail(Cause::InvalidHeader)
@@ -407,7 +467,7 @@ mod tests {
 
     #[test]
     fn endless_headers_hit_the_cap() {
-        let mut p = Parser::new(false, false);
+        let mut p = Parser::new(false, false, false);
         assert_eq!(p.feed(b"HTTP/1.1 200 OK\r\n"), Progress::More);
         let line = b"X-Endless: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
         let mut out = Progress::More;
@@ -419,7 +479,7 @@ mod tests {
         }
         assert_eq!(out, Progress::Fail(Cause::HeaderTooBig));
         // one endless line without a newline
-        let mut p = Parser::new(false, false);
+        let mut p = Parser::new(false, false, false);
         p.feed(b"HTTP/1.1 200 OK\r\nX: ");
         let big = vec![b'a'; HEADER_MAX];
         assert_eq!(p.feed(&big), Progress::Fail(Cause::HeaderTooBig));
@@ -450,9 +510,69 @@ mod tests {
         assert_eq!(all_steps(r, true).0, Progress::Fail(Cause::PrematureClose));
     }
 
+    fn reuse(resp: &[u8], step: usize) -> (Progress, bool, Vec<u8>) {
+        let mut p = Parser::new(true, false, true);
+        for piece in resp.chunks(step.max(1)) {
+            match p.feed(piece) {
+                Progress::More => {}
+                other => return (other, p.reusable(), p.body().to_vec()),
+            }
+        }
+        (Progress::More, p.reusable(), p.body().to_vec())
+    }
+
+    #[test]
+    fn reading_to_the_end_for_reuse() {
+        for step in [1, 3, 1000] {
+            let r = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+            assert_eq!(
+                reuse(r, step),
+                (Progress::Done(200), true, b"ok".to_vec()),
+                "{step}"
+            );
+            let r = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T: 1\r\n\r\n";
+            assert_eq!(
+                reuse(r, step),
+                (Progress::Done(200), true, b"ok".to_vec()),
+                "{step}"
+            );
+            let r = b"HTTP/1.1 204 No Content\r\n\r\n";
+            assert_eq!(reuse(r, step).1, true);
+            // the server closes, or HTTP/1.0 without keep-alive
+            let r = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+            assert_eq!(reuse(r, step).1, false);
+            let r = b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n";
+            assert_eq!(reuse(r, step).1, false);
+            let r = b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n";
+            assert_eq!(reuse(r, step).1, true);
+        }
+        // a body to the close cannot be followed by another response
+        let mut p = Parser::new(false, false, true);
+        assert_eq!(p.feed(b"HTTP/1.1 200 OK\r\n\r\nbody"), Progress::More);
+        assert_eq!(p.eof(), Progress::Done(200));
+        assert!(!p.reusable());
+        // bytes after the message
+        let r = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA";
+        assert_eq!(reuse(r, 1000).1, false);
+        let r = b"HTTP/1.1 204 No Content\r\n\r\nEXTRA";
+        assert_eq!(reuse(r, 1000).1, false);
+        // a body larger than the cap is read to its end, not kept
+        let mut r = b"HTTP/1.1 200 OK\r\nContent-Length: 70000\r\n\r\n".to_vec();
+        r.extend(vec![b'x'; 70_000]);
+        let (p, ok, body) = reuse(&r, 4096);
+        assert_eq!((p, ok, body.len()), (Progress::Done(200), true, BODY_MAX));
+        // not reading to the end: never reusable
+        let mut p = Parser::new(false, false, false);
+        assert_eq!(
+            p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"),
+            Progress::Done(200)
+        );
+        assert!(!p.reusable());
+    }
+
     #[test]
     fn status_known_before_the_end() {
-        let mut p = Parser::new(false, false);
+        let mut p = Parser::new(false, false, false);
         assert_eq!(p.feed(b"HTTP/1.1 500 Oops\r\nA: b\r\n"), Progress::More);
         assert_eq!(p.status(), Some(500));
     }

@@ -4,6 +4,7 @@
 //! the certificate and host-name checks once it is done.
 
 use core::ffi::c_void;
+use core::ptr;
 
 use ngx::ffi::*;
 
@@ -66,7 +67,8 @@ pub unsafe fn handshake(
     done: unsafe extern "C" fn(*mut ngx_connection_t),
 ) -> Result<bool, ()> {
     if (*c).pool.is_null() {
-        (*c).pool = ngx_create_pool(128, (*c).log);
+        // the worker's log: the pool may outlive this probe (a kept connection)
+        (*c).pool = ngx_create_pool(128, ptr::addr_of_mut!((*super::worker::get()).log));
         if (*c).pool.is_null() {
             return Err(());
         }

@@ -31,6 +31,10 @@ pub struct Target {
     pub peer: *const CheckedPeer,
     /// A probe of this worker is running.
     pub busy: bool,
+    /// A connection kept for the next check (`check_keepalive_requests`), and the checks it
+    /// carried.
+    pub idle: *mut ngx_connection_t,
+    pub uses: u32,
 }
 
 pub struct Worker {
@@ -87,6 +91,8 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
                     uc,
                     peer: p,
                     busy: false,
+                    idle: ptr::null_mut(),
+                    uses: 0,
                 });
             }
         }
@@ -140,7 +146,7 @@ pub fn sync_if_changed() {
     }
 }
 
-fn exiting() -> bool {
+pub fn exiting() -> bool {
     // SAFETY: plain reads of nginx's process flags.
     unsafe { ngx_exiting != 0 || ngx_quit != 0 || ngx_terminate != 0 }
 }
