@@ -24,18 +24,22 @@ worker_processes %%WORKERS%%;
 events { worker_connections 64; }
 http {
     access_log off;
+    %%HTTP%%
     upstream app {
 %%SERVERS%%
-        check interval=%%INTERVAL%% rise=2 fall=2 timeout=500 type=http;
-        check_http_send "GET /health HTTP/1.0\r\n\r\n";
+        %%CHECK%%
     }
     server {
         listen 127.0.0.1:%%PORT_main%%;
         location / { proxy_pass http://app; proxy_next_upstream off; }
         location = /status { triage_status; }
+        location = /cs { check_status csv; }
     }
 }
 CONF
+my $CHECK = 'check interval=%%INTERVAL%% rise=2 fall=2 timeout=500 type=http;
+        check_http_send "GET /health HTTP/1.0\r\n\r\n";';
+$tmpl =~ s/%%CHECK%%/$CHECK/;
 
 sub servers { join '', map { "        server $_;\n" } @_ }
 
@@ -43,7 +47,7 @@ sub servers { join '', map { "        server $_;\n" } @_ }
     my $t = Triage::Harness->new;
     my %b = map { $_ => $t->backend('ok') } qw(A B C);
     my ($A, $B, $C) = map { $b{$_}->addr } qw(A B C);
-    my %v = (WORKERS => 2, INTERVAL => 300);
+    my %v = (WORKERS => 2, INTERVAL => 300, HTTP => '');
     $b{B}->set_health(503);
     $t->start($tmpl, %v, SERVERS => servers($A, $B));
     ok(wait_state($t, 'app', $A, 'up', 3), 'A up');
@@ -76,6 +80,24 @@ sub servers { join '', map { "        server $_;\n" } @_ }
     my $rb = peer(status_json($t), 'app', $B);
     is($rb && $rb->{health}{unhealthy}, 0, 'B back after an absence: its state starts over');
     ok($rb && $rb->{health}{checks} < $qb->{health}{checks}, 'B back after an absence: check count starts over');
+
+    # a larger zone (check_shm_size): nginx makes a new zone, the state is copied into it
+    my $ja = peer(status_json($t), 'app', $A);
+    $t->reload($tmpl, %v, HTTP => 'check_shm_size 4m;', SERVERS => servers($A, $B, $C));
+    my $ka = peer(status_json($t), 'app', $A);
+    is($ka && $ka->{state}, 'up', 'new zone size: A still up');
+    ok($ka && $ka->{health}{checks} >= $ja->{health}{checks}, 'new zone size: A keeps its check count');
+    like($ka && $ka->{health}{since} // '', qr/^\Q$ja->{health}{since}\E$/, 'new zone size: A keeps its since');
+
+    # no check left: check_status answers an empty list, nothing is checked
+    (my $nocheck = $tmpl) =~ s/check interval=.*?\n.*?\n//s;
+    $t->reload($nocheck, %v, SERVERS => servers($A, $B));
+    my $r = $t->http('main', '/cs');
+    is($r->{status}, 200, 'no check configured: check_status answers');
+    is($r->{body}, '', 'no check configured: no peer listed');
+    my @st2 = map { $t->http('main', "/app/n$_")->{status} } 1 .. 4;
+    is_deeply(\@st2, [(200) x 4], 'no check configured: B (failing /health) gets traffic again');
+    ok(count_requests($b{B}, qr{^GET /app/n}) > 0, 'no check configured: B is in rotation');
     is(scalar(crash_lines($t)), 0, 'no alert, crit or crash in error.log');
     $t->stop;
 }
@@ -85,7 +107,7 @@ sub servers { join '', map { "        server $_;\n" } @_ }
     my $t = Triage::Harness->new;
     my $a = $t->backend('ok');
     my $interval = 250;
-    $t->start($tmpl, WORKERS => 2, INTERVAL => $interval, SERVERS => servers($a->addr));
+    $t->start($tmpl, WORKERS => 2, INTERVAL => $interval, HTTP => '', SERVERS => servers($a->addr));
     ok(wait_state($t, 'app', $a->addr, 'up', 3), '2 workers: A up');
     my @w = $t->worker_pids;
     is(scalar @w, 2, '2 workers run');
@@ -106,7 +128,7 @@ sub servers { join '', map { "        server $_;\n" } @_ }
     my $t = Triage::Harness->new;
     my $a = $t->backend('ok');
     my $interval = 300;
-    $t->start($tmpl, WORKERS => 1, INTERVAL => $interval, SERVERS => servers($a->addr));
+    $t->start($tmpl, WORKERS => 1, INTERVAL => $interval, HTTP => '', SERVERS => servers($a->addr));
     ok(wait_state($t, 'app', $a->addr, 'up', 3), '1 worker: A up');
     my ($w) = $t->worker_pids;
     my $n0 = count_requests($a, qr{^GET /health});

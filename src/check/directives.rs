@@ -24,6 +24,8 @@ pub struct Checks {
     /// `check_shm_size` (0: not set).
     pub shm_size: usize,
     pub zone: *mut ngx_shm_zone_t,
+    /// The zone's header (`shm::Header`), once the zone is initialised.
+    pub header: *const c_void,
     /// The shortest `interval` (sets the timers' granularity).
     pub min_interval: u64,
 }
@@ -34,6 +36,7 @@ impl Default for Checks {
             list: Vec::new(),
             shm_size: 0,
             zone: ptr::null_mut(),
+            header: ptr::null(),
             min_interval: u64::MAX,
         }
     }

@@ -191,15 +191,47 @@ impl Record {
     }
 }
 
-/// This process's view of the zone (set when the zone is initialised).
-static HEADER: AtomicPtr<Header> = AtomicPtr::new(ptr::null_mut());
+impl Checks {
+    /// The zone of this configuration (None before it is initialised, or without checks).
+    pub fn header(&self) -> Option<&'static Header> {
+        let p = self.header as *const Header;
+        // SAFETY: set when the zone was initialised for this configuration; the zone stays
+        // mapped as long as the configuration (cycle) that uses it.
+        (!p.is_null())
+            .then(|| unsafe { &*p })
+            .filter(|h| h.magic == MAGIC)
+    }
+}
 
-pub fn header() -> Option<&'static Header> {
-    let p = HEADER.load(Ordering::Acquire);
-    // SAFETY: set once the zone is mapped; shared memory stays mapped while in use.
-    (!p.is_null())
-        .then(|| unsafe { &*p })
-        .filter(|h| h.magic == MAGIC)
+/// The zone of the running configuration, while a new one is being loaded (in the master:
+/// `ngx_cycle` is still the old cycle then).
+unsafe fn running_header() -> Option<&'static Header> {
+    let cycle = ngx_cycle;
+    if cycle.is_null() {
+        return None;
+    }
+    let mut part = ptr::addr_of!((*cycle).shared_memory.part);
+    while !part.is_null() {
+        let zones: &[ngx_shm_zone_t] = if (*part).elts.is_null() || (*part).nelts == 0 {
+            &[]
+        } else {
+            core::slice::from_raw_parts((*part).elts as *const ngx_shm_zone_t, (*part).nelts)
+        };
+        for z in zones {
+            let ours = ptr::eq(
+                z.tag,
+                Module::module() as *const ngx_module_t as *const c_void,
+            );
+            if ours && z.shm.name.as_bytes() == ZONE_NAME && !z.shm.addr.is_null() {
+                let h = (*(z.shm.addr as *const ngx_slab_pool_t)).data as *const Header;
+                if !h.is_null() && (*h).magic == MAGIC {
+                    return Some(&*h);
+                }
+            }
+        }
+        part = (*part).next;
+    }
+    None
 }
 
 fn hash(parts: [&[u8]; 3]) -> u64 {
@@ -251,7 +283,7 @@ pub unsafe fn add_zone(cf: *mut ngx_conf_t, checks: &mut Checks) -> Status {
 unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_int_t {
     let pool = (*zone).shm.addr as *mut ngx_slab_pool_t;
     let checks = &mut *((*zone).data as *mut Checks);
-    let previous = header();
+    let previous = running_header();
     let h = if !(*pool).data.is_null() && (*((*pool).data as *const Header)).magic == MAGIC {
         (*pool).data as *mut Header
     } else {
@@ -260,7 +292,7 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> 
             None => return NGX_ERROR as ngx_int_t,
         }
     };
-    HEADER.store(h, Ordering::Release);
+    checks.header = h.cast();
     let h = &*h;
     // An older zone still mapped (nginx re-created ours because its size changed).
     let old = previous.filter(|o| !ptr::eq(*o, h));

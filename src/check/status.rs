@@ -7,7 +7,6 @@ use ngx::http::HttpModule;
 use super::conf::Format;
 use super::directives::{CheckedPeer, UpstreamCheck};
 use super::health::peer_states;
-use super::shm;
 use super::ucm::{self, Row};
 use crate::conf::MainConf;
 use crate::module::Module;
@@ -63,7 +62,7 @@ unsafe fn serve(r: *mut ngx_http_request_t, default: Format) -> ngx_int_t {
             });
         }
     }
-    let generation = shm::header().map_or(0, |h| {
+    let generation = main_conf(r).checks.header().map_or(0, |h| {
         h.generation.load(core::sync::atomic::Ordering::Relaxed)
     });
     let body = ucm::render(format, &rows, generation, q.status);

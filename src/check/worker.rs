@@ -18,7 +18,7 @@ use ngx::ngx_log_error;
 
 use super::directives::{CheckedPeer, Checks, UpstreamCheck};
 use super::health::{transition_message, Outcome};
-use super::shm::{self, Record};
+use super::shm::Record;
 use super::{balancer, probe, schedule};
 use crate::module::Module;
 use crate::state::now_ms;
@@ -78,7 +78,7 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         return NGX_OK as ngx_int_t;
     };
     let checks = &mcf.checks;
-    if checks.list.is_empty() || shm::header().is_none() {
+    if checks.list.is_empty() || checks.header().is_none() {
         return NGX_OK as ngx_int_t;
     }
     let mut seen = HashSet::new();
@@ -132,12 +132,15 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
 /// request to a checked upstream.
 pub fn sync_if_changed() {
     let w = get();
-    let Some(h) = shm::header() else { return };
     if w.is_null() {
         return;
     }
-    let changes = h.changes.load(Ordering::Acquire);
     // SAFETY: w is this worker's state (see Global); its checks live as long as the cycle.
+    let Some(h) = (unsafe { (*(*w).checks).header() }) else {
+        return;
+    };
+    let changes = h.changes.load(Ordering::Acquire);
+    // SAFETY: as above.
     unsafe {
         if (*w).synced != changes {
             (*w).synced = changes;
@@ -214,7 +217,7 @@ pub unsafe fn finished(t: *mut Target, o: &Outcome) {
     };
     let msg = transition_message(&uc.name, &(*(*t).peer).name, tr, o.failure);
     ngx_log_error!(NGX_LOG_WARN, (*ngx_cycle).log, "{}", msg);
-    if let Some(h) = shm::header() {
+    if let Some(h) = (*(*get()).checks).header() {
         h.changes.fetch_add(1, Ordering::AcqRel);
     }
     sync_if_changed();
