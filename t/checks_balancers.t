@@ -25,6 +25,7 @@ my %balancers = (
     rr         => '',
     least_conn => 'least_conn;',
     hash       => 'hash $arg_k;',
+    chash      => 'hash $arg_k consistent;',
     ip_hash    => 'ip_hash;',
     random     => 'random;',
     random_two => 'random two;',

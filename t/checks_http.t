@@ -14,7 +14,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Triage::Harness qw(wait_until);
 use Triage::Backend;
-use Triage::Checks qw(status_json peer crash_lines);
+use Triage::Checks qw(status_json peer settled crash_lines);
 
 my $t = Triage::Harness->new;
 my $closed = Triage::Backend::closed_port();
@@ -78,12 +78,15 @@ $ups
         check_http_send "GET /chunked HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n";
         check_http_expect_body ~ "^first second part\$";
     }
+    upstream dd_false { server 127.0.0.1:%%CLOSED%%; check interval=5000 rise=2 fall=2 timeout=500 default_down=false; }
+    upstream dd_true { server 127.0.0.1:%%PORT_self%%; check interval=5000 rise=2 fall=2 timeout=500; }
     upstream tcp_up { server 127.0.0.1:%%PORT_self%%; check interval=200 rise=1 fall=1 timeout=500; }
     upstream tcp_refused { server 127.0.0.1:%%CLOSED%%; check interval=200 rise=1 fall=1 timeout=500 type=tcp; }
     upstream tcp_port { server 127.0.0.1:%%CLOSED%%; check interval=200 rise=1 fall=1 timeout=500 type=tcp port=%%PORT_self%%; }
     server {
         listen 127.0.0.1:%%PORT_main%%;
         location = /status { triage_status; }
+        location /dd_true/ { proxy_pass http://dd_true; }
     }
     server {
         listen 127.0.0.1:%%PORT_self%%;
@@ -100,20 +103,22 @@ CONF
 
 my @workers = $t->worker_pids;
 
-sub settled {
-    my ($up, $peer, $state, $err) = @_;
-    my $p;
-    wait_until(sub {
-        $p = peer(status_json($t), $up, $peer);
-        $p && $p->{state} eq $state && (!defined $err || ($p->{health}{last_error} // '') eq $err);
-    }, 5, 0.05);
-    return $p;
+# before a verdict (interval=5000, rise=fall=2: none within this test)
+{
+    my $j = status_json($t);
+    my $f = peer($j, 'dd_false', "127.0.0.1:$closed");
+    is($f && $f->{state}, 'up', 'default_down=false: a new peer takes traffic before its checks');
+    is($f && $f->{health}{state}, 'checking', 'default_down=false: health.state checking');
+    my $d = peer($j, 'dd_true', '127.0.0.1:' . $t->port('self'));
+    is($d && $d->{state}, 'checking', 'default_down=true: a new peer is checking, out of rotation');
+    is($t->http('main', '/dd_true/x')->{status}, 502, 'default_down=true: no request goes to it before rise checks pass');
 }
+
 
 my $self = '127.0.0.1:' . $t->port('self');
 for my $name (sort keys %http) {
     my (undef, undef, $state, $err, $status) = @{ $http{$name} };
-    my $p = settled($name, $self, $state, $err);
+    my $p = settled($t, $name, $self, $state, $err);
     is($p && $p->{state}, $state, "$name: $state");
     if ($err) {
         is($p && $p->{health}{last_error}, $err, "$name: last_error $err");
@@ -124,23 +129,23 @@ for my $name (sort keys %http) {
 }
 
 for my $name (sort keys %h) {
-    my $p = settled("hostile_$name", $h{$name}->addr, 'unhealthy', $reason{$name});
+    my $p = settled($t, "hostile_$name", $h{$name}->addr, 'unhealthy', $reason{$name});
     is($p && $p->{health}{last_error}, $reason{$name}, "hostile $name: unhealthy, $reason{$name}")
         or diag(explain($p));
 }
 {
-    my $p = settled('body_chunked', $chunked->addr, 'up');
+    my $p = settled($t, 'body_chunked', $chunked->addr, 'up');
     is($p && $p->{state}, 'up', 'chunked body: decoded, then matched');
 }
 ok($h{garbage}->connections > 0 && $h{reset}->count > 0, 'hostile peers were really contacted');
 
 {
-    my $p = settled('tcp_up', $self, 'up');
+    my $p = settled($t, 'tcp_up', $self, 'up');
     is($p && $p->{health}{type}, 'tcp', 'tcp (default type): up on connect');
     ok($p && !defined $p->{health}{last_status}, 'tcp: no HTTP status');
-    $p = settled('tcp_refused', "127.0.0.1:$closed", 'unhealthy', 'connect_refused');
+    $p = settled($t, 'tcp_refused', "127.0.0.1:$closed", 'unhealthy', 'connect_refused');
     is($p && $p->{health}{last_error}, 'connect_refused', 'tcp: refused');
-    $p = settled('tcp_port', "127.0.0.1:$closed", 'up');
+    $p = settled($t, 'tcp_port', "127.0.0.1:$closed", 'up');
     is($p && $p->{state}, 'up', 'port=: the check goes to the given port, not the peer\'s');
 }
 

@@ -14,7 +14,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Triage::Harness qw(wait_until);
 use Triage::Backend;
-use Triage::Checks qw(status_json peer crash_lines);
+use Triage::Checks qw(status_json peer settled crash_lines);
 
 my $t = Triage::Harness->new;
 my $dir = $t->subdir('tls');
@@ -118,42 +118,33 @@ CONF
 
 my $tls = '127.0.0.1:' . $t->port('tls');
 
-sub settled {
-    my ($up, $peer, $state, $err) = @_;
-    my $p;
-    wait_until(sub {
-        $p = peer(status_json($t), $up, $peer);
-        $p && $p->{state} eq $state && (!defined $err || ($p->{health}{last_error} // '') eq $err);
-    }, 5, 0.05);
-    return $p;
-}
 
-my $p = settled('https_good', $tls, 'up');
+my $p = settled($t, 'https_good', $tls, 'up');
 is($p && $p->{state}, 'up', 'https, verified certificate and name: up');
 is($p && $p->{health}{type}, 'https', 'health.type https');
 is($p && $p->{health}{last_status}, 200, 'https: the HTTP status over TLS');
 
-$p = settled('https_sni', $tls, 'up');
+$p = settled($t, 'https_sni', $tls, 'up');
 is($p && $p->{state}, 'up', 'https: SNI = check_ssl_name: the server presents the sni.test certificate, verified');
 
-$p = settled('https_wrong_name', $tls, 'unhealthy', 'tls_handshake_failed');
+$p = settled($t, 'https_wrong_name', $tls, 'unhealthy', 'tls_handshake_failed');
 is($p && $p->{health}{last_error}, 'tls_handshake_failed', 'https: a wrong check_ssl_name fails verification');
 
-$p = settled('https_untrusted', $tls, 'unhealthy', 'tls_handshake_failed');
+$p = settled($t, 'https_untrusted', $tls, 'unhealthy', 'tls_handshake_failed');
 is($p && $p->{health}{last_error}, 'tls_handshake_failed', 'https: a certificate not trusted fails verification');
 
-$p = settled('https_noverify', $tls, 'up');
+$p = settled($t, 'https_noverify', $tls, 'up');
 is($p && $p->{state}, 'up', 'https with check_ssl_verify off: the wrong name is accepted');
 
-$p = settled('hello', $tls, 'up');
+$p = settled($t, 'hello', $tls, 'up');
 is($p && $p->{health}{type}, 'ssl_hello', 'ssl_hello: up after the handshake');
 
-$p = settled('https_plain', $plain->addr, 'unhealthy', 'tls_handshake_failed');
+$p = settled($t, 'https_plain', $plain->addr, 'unhealthy', 'tls_handshake_failed');
 is($p && $p->{health}{last_error}, 'tls_handshake_failed', 'https against a plain port: tls_handshake_failed');
-$p = settled('hello_plain', $plain->addr, 'unhealthy', 'tls_handshake_failed');
+$p = settled($t, 'hello_plain', $plain->addr, 'unhealthy', 'tls_handshake_failed');
 is($p && $p->{health}{last_error}, 'tls_handshake_failed', 'ssl_hello against a plain port: tls_handshake_failed');
 
-$p = settled('http_on_tls', $tls, 'unhealthy', 'bad_status');
+$p = settled($t, 'http_on_tls', $tls, 'unhealthy', 'bad_status');
 is($p && $p->{health}{last_status}, 400, 'plain http against the TLS port: nginx answers 400, bad_status');
 
 is(scalar(crash_lines($t)), 0, 'no alert, crit or crash in error.log') or diag(join "\n", crash_lines($t));

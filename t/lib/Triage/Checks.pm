@@ -6,6 +6,7 @@ package Triage::Checks;
 #   my $j = status_json($t, '/status');                  # decoded triage status (or {})
 #   my $p = peer($j, 'backend', '127.0.0.1:8081');       # the peer's object, or undef
 #   my $p = wait_state($t, 'backend', $addr, 'unhealthy', 5);   # peer once state matches
+#   my $p = settled($t, 'backend', $addr, 'unhealthy', 'bad_status'); # ... and last_error (5 s)
 #   my $n = count_requests($b, qr{^GET /app});           # backend requests matching
 #   my @bad = crash_lines($t);                          # alert/crit lines, crashed workers
 
@@ -17,7 +18,7 @@ use Time::HiRes qw(time);
 use Triage::Harness qw(wait_until);
 
 use Exporter 'import';
-our @EXPORT_OK = qw(status_json peer wait_state wait_health count_requests crash_lines);
+our @EXPORT_OK = qw(status_json peer wait_state settled wait_health count_requests crash_lines);
 
 our $STATUS = '/status';
 
@@ -43,6 +44,18 @@ sub wait_state {
         my $p = peer(status_json($t), $up, $name);
         return $p && ($p->{state} // '') eq $state ? $p : undef;
     }, $timeout // 5, 0.02);
+}
+
+# settled($t, $upstream, $peer, $state, $last_error): the peer's object once its state (and,
+# if given, health.last_error) match; the last object seen at the deadline (5 s).
+sub settled {
+    my ($t, $up, $name, $state, $err) = @_;
+    my $p;
+    wait_until(sub {
+        $p = peer(status_json($t), $up, $name);
+        $p && $p->{state} eq $state && (!defined $err || ($p->{health}{last_error} // '') eq $err);
+    }, 5, 0.05);
+    return $p;
 }
 
 # wait_health($t, $upstream, $peer, sub { $h }, $timeout): the peer's health object once
