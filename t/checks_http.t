@@ -29,6 +29,8 @@ my %h = (
 );
 my $chunked = $t->backend('custom', then => 'close',
     respond => "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nfirst \r\nb\r\nsecond part\r\n0\r\n\r\n");
+my $sockdir = $t->subdir('sock');
+my $unix = $t->backend('ok', unix => "$sockdir/app.sock");
 my %reason = (
     garbage => 'invalid_header',
     endless => 'header_too_big',
@@ -77,6 +79,11 @@ $ups
         $check
         check_http_send "GET /chunked HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n";
         check_http_expect_body ~ "^first second part\$";
+    }
+    upstream unix_http {
+        server ${\ $unix->addr };
+        $check
+        check_http_send "GET /health HTTP/1.0\\r\\n\\r\\n";
     }
     upstream dd_false { server 127.0.0.1:%%CLOSED%%; check interval=5000 rise=2 fall=2 timeout=500 default_down=false; }
     upstream dd_true { server 127.0.0.1:%%PORT_self%%; check interval=5000 rise=2 fall=2 timeout=500; }
@@ -136,6 +143,10 @@ for my $name (sort keys %h) {
 {
     my $p = settled($t, 'body_chunked', $chunked->addr, 'up');
     is($p && $p->{state}, 'up', 'chunked body: decoded, then matched');
+}
+{
+    my $p = settled($t, 'unix_http', $unix->addr, 'up');
+    is($p && $p->{health}{last_status}, 200, 'a unix socket peer is checked over its socket');
 }
 ok($h{garbage}->connections > 0 && $h{reset}->count > 0, 'hostile peers were really contacted');
 

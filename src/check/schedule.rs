@@ -7,9 +7,11 @@
 /// (`lease_until`: the deadline of the running probe, 0 if none; a worker that died while
 /// probing holds the peer only until that deadline). A due time further ahead than one
 /// whole period can only come from a clock that went back or from a reload that shortened
-/// the interval: checked at once rather than waited for.
-pub fn claimable(due: u64, lease_until: u64, now: u64, period: u64) -> bool {
-    lease_until <= now && (due <= now || due > now + period)
+/// the interval: checked at once rather than waited for; so is a lease longer than a
+/// `timeout`.
+pub fn claimable(due: u64, lease_until: u64, now: u64, period: u64, timeout: u64) -> bool {
+    let leased = lease_until > now && lease_until <= now + timeout + 1;
+    !leased && (due <= now || due > now + period)
 }
 
 /// The longest time between two claims of a peer: interval plus jitter.
@@ -69,9 +71,11 @@ mod tests {
     #[test]
     fn probes_never_overlap() {
         // due, but the last probe (timeout longer than the interval) still runs
-        assert!(!claimable(10_200, 11_000, 10_200, 200));
-        assert!(claimable(10_200, 11_000, 11_000, 200));
-        assert!(claimable(10_200, 0, 10_200, 200));
+        assert!(!claimable(10_200, 11_000, 10_200, 200, 1000));
+        assert!(claimable(10_200, 11_000, 11_000, 200, 1000));
+        assert!(claimable(10_200, 0, 10_200, 200, 1000));
+        // a lease from a clock that went back is no lease
+        assert!(claimable(10_200, 99_000, 10_200, 200, 1000));
     }
 
     #[test]
@@ -82,7 +86,7 @@ mod tests {
         let mut claims = 0;
         let mut now = 0;
         while now < 10_000 {
-            if claimable(due, 0, now, period(interval, 0)) {
+            if claimable(due, 0, now, period(interval, 0), 100) {
                 due = next_due(due, now, interval, 0);
                 claims += 1;
             }
@@ -96,9 +100,9 @@ mod tests {
 
     #[test]
     fn far_future_due_times_are_due() {
-        assert!(claimable(100, 0, 100, 1000));
-        assert!(!claimable(101, 0, 100, 1000));
-        assert!(claimable(5_000, 0, 100, 1000), "clock went back");
+        assert!(claimable(100, 0, 100, 1000, 500));
+        assert!(!claimable(101, 0, 100, 1000, 500));
+        assert!(claimable(5_000, 0, 100, 1000, 500), "clock went back");
     }
 
     #[test]

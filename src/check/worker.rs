@@ -172,12 +172,8 @@ unsafe extern "C" fn on_tick(ev: *mut ngx_event_t) {
         let c = (*(*t).uc).conf();
         let due = rec.next_due.load(Ordering::Acquire);
         let lease = rec.lease_until.load(Ordering::Acquire);
-        if schedule::claimable(
-            due,
-            lease,
-            now,
-            schedule::period(c.interval_ms, c.jitter_ms),
-        ) {
+        let period = schedule::period(c.interval_ms, c.jitter_ms);
+        if schedule::claimable(due, lease, now, period, c.timeout_ms) {
             let jitter = if c.jitter_ms > 0 {
                 ngx_random() as u64 % (c.jitter_ms + 1)
             } else {
