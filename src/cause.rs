@@ -282,7 +282,7 @@ pub struct Verdict {
 }
 
 /// A cause decided by errno alone, when the errno is specific enough.
-fn cause_from_errno(errno: i32) -> Option<Cause> {
+pub fn cause_from_errno(errno: i32) -> Option<Cause> {
     Some(match errno {
         errno::ECONNREFUSED => Cause::ConnectRefused,
         errno::EACCES => Cause::PermissionDenied,

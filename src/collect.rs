@@ -9,7 +9,7 @@ use ngx::http::{HttpModuleMainConf, NgxHttpUpstreamModule};
 
 use crate::snapshot::{Failures, PeerSnap, PeerState, Responses, Snapshot, UpstreamSnap, Window};
 use crate::state::{self, Shared, Slot};
-use crate::upstreams;
+use crate::{check, upstreams};
 
 fn failures(slot: Option<&Slot>) -> Failures {
     Failures {
@@ -67,19 +67,25 @@ pub unsafe fn snapshot(r: *mut ngx_http_request_t) -> Snapshot {
                 .into_iter()
                 .map(|p| {
                     let s = slot(&name, &p.name);
+                    // active checks: state and health from the checks (they set `down`)
+                    let checked =
+                        check::status::peer(r, uscf, &p.server, &p.name, p.unavailable, now);
                     PeerSnap {
                         backup: p.backup,
                         weight: p.weight,
                         max_fails: p.max_fails,
                         fail_timeout: p.fail_timeout,
                         max_conns: (p.max_conns > 0).then_some(p.max_conns),
-                        state: if p.down {
+                        state: if let Some((s, _)) = &checked {
+                            *s
+                        } else if p.down {
                             PeerState::Down
                         } else if p.unavailable {
                             PeerState::Unavailable
                         } else {
                             PeerState::Up
                         },
+                        health: checked.map(|(_, h)| h),
                         ..counted(owned(p.name), owned(p.server), s, now)
                     }
                 })

@@ -9,6 +9,7 @@ use ngx::ffi::*;
 use ngx::http::{HttpModuleLocationConf, Merge, MergeConfigError, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
 
+use crate::check::directives as check;
 use crate::fallback;
 use crate::query::Format;
 use crate::upstreams::Wrapped;
@@ -37,6 +38,8 @@ pub struct MainConf {
     pub lint_facts: crate::lint::glue::Collector,
     /// `triage_fallback`: used anywhere, `$request_id`.
     pub fallback: fallback::Main,
+    /// Active health checks (`check` & co. in upstream blocks).
+    pub checks: crate::check::directives::Checks,
 }
 
 impl Default for MainConf {
@@ -50,6 +53,7 @@ impl Default for MainConf {
             lint: NGX_CONF_UNSET as ngx_flag_t,
             lint_facts: Default::default(),
             fallback: fallback::Main::default(),
+            checks: Default::default(),
         }
     }
 }
@@ -98,7 +102,7 @@ impl Merge for LocConf {
 const HTTP_ANY: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
 /// Every directive of the module, in one table.
-pub static mut COMMANDS: [ngx_command_t; 10] = [
+pub static mut COMMANDS: [ngx_command_t; 21] = [
     ngx_command_t {
         name: ngx_string!("triage"),
         type_: (HTTP_ANY | NGX_CONF_FLAG) as ngx_uint_t,
@@ -169,6 +173,95 @@ pub static mut COMMANDS: [ngx_command_t; 10] = [
         set: Some(ngx_conf_set_flag_slot),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: offset_of!(LocConf, fallback.details),
+        post: ptr::null_mut(),
+    },
+    // Active health checks (nginx_upstream_check_module's directives): check/directives.rs
+    ngx_command_t {
+        name: ngx_string!("check"),
+        type_: (NGX_HTTP_UPS_CONF | NGX_CONF_ANY) as ngx_uint_t,
+        set: Some(check::set_check),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("check_http_send"),
+        type_: (NGX_HTTP_UPS_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(check::set_http_send),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("check_http_expect_alive"),
+        type_: (NGX_HTTP_UPS_CONF | NGX_CONF_1MORE) as ngx_uint_t,
+        set: Some(check::set_expect_alive),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("check_http_expect_status"),
+        type_: (NGX_HTTP_UPS_CONF | NGX_CONF_1MORE) as ngx_uint_t,
+        set: Some(check::set_expect_status),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("check_http_expect_body"),
+        type_: (NGX_HTTP_UPS_CONF | NGX_CONF_TAKE2) as ngx_uint_t,
+        set: Some(check::set_expect_body),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("check_keepalive_requests"),
+        type_: (NGX_HTTP_UPS_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(check::set_keepalive_requests),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("check_ssl_name"),
+        type_: (NGX_HTTP_UPS_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(check::set_ssl_name),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("check_ssl_verify"),
+        type_: (NGX_HTTP_UPS_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(check::set_ssl_verify),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("check_ssl_trusted_certificate"),
+        type_: (NGX_HTTP_UPS_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(check::set_ssl_trusted),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("check_shm_size"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(check::set_shm_size),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("check_status"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(check::set_status),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
         post: ptr::null_mut(),
     },
     ngx_command_t::empty(),

@@ -7,7 +7,8 @@
 //!   negotiation, arguments), [`render`] (JSON, Prometheus and HTML renderers), [`lint`]
 //!   (configuration lint rules; its `lint::glue` is FFI and left out of unit-test builds),
 //!   [`fallback_body`] (the `triage_fallback` pages and arguments), [`accept`] (`Accept`
-//!   negotiation);
+//!   negotiation), and the pure parts of [`check`] (active health checks; its FFI parts are
+//!   gated inside);
 //! - FFI glue: `conf` (directives), `peer` (peer.init/get/free and finalize wrappers),
 //!   `watch` (what the wrappers keep while an upstream runs), `record` (a request's failed
 //!   tries), `logtap` (errno from the error log), `state` (shared memory), `variables` (`$triage_*`), `status` (the `triage_status` handler), `upstreams` (walking
@@ -17,6 +18,7 @@
 
 pub mod accept;
 pub mod cause;
+pub mod check;
 pub mod fallback_body;
 pub mod lint;
 pub mod query;
@@ -60,7 +62,7 @@ mod module {
     use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, Merge};
 
     use crate::conf::{self, LocConf, MainConf};
-    use crate::{fallback, lint, peer, state, variables};
+    use crate::{check, fallback, lint, peer, state, variables};
 
     pub struct Module;
 
@@ -89,6 +91,9 @@ mod module {
                 return Status::NGX_ERROR.into();
             }
             if peer::wrap_upstreams(cf, mcf) != Status::NGX_OK {
+                return Status::NGX_ERROR.into();
+            }
+            if check::directives::postconfiguration(cf, mcf) != Status::NGX_OK {
                 return Status::NGX_ERROR.into();
             }
             fallback::install(&mcf.fallback);
@@ -152,6 +157,7 @@ mod module {
         commands: addr_of_mut!(conf::COMMANDS) as *mut ngx_command_t,
         type_: NGX_HTTP_MODULE as ngx_uint_t,
         init_module: Some(state::init_module),
+        init_process: Some(check::worker::init_process),
         ..ngx_module_t::default()
     };
 

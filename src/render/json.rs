@@ -72,6 +72,7 @@ impl From<&LastFailure> for LastFailureJson {
 
 #[derive(Serialize)]
 struct HealthJson<'a> {
+    #[serde(rename = "type")]
     kind: &'a str,
     state: &'static str,
     checks: u64,
@@ -83,8 +84,7 @@ struct HealthJson<'a> {
     last_passed: Option<bool>,
     last_status: Option<u16>,
     last_error: Option<&'a str>,
-    /// Milliseconds.
-    downtime: u64,
+    downtime_ms: u64,
     since: Option<String>,
 }
 
@@ -102,7 +102,7 @@ impl<'a> From<&'a Health> for HealthJson<'a> {
             last_passed: h.last_passed,
             last_status: h.last_status,
             last_error: h.last_error.as_deref(),
-            downtime: h.downtime_ms,
+            downtime_ms: h.downtime_ms,
             since: h.since_ms.map(rfc3339),
         }
     }
@@ -396,9 +396,9 @@ mod tests {
         let h = &v["upstreams"]["app"]["peers"][3];
         assert_eq!(h["backup"], true);
         assert_eq!(h["state"], "unhealthy");
-        assert_eq!(h["health"]["kind"], "http");
+        assert_eq!(h["health"]["type"], "http");
         assert_eq!(h["health"]["last_error"], "status 500");
-        assert_eq!(h["health"]["downtime"], 2500);
+        assert_eq!(h["health"]["downtime_ms"], 2500);
         assert_eq!(h["health"]["since"], "2026-11-18T11:06:37.500Z");
     }
 

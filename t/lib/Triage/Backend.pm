@@ -9,6 +9,8 @@ package Triage::Backend;
 #   $b->requests;              # their first lines ("GET /x HTTP/1.0", or "raw <n bytes>")
 #   $b->connections;           # connections accepted so far
 #   $b->stop;                  # also done automatically in END
+#   $b->set_health(503);       # type ok: requests for /health* now get this status
+#                              # (undef: 200 again); other paths keep getting 200
 #   my $port = Triage::Backend::closed_port();   # nothing listens there
 #
 # Types (all read the whole request first; "protocol => 'raw'" treats a burst of
@@ -23,6 +25,8 @@ package Triage::Backend;
 #   cut_body       "200 OK" with Content-Length 1000, then 100 bytes and FIN (opt status => 502)
 #   plain          answers "HTTP/1.1 400" to anything and closes (for proxy_pass https://)
 #   custom         opt respond => $bytes, then => 'close' | 'keep' | 'reset'
+#   drip           writes opt respond => $bytes one byte every opt every => 0.2 s, for at
+#                  most opt for => 3 s, then closes (a slow peer; serves one at a time)
 #   blackhole      listen backlog 0, accept queue pre-filled, never accepts: connects time out
 #   dns_nxdomain   UDP DNS server answering NXDOMAIN to every query
 # Options: unix => $path (listen on a unix socket instead; its dir must be
@@ -127,6 +131,17 @@ sub requests    { map { /^request (.*)/ ? $1 : () } $_[0]->_events }
 sub count       { scalar(my @r = $_[0]->requests) }
 sub connections { scalar grep { /^accept/ } $_[0]->_events }
 sub queries     { map { /^query (.*)/ ? $1 : () } $_[0]->_events }
+
+sub set_health {
+    my ($self, $code) = @_;
+    my $f = "$self->{dir}/health";
+    if (!defined $code) { unlink $f; return 1 }
+    open my $fh, '>', "$f.tmp" or croak "$f: $!";
+    print $fh "$code\n";
+    close $fh;
+    rename "$f.tmp", $f or croak "rename $f: $!";
+    return 1;
+}
 
 sub stop {
     my ($self) = @_;
@@ -300,13 +315,28 @@ sub _handle {
     if ($t eq 'ok') {
         my $body = $self->{body} // "ok\n";
         my ($v) = $req =~ m{\A\S+ \S+ HTTP/(\d\.\d)};
+        my $code = 200;
+        if ($req =~ m{\A\S+ /health} && open my $hf, '<', "$self->{dir}/health") {
+            $code = (<$hf> // '') =~ /^(\d{3})/ ? $1 : 200;
+        }
         my $close = $req =~ /^connection:\s*close/mi
             || (($v // '1.0') eq '1.0' && $req !~ /^connection:\s*keep-alive/mi);
-        _write_all($s, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+        _write_all($s, "HTTP/1.1 $code " . ($code == 200 ? 'OK' : 'Status')
+            . "\r\nContent-Type: text/plain\r\nContent-Length: "
             . length($body) . "\r\nX-Backend-Count: " . $self->count
             . "\r\nConnection: " . ($close ? 'close' : 'keep-alive') . "\r\n\r\n"
             . ($req =~ /\AHEAD / ? '' : $body));
         return $close ? 'close' : 'keep';
+    }
+    if ($t eq 'drip') {
+        my $bytes = $self->{respond} // "HTTP/1.1 200 OK\r\n" . ("X-Drip: 1\r\n" x 100);
+        my $until = time + ($self->{for} // 3);
+        for my $i (0 .. length($bytes) - 1) {
+            last if time > $until;
+            _write_all($s, substr($bytes, $i, 1)) or last;
+            sleep($self->{every} // 0.2);
+        }
+        return 'close';
     }
     my ($bytes, $then) = $self->_respond_bytes;
     _write_all($s, $bytes);

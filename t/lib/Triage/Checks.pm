@@ -1,0 +1,84 @@
+package Triage::Checks;
+
+# Helpers for the active health-check tests (t/checks_*.t): read a peer's `health` from the
+# triage status JSON, wait for a state, count what a backend received.
+#
+#   my $j = status_json($t, '/status');                  # decoded triage status (or {})
+#   my $p = peer($j, 'backend', '127.0.0.1:8081');       # the peer's object, or undef
+#   my $p = wait_state($t, 'backend', $addr, 'unhealthy', 5);   # peer once state matches
+#   my $p = settled($t, 'backend', $addr, 'unhealthy', 'bad_status'); # ... and last_error (5 s)
+#   my $n = count_requests($b, qr{^GET /app});           # backend requests matching
+#   my @bad = crash_lines($t);                          # alert/crit lines, crashed workers
+
+use strict;
+use warnings;
+
+use JSON::PP ();
+use Time::HiRes qw(time);
+use Triage::Harness qw(wait_until);
+
+use Exporter 'import';
+our @EXPORT_OK = qw(status_json peer wait_state settled wait_health count_requests crash_lines);
+
+our $STATUS = '/status';
+
+sub status_json {
+    my ($t, $path) = @_;
+    my $r = $t->http('main', $path // $STATUS);
+    return {} unless $r->{status} == 200;
+    return eval { JSON::PP::decode_json($r->{body}) } || {};
+}
+
+sub peer {
+    my ($j, $up, $name) = @_;
+    my $u = $j->{upstreams}{$up} or return undef;
+    my ($p) = grep { ($_->{name} // '') eq $name } @{ $u->{peers} || [] };
+    return $p;
+}
+
+# wait_state($t, $upstream, $peer, $state, $timeout): the peer's object once its `state` is
+# $state (undef at the deadline).
+sub wait_state {
+    my ($t, $up, $name, $state, $timeout) = @_;
+    return wait_until(sub {
+        my $p = peer(status_json($t), $up, $name);
+        return $p && ($p->{state} // '') eq $state ? $p : undef;
+    }, $timeout // 5, 0.02);
+}
+
+# settled($t, $upstream, $peer, $state, $last_error): the peer's object once its state (and,
+# if given, health.last_error) match; the last object seen at the deadline (5 s).
+sub settled {
+    my ($t, $up, $name, $state, $err) = @_;
+    my $p;
+    wait_until(sub {
+        $p = peer(status_json($t), $up, $name);
+        $p && $p->{state} eq $state && (!defined $err || ($p->{health}{last_error} // '') eq $err);
+    }, 5, 0.05);
+    return $p;
+}
+
+# wait_health($t, $upstream, $peer, sub { $h }, $timeout): the peer's health object once
+# the condition holds.
+sub wait_health {
+    my ($t, $up, $name, $cond, $timeout) = @_;
+    return wait_until(sub {
+        my $p = peer(status_json($t), $up, $name) or return undef;
+        my $h = $p->{health} or return undef;
+        return $cond->($h) ? $h : undef;
+    }, $timeout // 5, 0.02);
+}
+
+sub count_requests {
+    my ($b, $re) = @_;
+    return scalar grep { $_ =~ $re } $b->requests;
+}
+
+# Lines that mean something went wrong inside nginx: alerts, crits, crashed workers.
+sub crash_lines {
+    my ($t) = @_;
+    return grep { /\[(alert|crit|emerg)\]|exited on signal|core dumped/ }
+        split /\n/, $t->error_log_since(0);
+}
+
+1;
