@@ -163,7 +163,23 @@ silent('proxy_pass and upstream servers where backends listen',
     is($ok2->connections, $before, 'the check does not connect: the backend saw no connection');
 }
 
-# --- timeout-below-check (the active check of issue 5 does not exist yet: the 5 s floor)
+# --- timeout-below-check and max-fails-with-check against an active check (`check`)
+my $CHECKED = "upstream app {\n        server %%OK%%%%MF%%;\n        check interval=3000 rise=2 fall=2 timeout=%%CT%% type=tcp;\n    }";
+sub checked { my ($mf, $ct) = @_; (my $u = $CHECKED) =~ s/%%MF%%/$mf/; $u =~ s/%%CT%%/$ct/; $u }
+fires('proxy_read_timeout below the check timeout',
+      { HTTP => checked('', 8000), LOCATION => "proxy_pass http://app;\n            proxy_read_timeout 6s;" },
+      'timeout-below-check', qr/proxy_read_timeout 6s/,
+      qr/^proxy_read_timeout 6s \(in effect in location "\/"\) is below the active check timeout \S+ of upstream "app" \(\Q$file\E:\d+\) — requests give up \(504\)/);
+silent('proxy_read_timeout above the check timeout',
+       { HTTP => checked('', 1000), LOCATION => "proxy_pass http://app;\n            proxy_read_timeout 6s;" });
+fires('max_fails on a server of a checked upstream',
+      { HTTP => checked(' max_fails=3', 1000), LOCATION => 'proxy_pass http://app;' },
+      'max-fails-with-check', qr/max_fails=3/,
+      qr/^server "[^"]+" of upstream "app" sets max_fails\/fail_timeout and the upstream has an active check \(\Q$file\E:\d+\) — two ejection mechanisms conflict/);
+silent('max_fails=0 on a server of a checked upstream',
+       { HTTP => checked(' max_fails=0', 1000), LOCATION => 'proxy_pass http://app;' });
+
+# --- timeout-below-check without an active check: the 5 s floor
 fires('proxy_read_timeout under 5 s',
       { SERVER => 'proxy_read_timeout 3s;', LOCATION => 'proxy_pass http://%%OK%%;' },
       'timeout-below-check', qr/proxy_read_timeout 3s/,

@@ -197,6 +197,28 @@ unsafe extern "C" fn note(
     rv
 }
 
+/// Give each upstream its active health check (`check`, parsed by `check::directives`):
+/// the rules compare `proxy_read_timeout` and `max_fails` against it.
+fn attach_checks(upstreams: &mut [Upstream], checks: &crate::check::directives::Checks) {
+    for uc in &checks.list {
+        let Some(check) = &uc.check else { continue };
+        let name = String::from_utf8_lossy(&uc.name);
+        let Some(u) = upstreams.iter_mut().find(|u| u.name == name) else {
+            continue;
+        };
+        // `at` is "file:line" of the block's first check directive
+        let (file, line) = uc.at.rsplit_once(':').unwrap_or((uc.at.as_str(), "0"));
+        u.check = Some(crate::lint::model::Check {
+            timeout_ms: check.timeout_ms,
+            site: Site {
+                file: file.to_string(),
+                line: line.parse().unwrap_or(0),
+                seq: u.site.seq,
+            },
+        });
+    }
+}
+
 /// The directive's arguments (after its name).
 unsafe fn args(cf: *mut ngx_conf_t) -> Vec<String> {
     // SAFETY: cf->args is an ngx_array_t of ngx_str_t filled by the parser, name first.
@@ -328,8 +350,10 @@ pub unsafe fn finish(cf: *mut ngx_conf_t, mcf: &mut MainConf) {
         .and_then(|k| c.levels.get(&k))
         .map(|l| l.ignore.clone())
         .unwrap_or_default();
+    let mut upstreams = c.upstreams;
+    attach_checks(&mut upstreams, &mcf.checks);
     let cfg = Config {
-        upstreams: c.upstreams,
+        upstreams,
         locations: c.locations,
         http_ignore,
         worker: worker(cf),

@@ -89,8 +89,8 @@ pub struct Upstream {
     /// The `keepalive` directive, if any.
     pub keepalive: Option<Site>,
     pub servers: Vec<Server>,
-    /// The active health check (`check`, issue 5). Nothing fills it yet: the rules that
-    /// compare against it are ready and unit-tested.
+    /// The active health check (`check`), filled from `check::directives` at the end of
+    /// the http{} block.
     pub check: Option<Check>,
     /// Codes silenced by `triage_lint_ignore` in this block.
     pub ignore: Vec<Code>,

@@ -7,8 +7,8 @@
 //!   active ejection decide on different evidence and for different times (Tengine's docs warn
 //!   about the combination).
 //!
-//! The active check (`check`, issue 5) does not exist yet: [`Upstream::check`] is `None` until
-//! its directive fills it, and the check-related parts below are exercised by unit tests only.
+//! [`Upstream::check`] comes from the `check` directive (`check::directives`), attached by the
+//! glue at the end of the http{} block.
 //!
 //! [`Upstream::check`]: crate::lint::model::Upstream::check
 
