@@ -20,7 +20,7 @@ use crate::cause::{Cause, Phase};
 use crate::conf::{MainConf, DEFAULT_ZONE_SIZE};
 use crate::module::Module;
 use crate::snapshot::{LastFailure, RecentFailure, Window};
-use crate::upstreams;
+use crate::{shm_index, upstreams};
 
 const MAGIC: u64 = 0x7472_6961_6765_0003;
 
@@ -310,12 +310,7 @@ static ZONE_NAME: &[u8] = b"triage";
 
 fn hash(upstream: &[u8], peer: &[u8]) -> u64 {
     // FNV-1a over "upstream \xff peer".
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in upstream.iter().chain(&[0xff]).chain(peer) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    shm_index::fnv1a(upstream.iter().chain(&[0xff]).chain(peer))
 }
 
 /// Declare the zone (postconfiguration).
@@ -413,22 +408,12 @@ impl Shared {
 
     /// Find (upstream, peer) without locking.
     fn find(&self, h: u64, upstream: &[u8], peer: &[u8]) -> Result<&Slot, usize> {
-        let idx = self.index();
-        let mask = self.cap - 1;
-        let mut i = h as usize & mask;
-        for _ in 0..self.cap {
-            let p = idx[i].load(Ordering::Acquire);
-            if p.is_null() {
-                return Err(i);
-            }
-            // SAFETY: published slots are fully written before their pointer is stored.
-            let s = unsafe { &*p };
-            if s.hash == h && s.upstream() == upstream && s.peer() == peer {
-                return Ok(s);
-            }
-            i = (i + 1) & mask;
+        // SAFETY: published slots are fully written before their pointer is stored, never freed.
+        unsafe {
+            shm_index::find(self.index(), h, |s| {
+                s.hash == h && s.upstream() == upstream && s.peer() == peer
+            })
         }
-        Err(usize::MAX)
     }
 
     /// Find or insert the slot of (upstream, peer).

@@ -21,6 +21,7 @@ use super::directives::Checks;
 use super::health::{Outcome, Reason, State, Transition};
 use super::schedule;
 use crate::module::Module;
+use crate::shm_index;
 
 const MAGIC: u64 = 0x7472_6961_6765_6301;
 static ZONE_NAME: &[u8] = b"triage_check";
@@ -235,15 +236,8 @@ unsafe fn running_header() -> Option<&'static Header> {
 }
 
 fn hash(parts: [&[u8]; 3]) -> u64 {
-    // FNV-1a with a separator between the parts.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for &b in part.iter().chain(&[0xff]) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
+    // FNV-1a with a separator after each part.
+    shm_index::fnv1a(parts.iter().flat_map(|p| p.iter().chain(&[0xff])))
 }
 
 /// The zone size: `check_shm_size`, at least 1 MB, and room for every checked peer (a
@@ -360,23 +354,13 @@ impl Header {
     }
 
     fn find(&self, h: u64, key: [&[u8]; 3]) -> Result<&Record, usize> {
-        let idx = self.index();
-        let mask = self.cap - 1;
-        let mut i = h as usize & mask;
-        for _ in 0..self.cap {
-            let p = idx[i].load(Ordering::Acquire);
-            if p.is_null() {
-                return Err(i);
-            }
-            // SAFETY: published records are fully written first, and never freed.
-            let r = unsafe { &*p };
-            let (a, b, c) = r.key();
-            if r.hash == h && a == key[0] && b == key[1] && c == key[2] {
-                return Ok(r);
-            }
-            i = (i + 1) & mask;
+        // SAFETY: published records are fully written first, and never freed.
+        unsafe {
+            shm_index::find(self.index(), h, |r| {
+                let (a, b, c) = r.key();
+                r.hash == h && a == key[0] && b == key[1] && c == key[2]
+            })
         }
-        Err(usize::MAX)
     }
 
     /// Find or insert the record of `key`; true if inserted.

@@ -1,0 +1,77 @@
+//! The lock-free lookup shared by the module's two zones ("triage" counters in `state`,
+//! "triage_check" health records in `check::shm`): an open-addressing index of pointers to
+//! records that are published once, fully written, and never freed, keyed by an FNV-1a hash
+//! of names. Inserting (under the zone's mutex) stays with each zone.
+//!
+//! Pure: no FFI, covered by `cargo test`.
+
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+/// FNV-1a over `bytes`.
+pub fn fnv1a<'a>(bytes: impl IntoIterator<Item = &'a u8>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Find the record with hash `h` for which `is` holds, probing linearly from `h`; `index.len()`
+/// must be a power of two. Err: the free entry where it would go, or `usize::MAX` when the
+/// index is full.
+///
+/// # Safety
+/// Every non-null pointer in `index` points to a fully written record that lives as long as
+/// the index.
+pub unsafe fn find<T>(
+    index: &[AtomicPtr<T>],
+    h: u64,
+    is: impl Fn(&T) -> bool,
+) -> Result<&T, usize> {
+    let mask = index.len() - 1;
+    let mut i = h as usize & mask;
+    for _ in 0..index.len() {
+        let p = index[i].load(Ordering::Acquire);
+        if p.is_null() {
+            return Err(i);
+        }
+        // SAFETY: the caller's promise: published records are complete and never freed.
+        let r = &*p;
+        if is(r) {
+            return Ok(r);
+        }
+        i = (i + 1) & mask;
+    }
+    Err(usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a_known_values() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn probes_past_collisions_to_a_free_entry() {
+        let mut recs: Vec<Box<(u64, u32)>> = vec![Box::new((1, 10)), Box::new((1, 11))];
+        let index: Vec<AtomicPtr<(u64, u32)>> = (0..4).map(|_| AtomicPtr::default()).collect();
+        // both hash to 1: the second goes to the next entry
+        index[1].store(&mut *recs[0], Ordering::Release);
+        index[2].store(&mut *recs[1], Ordering::Release);
+        // SAFETY: the boxes outlive the lookups.
+        unsafe {
+            assert_eq!(find(&index, 1, |r| r.1 == 11).map(|r| r.1), Ok(11));
+            assert_eq!(find(&index, 1, |r| r.1 == 12).err(), Some(3));
+            // wraps around the end
+            assert_eq!(find(&index, 3, |r| r.1 == 12).err(), Some(3));
+            index[3].store(&mut *recs[0], Ordering::Release);
+            index[0].store(&mut *recs[1], Ordering::Release);
+            assert_eq!(find(&index, 1, |r| r.1 == 12).err(), Some(usize::MAX));
+        }
+    }
+}
