@@ -30,14 +30,6 @@ fn lossy(b: &[u8]) -> String {
 fn counted(name: String, server: String, slot: Option<&Slot>, now: u64) -> PeerSnap {
     let (window_1m, window_5m) = slot.map(|s| s.windows(now)).unwrap_or_default();
     PeerSnap {
-        name,
-        server,
-        backup: false,
-        weight: 1,
-        max_fails: 0,
-        fail_timeout: 0,
-        max_conns: None,
-        state: PeerState::Up,
         requests: slot.map_or(0, |s| s.requests.load(Ordering::Relaxed)),
         responses: Responses {
             by_class: slot.map(|s| s.responses()).unwrap_or_default(),
@@ -46,8 +38,8 @@ fn counted(name: String, server: String, slot: Option<&Slot>, now: u64) -> PeerS
         last_failure: slot.and_then(|s| s.last_failure()),
         window_1m,
         window_5m,
-        health: None,
         top_cause_5m: slot.and_then(|s| s.top_cause(now)),
+        ..PeerSnap::new(name, server)
     }
 }
 

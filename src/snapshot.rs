@@ -185,6 +185,28 @@ pub struct PeerSnap {
 }
 
 impl PeerSnap {
+    /// A peer with nothing counted: `up`, weight 1, no limits, not checked.
+    pub fn new(name: String, server: String) -> PeerSnap {
+        PeerSnap {
+            name,
+            server,
+            backup: false,
+            weight: 1,
+            max_fails: 0,
+            fail_timeout: 0,
+            max_conns: None,
+            state: PeerState::Up,
+            requests: 0,
+            responses: Responses::default(),
+            failures: Failures::default(),
+            last_failure: None,
+            window_1m: Window::default(),
+            window_5m: Window::default(),
+            health: None,
+            top_cause_5m: None,
+        }
+    }
+
     /// The remediation line for the peer's most frequent recent cause.
     pub fn hint(&self) -> Option<&'static str> {
         self.top_cause_5m.map(|c| c.hint())
@@ -301,26 +323,16 @@ mod tests {
 
     fn peer(state: PeerState, requests: u64) -> PeerSnap {
         PeerSnap {
-            name: "127.0.0.1:1".into(),
-            server: "127.0.0.1:1".into(),
-            backup: false,
-            weight: 1,
             max_fails: 1,
             fail_timeout: 10,
-            max_conns: None,
             state,
             requests,
-            responses: Responses::default(),
-            failures: Failures::default(),
-            last_failure: None,
             window_1m: Window {
                 requests,
                 failures: 1,
                 ..Default::default()
             },
-            window_5m: Window::default(),
-            health: None,
-            top_cause_5m: None,
+            ..PeerSnap::new("127.0.0.1:1".into(), "127.0.0.1:1".into())
         }
     }
 

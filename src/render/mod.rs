@@ -125,22 +125,10 @@ pub mod fixture {
 
     pub fn peer(name: &str, state: PeerState) -> PeerSnap {
         PeerSnap {
-            name: name.into(),
-            server: name.into(),
-            backup: false,
-            weight: 1,
             max_fails: 1,
             fail_timeout: 10,
-            max_conns: None,
             state,
-            requests: 0,
-            responses: Responses::default(),
-            failures: Failures::default(),
-            last_failure: None,
-            window_1m: Window::default(),
-            window_5m: Window::default(),
-            health: None,
-            top_cause_5m: None,
+            ..PeerSnap::new(name.into(), name.into())
         }
     }
 
