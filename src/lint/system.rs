@@ -131,11 +131,14 @@ pub fn parse_proc_net_tcp(text: &str) -> Vec<SocketAddr> {
     text.lines()
         .skip(1)
         .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            if f.get(3) != Some(&"0A") {
+            // "sl local_address rem_address st ...": only the first four fields matter, and a
+            // busy machine has many lines
+            let mut f = l.split_whitespace();
+            let local = f.nth(1)?;
+            if f.nth(1)? != "0A" {
                 return None;
             }
-            let (addr, port) = f.get(1)?.split_once(':')?;
+            let (addr, port) = local.split_once(':')?;
             let port = u16::from_str_radix(port, 16).ok()?;
             let mut bytes = Vec::with_capacity(16);
             for i in (0..addr.len()).step_by(8) {
