@@ -396,52 +396,63 @@ pub struct LogLine {
 /// `2026/04/24 09:22:18 [error] 12487#0: *9234 connect() failed (111: Connection refused) while ...`.
 /// The errno is the first "(digits: " after the level tag; the request line, which may hold
 /// anything, comes later (", client: ..., request: ...") and is never searched.
+///
+/// This runs on every error.log line of a failing request, so each search looks for the
+/// rarest byte of what it wants (`memchr`, vectorised in glibc) and a line is read about once.
 pub fn parse_log_line(line: &[u8]) -> LogLine {
     let mut out = LogLine::default();
-    // Only the message part: up to ", client: " (or the whole line if absent).
-    let msg_end = find(line, b", client: ").unwrap_or(line.len());
-    let msg = &line[..msg_end];
-    out.out_of_connections = find(msg, b"worker_connections are not enough").is_some();
-
     let mut i = 0;
-    while let Some(off) = find(&msg[i..], b"(") {
+    while let Some(off) = memchr(b'(', &line[i..]) {
         let start = i + off + 1;
-        let digits = msg[start..]
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .count();
-        if digits > 0 && digits <= 5 && msg[start + digits..].starts_with(b": ") {
-            let n = core::str::from_utf8(&msg[start..start + digits])
-                .ok()
-                .and_then(|s| s.parse::<i32>().ok());
-            // "could not be resolved (3: Host not found)" carries a resolver code, not errno.
-            if find(msg, b"could not be resolved").is_none() {
-                out.errno = n;
-            }
+        // Past the message (", client: ..." follows it): the request line is not read. The
+        // text between two '(' holds no '(', so neither does a ", client: " in it.
+        if memchr(b',', &line[i..start]).is_some()
+            && find(&line[i..start], b", client: ", 0).is_some()
+        {
             break;
+        }
+        let (mut n, mut digits) = (0i32, 0);
+        while let Some(d) = line.get(start + digits).filter(|b| b.is_ascii_digit()) {
+            if digits == 5 {
+                break;
+            }
+            n = n * 10 + i32::from(d - b'0');
+            digits += 1;
+        }
+        if digits > 0 && line[start + digits..].starts_with(b": ") {
+            // "could not be resolved (3: Host not found)" carries a resolver code (1 to 5, or
+            // 110 for a timeout), not an errno.
+            let resolver = matches!(n, 1..=5 | 110)
+                && find(&line[..start], b"could not be resolved", 18).is_some();
+            if !resolver {
+                out.errno = Some(n);
+            }
+            return out;
         }
         i = start;
     }
+    // Logged without an errno, so looked for only when there is none.
+    let msg = &line[..find(line, b", client: ", 0).unwrap_or(line.len())];
+    out.out_of_connections = find(msg, b"worker_connections are not enough", 3).is_some();
     out
 }
 
-/// First position of `needle` (not empty) in `hay`: the C library's `memchr` (vectorised in
-/// glibc) for its first byte, then a compare. This runs on every error.log line of a failing
-/// request, where comparing window by window cost thousands of instructions per line (and
-/// glibc's `memmem`, tuned for long needles, still about 240 per call).
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    let (&first, rest) = needle.split_first()?;
+/// First position of `b` in `hay`: the C library's `memchr`.
+fn memchr(b: u8, hay: &[u8]) -> Option<usize> {
+    // SAFETY: the pointer is valid for hay.len() bytes; memchr only reads them.
+    let p = unsafe { libc::memchr(hay.as_ptr().cast(), i32::from(b), hay.len()) };
+    (!p.is_null()).then(|| p as usize - hay.as_ptr() as usize)
+}
+
+/// First position of `needle` (not empty) in `hay`, found through `memchr` for its byte at
+/// `key` (pick a byte that is rare in the text searched), then a compare.
+fn find(hay: &[u8], needle: &[u8], key: usize) -> Option<usize> {
+    let k = *needle.get(key)?;
     let last_start = hay.len().checked_sub(needle.len())?;
     let mut i = 0;
     while i <= last_start {
-        let window = &hay[i..=last_start];
-        // SAFETY: the pointer is valid for window.len() bytes; memchr only reads them.
-        let p = unsafe { libc::memchr(window.as_ptr().cast(), first as i32, window.len()) };
-        if p.is_null() {
-            return None;
-        }
-        i += p as usize - window.as_ptr() as usize;
-        if hay[i + 1..i + needle.len()] == *rest {
+        i += memchr(k, &hay[i + key..=last_start + key])?;
+        if hay[i..i + needle.len()] == *needle {
             return Some(i);
         }
         i += 1;
@@ -717,13 +728,16 @@ mod tests {
         assert_eq!(parse_log_line(b""), LogLine::default());
         assert_eq!(parse_log_line(b"(((((((").errno, None);
         assert_eq!(parse_log_line(b"x (123456: y)").errno, None);
-        assert_eq!(find(b"abcabd", b"abd"), Some(3));
-        assert_eq!(find(b"abcab", b"abd"), None);
-        assert_eq!(find(b"ab", b"abc"), None);
-        assert_eq!(find(b"(", b"("), Some(0));
-        assert_eq!(find(b"x(", b"("), Some(1));
-        assert_eq!(find(b"aab", b"ab"), Some(1));
-        assert_eq!(find(b"", b"a"), None);
+        assert_eq!(find(b"abcabd", b"abd", 0), Some(3));
+        assert_eq!(find(b"abcabd", b"abd", 2), Some(3));
+        assert_eq!(find(b"abcab", b"abd", 1), None);
+        assert_eq!(find(b"ab", b"abc", 0), None);
+        assert_eq!(find(b"(", b"(", 0), Some(0));
+        assert_eq!(find(b"x(", b"(", 0), Some(1));
+        assert_eq!(find(b"aab", b"ab", 1), Some(1));
+        assert_eq!(find(b"abab", b"ab", 1), Some(0));
+        assert_eq!(find(b"ab", b"ab", 2), None);
+        assert_eq!(find(b"", b"a", 0), None);
         // against a plain window scan, bytes around the match included
         for len in 0..24 {
             for at in 0..len {
@@ -734,7 +748,13 @@ mod tests {
                         hay[at + 1] = b'x';
                     }
                     let expected = hay.windows(2).position(|w| w == b"(x");
-                    assert_eq!(find(&hay, b"(x"), expected, "len {len} at {at} fill {fill}");
+                    for key in [0, 1] {
+                        assert_eq!(
+                            find(&hay, b"(x", key),
+                            expected,
+                            "len {len} at {at} fill {fill}"
+                        );
+                    }
                 }
             }
         }

@@ -36,7 +36,9 @@ pub struct MainConf {
     pub lint: ngx_flag_t,
     /// What the lint gathers while http{} is parsed (emptied once it has run).
     pub lint_facts: crate::lint::glue::Collector,
-    /// `triage_fallback`: used anywhere, `$request_id`.
+    /// The index of nginx's `$request_id` (see `variables::register`).
+    pub request_id: ngx_int_t,
+    /// `triage_fallback`: used anywhere.
     pub fallback: fallback::Main,
     /// Active health checks (`check` & co. in upstream blocks).
     pub checks: crate::check::directives::Checks,
@@ -47,6 +49,7 @@ impl Default for MainConf {
         MainConf {
             zone_size: 0,
             recent: DEFAULT_RECENT,
+            request_id: NGX_ERROR as ngx_int_t,
             zone: ptr::null_mut(),
             wrapped: Vec::new(),
             stats: false,

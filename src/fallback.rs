@@ -13,13 +13,16 @@
 //! - no internal redirect happened since the failure (`r->uri_changes` unchanged): a page
 //!   sent by an `error_page` target is the user's, never replaced.
 //!
-//! The body filter then drops nginx's page and sends the prepared body once. Both filters are
-//! installed only when a `triage_fallback` other than `off` appears in the configuration:
-//! otherwise a request does not pass through this file at all.
+//! It then sends the prepared body at once, and leaves `r->header_only` set so that
+//! `ngx_http_send_special_response` stops there (it does for HEAD): nginx's page is never
+//! built. The body is filled in the request pool from a template prepared at configuration
+//! time; a run of identical failures copies the previous page with the new request id.
+//! Both filters are installed only when a `triage_fallback` other than `off` appears in the
+//! configuration: otherwise a request does not pass through this file at all.
 //!
 //! `upstream_errors=on` adds the backend's own 502: the header filter sees it while the
-//! upstream runs (`u->headers_in.status_n == 502`, nothing sent yet); its headers are cleared
-//! and its body is read and dropped as it comes.
+//! upstream runs (`u->headers_in.status_n == 502`, nothing sent yet); its headers are cleared,
+//! and the body filter drops the backend's body as it comes and sends ours once.
 //!
 //! A response whose header already went out (a body cut mid-stream) never reaches the filter
 //! again with an error status: nginx closes the connection, and so do we.
@@ -38,25 +41,17 @@ use ngx::{ngx_conf_log_error, ngx_string};
 use crate::accept;
 use crate::cause::{Cause, Phase};
 use crate::conf::{args, LocConf};
-use crate::fallback_body::{self as body, Format, Mode, Page, PeerHealth, Spec};
+use crate::fallback_body::{self as body, Format, Mode, Page, PageCache, PeerHealth, Spec};
 use crate::module::Module;
 use crate::record;
 use crate::status::add_header;
 use crate::upstreams;
+use crate::variables;
 
-/// The http{}-level part: whether any location uses a fallback, `$request_id`'s index.
+/// The http{}-level part: whether any location uses a fallback.
+#[derive(Default)]
 pub struct Main {
     pub used: bool,
-    request_id: ngx_int_t,
-}
-
-impl Default for Main {
-    fn default() -> Self {
-        Main {
-            used: false,
-            request_id: NGX_ERROR as ngx_int_t,
-        }
-    }
 }
 
 /// `triage_fallback` as given (shared by the locations that inherit it).
@@ -209,12 +204,6 @@ pub extern "C" fn set_fallback(
         let main = unsafe { &mut (*mcf).fallback };
         if !main.used {
             main.used = true;
-            let mut name = ngx_string!("request_id");
-            // SAFETY: cf is the configuration being parsed.
-            main.request_id = unsafe { ngx_http_get_variable_index(cf, &mut name) };
-            if main.request_id == NGX_ERROR as ngx_int_t {
-                return NGX_CONF_ERROR;
-            }
             // Build the pages now, not on a request.
             for f in [Format::Json, Format::Html] {
                 for d in [false, true] {
@@ -380,35 +369,31 @@ unsafe fn replace(r: *mut ngx_http_request_t, status: u16) -> Option<ngx_int_t> 
     // The body: a page filled in the request pool, or the file's bytes where they are.
     let (data, len, content_type, charset): (*const u8, usize, &[u8], bool) = match format {
         Some(format) => {
-            let rid = request_id(r, main.fallback.request_id);
             let page = Page {
                 status: sent,
                 gateway_status: status,
                 cause: f.cause,
-                request_id: rid.as_bytes(),
+                request_id: variables::request_id(r, main.request_id),
                 retry_after,
                 peer: f.peer.as_bytes(),
                 errno: f.errno,
                 phase: f.phase,
             };
-            // Filled in the worker's buffer (no allocation once it has grown), then copied to
-            // the request pool, exactly sized.
-            let buf = &mut *FILL_BUF.0.get();
-            buf.clear();
-            if body::template(format, fb.details == 1)
-                .fill(&page, buf)
-                .is_err()
-            {
-                return Some(NGX_ERROR as ngx_int_t);
-            }
-            let p = ngx_pnalloc((*r).pool, buf.len()) as *mut u8;
+            // Filled straight into request pool memory of the page's largest size.
+            let t = body::template(format, fb.details == 1);
+            let cap = t.max_len(&page);
+            let p = ngx_pnalloc((*r).pool, cap) as *mut u8;
             if p.is_null() {
                 return Some(NGX_ERROR as ngx_int_t);
             }
-            ptr::copy_nonoverlapping(buf.as_ptr(), p, buf.len());
+            let mut out = body::PageBuf::new(core::slice::from_raw_parts_mut(p, cap));
+            if (*PAGES.0.get()).fill(t, &page, &mut out).is_err() {
+                return Some(NGX_ERROR as ngx_int_t);
+            }
+            let len = out.len();
             match format {
-                Format::Json => (p as *const u8, buf.len(), b"application/json", false),
-                Format::Html => (p as *const u8, buf.len(), b"text/html", true),
+                Format::Json => (p as *const u8, len, b"application/json", false),
+                Format::Html => (p as *const u8, len, b"text/html", true),
             }
         }
         None => (
@@ -460,33 +445,59 @@ unsafe fn replace(r: *mut ngx_http_request_t, status: u16) -> Option<ngx_int_t> 
         add_header(r, b"Vary", b"Accept")?;
     }
 
-    if !start_serving(r, data, len) {
-        return Some(NGX_ERROR as ngx_int_t);
+    if f.from_backend {
+        // The backend's body is still to come: the body filter drops it and sends ours.
+        if !start_serving(r, data, len) {
+            return Some(NGX_ERROR as ngx_int_t);
+        }
+        return Some(next_header(r));
     }
-    Some(next_header(r))
+    Some(send_now(r, data, len))
 }
 
-/// The worker's buffer for filling a page.
-struct WorkerBuf(UnsafeCell<Vec<u8>>);
+/// The worker's last page (see `PageCache`).
+struct WorkerPages(UnsafeCell<PageCache>);
 
-// SAFETY: an nginx worker runs its event loop, and so every use of this buffer, on one thread.
-unsafe impl Sync for WorkerBuf {}
+// SAFETY: an nginx worker runs its event loop, and so every use of this cache, on one thread.
+unsafe impl Sync for WorkerPages {}
 
-static FILL_BUF: WorkerBuf = WorkerBuf(UnsafeCell::new(Vec::new()));
+static PAGES: WorkerPages = WorkerPages(UnsafeCell::new(PageCache::new()));
 
-/// `$request_id` (generated once per request, cached: the access log shows the same).
-unsafe fn request_id(r: *mut ngx_http_request_t, index: ngx_int_t) -> ngx_str_t {
-    if index == NGX_ERROR as ngx_int_t {
-        return ngx_str_t::empty();
+/// Send the header and the prepared body now, in place of nginx's own page.
+///
+/// nginx's `ngx_http_send_special_response` sent this header and would send its page next,
+/// unless the header filter left `r->header_only` set (as for HEAD). The page goes out here
+/// and `header_only` is set afterwards, so nginx stops there: its page is never built.
+unsafe fn send_now(r: *mut ngx_http_request_t, data: *const u8, len: usize) -> ngx_int_t {
+    let rc = next_header(r);
+    if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || (*r).header_only() != 0 {
+        return rc;
     }
-    let v = ngx_http_get_indexed_variable(r, index as ngx_uint_t);
-    if v.is_null() || (*v).not_found() != 0 || (*v).data.is_null() {
-        return ngx_str_t::empty();
+    let Some(mut out) = last_buf(r, data, len) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    let rc = ngx_http_output_filter(r, &mut out);
+    (*r).set_header_only(1);
+    rc
+}
+
+/// A chain of one buffer: the whole body, the response's last.
+unsafe fn last_buf(r: *mut ngx_http_request_t, data: *const u8, len: usize) -> Option<ngx_chain_t> {
+    let b = ngx_pcalloc((*r).pool, core::mem::size_of::<ngx_buf_t>()) as *mut ngx_buf_t;
+    if b.is_null() {
+        return None;
     }
-    ngx_str_t {
-        len: (*v).len() as usize,
-        data: (*v).data,
+    if len > 0 {
+        (*b).pos = data as *mut u8;
+        (*b).last = (*b).pos.add(len);
+        (*b).set_memory(1);
     }
+    (*b).set_last_buf(1);
+    (*b).set_last_in_chain(1);
+    Some(ngx_chain_t {
+        buf: b,
+        next: ptr::null_mut(),
+    })
 }
 
 /// The request's `Accept` headers, joined by commas.
@@ -613,20 +624,8 @@ unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_cha
         return next_body(r, ptr::null_mut());
     }
     s.sent = true;
-    let b = ngx_pcalloc((*r).pool, core::mem::size_of::<ngx_buf_t>()) as *mut ngx_buf_t;
-    if b.is_null() {
+    let Some(mut out) = last_buf(r, s.data, s.len) else {
         return NGX_ERROR as ngx_int_t;
-    }
-    if s.len > 0 {
-        (*b).pos = s.data as *mut u8;
-        (*b).last = (*b).pos.add(s.len);
-        (*b).set_memory(1);
-    }
-    (*b).set_last_buf(1);
-    (*b).set_last_in_chain(1);
-    let mut out = ngx_chain_t {
-        buf: b,
-        next: ptr::null_mut(),
     };
     next_body(r, &mut out)
 }

@@ -240,6 +240,7 @@ const MARK: char = '\u{1}';
 enum Val<'a> {
     Marker(Hole),
     Num(i64),
+    Count(u64),
     Str(Cow<'a, str>),
     Null,
 }
@@ -249,6 +250,7 @@ impl Serialize for Val<'_> {
         match self {
             Val::Marker(h) => s.serialize_str(&format!("{MARK}{}{MARK}", *h as u8)),
             Val::Num(n) => s.serialize_i64(*n),
+            Val::Count(n) => s.serialize_u64(*n),
             Val::Str(v) => s.serialize_str(v),
             Val::Null => s.serialize_unit(),
         }
@@ -269,7 +271,7 @@ fn json_value<'a>(h: Hole, p: &Page<'a>) -> Val<'a> {
         Hole::Error => Val::Str(error_name(p.gateway_status).into()),
         Hole::Cause => Val::Str(p.cause.as_str().into()),
         Hole::RequestId => Val::Str(lossy(p.request_id)),
-        Hole::RetryAfter => p.retry_after.map_or(Val::Null, |n| Val::Num(n as i64)),
+        Hole::RetryAfter => p.retry_after.map_or(Val::Null, Val::Count),
         Hole::Peer if p.peer.is_empty() => Val::Null,
         Hole::Peer => Val::Str(lossy(p.peer)),
         Hole::Errno => p.errno.map_or(Val::Null, |n| Val::Num(n.into())),
@@ -405,8 +407,11 @@ enum Chunk {
 #[derive(Debug)]
 pub struct Template {
     format: Format,
+    details: bool,
     chunks: Vec<Chunk>,
     known: Known,
+    /// What the page takes at most, apart from its request id and peer (see [`Self::max_len`]).
+    fixed_max: usize,
 }
 
 /// The encoded texts of the holes whose values come from a small set (causes, hints, phases,
@@ -513,19 +518,54 @@ impl Template {
         chunks.push(Chunk::Lit(rest.to_vec()));
         chunks.retain(|c| !matches!(c, Chunk::Lit(l) if l.is_empty()));
         let known = Known::new(format);
+        let longest = |v: &[Vec<u8>]| v.iter().map(Vec::len).max().unwrap_or(0);
+        let fixed_max = chunks
+            .iter()
+            .map(|c| match c {
+                Chunk::Lit(l) => l.len(),
+                Chunk::Hole(Hole::Cause) => longest(&known.cause),
+                Chunk::Hole(Hole::Hint) => longest(&known.hint),
+                Chunk::Hole(Hole::Phase) => longest(&known.phase).max(NUMBER_MAX),
+                Chunk::Hole(Hole::Error) => known.error_502.len().max(known.error_504.len()),
+                // numbers, `null`, "-", the HTML retry sentence, the quotes of a string
+                _ => NUMBER_MAX,
+            })
+            .sum();
         Template {
             format,
+            details,
             chunks,
             known,
+            fixed_max,
         }
+    }
+
+    /// An upper bound of what [`Self::fill`] writes for `p`: a byte of the request id or the
+    /// peer takes at most 6 once escaped (JSON `\u00XX`, HTML `&quot;`).
+    pub fn max_len(&self, p: &Page<'_>) -> usize {
+        self.fixed_max + 6 * (p.request_id.len() + p.peer.len())
     }
 
     /// Write the page for `p` to `out` (fails only when `out` does).
     pub fn fill(&self, p: &Page<'_>, out: &mut impl Write) -> io::Result<()> {
+        self.fill_to(p, &mut Counting { out, n: 0 }).map(|_| ())
+    }
+
+    /// [`Self::fill`], saying where the request id went when it was written as is.
+    fn fill_to<W: Write>(&self, p: &Page<'_>, out: &mut Counting<W>) -> io::Result<Option<usize>> {
         let k = &self.known;
+        let mut rid_at = None;
         for c in &self.chunks {
             match *c {
                 Chunk::Lit(ref l) => out.write_all(l)?,
+                // numbers need no encoding in either format
+                Chunk::Hole(Hole::Status) => write_number(out, p.status.into())?,
+                Chunk::Hole(Hole::RetryAfter) if self.format == Format::Json => {
+                    match p.retry_after {
+                        Some(n) => write_number(out, n)?,
+                        None => out.write_all(b"null")?,
+                    }
+                }
                 Chunk::Hole(Hole::Cause) => out.write_all(&k.cause[p.cause.index()])?,
                 Chunk::Hole(Hole::Hint) => out.write_all(&k.hint[p.cause.index()])?,
                 Chunk::Hole(Hole::Phase) if p.phase.is_some() => {
@@ -537,22 +577,198 @@ impl Template {
                 Chunk::Hole(Hole::Error) => out.write_all(&k.error_502)?,
                 // nginx's $request_id is 32 hex digits: nothing in it needs escaping in JSON
                 // or HTML, so it is written as is (anything else goes through the encoders)
-                Chunk::Hole(Hole::RequestId)
-                    if p.request_id.iter().all(u8::is_ascii_alphanumeric) =>
-                {
+                Chunk::Hole(Hole::RequestId) if plain(p.request_id) => {
                     if self.format == Format::Json {
                         out.write_all(b"\"")?;
+                        rid_at = Some(out.n);
                         out.write_all(p.request_id)?;
                         out.write_all(b"\"")?;
                     } else {
+                        rid_at = Some(out.n);
                         out.write_all(p.request_id)?;
                     }
                 }
                 Chunk::Hole(h) => encode(self.format, h, p, out)?,
             }
         }
+        Ok(rid_at)
+    }
+}
+
+/// A writer that counts what went through it.
+struct Counting<'a, W> {
+    out: &'a mut W,
+    n: usize,
+}
+
+impl<W: Write> Write for Counting<'_, W> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(b)?;
+        self.n += n;
+        Ok(n)
+    }
+
+    #[inline]
+    fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
+        self.out.write_all(b)?;
+        self.n += b.len();
         Ok(())
     }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// The last page filled, kept so that the next page for the same failure is one copy with
+/// another request id: in a failure storm, that is every page. What a page shows besides
+/// its request id is its key.
+#[derive(Default)]
+pub struct PageCache {
+    key: Option<Key>,
+    page: Vec<u8>,
+    /// Where the request id is in `page`, and its length.
+    rid_at: usize,
+    rid_len: usize,
+}
+
+#[derive(PartialEq)]
+struct Key {
+    template: usize,
+    status: u16,
+    gateway_status: u16,
+    cause: Cause,
+    retry_after: Option<u64>,
+    /// Shown with details only (else empty / None).
+    peer: Vec<u8>,
+    errno: Option<i32>,
+    phase: Option<Phase>,
+}
+
+impl PageCache {
+    pub const fn new() -> Self {
+        PageCache {
+            key: None,
+            page: Vec::new(),
+            rid_at: 0,
+            rid_len: 0,
+        }
+    }
+
+    /// What `t.fill(p, out)` writes.
+    pub fn fill(&mut self, t: &Template, p: &Page<'_>, out: &mut impl Write) -> io::Result<()> {
+        let details = t.details;
+        let hit = self.key.as_ref().is_some_and(|k| {
+            k.template == t as *const Template as usize
+                && k.status == p.status
+                && k.gateway_status == p.gateway_status
+                && k.cause == p.cause
+                && k.retry_after == p.retry_after
+                && (!details || (k.peer == p.peer && k.errno == p.errno && k.phase == p.phase))
+        }) && self.rid_len == p.request_id.len()
+            && plain(p.request_id);
+        if hit {
+            out.write_all(&self.page[..self.rid_at])?;
+            out.write_all(p.request_id)?;
+            return out.write_all(&self.page[self.rid_at + self.rid_len..]);
+        }
+        self.key = None;
+        self.page.clear();
+        let at = t.fill_to(
+            p,
+            &mut Counting {
+                out: &mut self.page,
+                n: 0,
+            },
+        )?;
+        out.write_all(&self.page)?;
+        if let Some(at) = at {
+            self.rid_at = at;
+            self.rid_len = p.request_id.len();
+            self.key = Some(Key {
+                template: t as *const Template as usize,
+                status: p.status,
+                gateway_status: p.gateway_status,
+                cause: p.cause,
+                retry_after: p.retry_after,
+                peer: if details { p.peer.to_vec() } else { Vec::new() },
+                errno: if details { p.errno } else { None },
+                phase: if details { p.phase } else { None },
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Nothing in `s` needs escaping in JSON or HTML: ASCII letters and digits only. Checked
+/// without stopping early, which lets the compiler check many bytes at once.
+fn plain(s: &[u8]) -> bool {
+    s.iter().fold(true, |ok, b| ok & b.is_ascii_alphanumeric())
+}
+
+/// Memory a page is filled into (its size from [`Template::max_len`]): writes that do not
+/// fit fail, nothing is grown.
+pub struct PageBuf<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl<'a> PageBuf<'a> {
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        PageBuf { buf, len: 0 }
+    }
+
+    /// The bytes written so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Write for PageBuf<'_> {
+    #[inline]
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.write_all(b)?;
+        Ok(b.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
+        let end = self.len + b.len();
+        match self.buf.get_mut(self.len..end) {
+            Some(d) => {
+                d.copy_from_slice(b);
+                self.len = end;
+                Ok(())
+            }
+            None => Err(io::ErrorKind::WriteZero.into()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The most a number hole takes, and the other short holes (HTML's retry sentence).
+const NUMBER_MAX: usize = 64;
+
+/// `n` in decimal, as serde_json and `to_string` write it.
+fn write_number(out: &mut impl Write, mut n: u64) -> io::Result<()> {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.write_all(&digits[i..])
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -606,10 +822,16 @@ mod tests {
         }
     }
 
+    /// The page for `p`, filled the way `fallback.rs` does: into memory of `max_len` bytes.
     fn filled(format: Format, details: bool, p: &Page<'_>) -> Vec<u8> {
-        let mut out = Vec::new();
-        template(format, details).fill(p, &mut out).unwrap();
-        out
+        let t = template(format, details);
+        let mut mem = vec![0u8; t.max_len(p)];
+        let mut out = PageBuf::new(&mut mem);
+        t.fill(p, &mut out)
+            .expect("max_len is an upper bound of the page");
+        let n = out.len();
+        mem.truncate(n);
+        mem
     }
 
     fn json(details: bool, p: &Page<'_>) -> Value {
@@ -699,6 +921,82 @@ mod tests {
             ..page()
         };
         assert_eq!(json(true, &p)["peer"], "\u{fffd}\u{fffd}");
+    }
+
+    #[test]
+    fn max_len_bounds_the_worst_values() {
+        // every byte that escapes longest, the longest numbers and known texts
+        let worst: Vec<u8> = (0u8..=255).chain(*b"\"'<>&").collect();
+        for f in [Format::Json, Format::Html] {
+            for details in [false, true] {
+                for &cause in &Cause::ALL {
+                    for retry_after in [None, Some(1), Some(u64::MAX)] {
+                        let p = Page {
+                            status: 599,
+                            cause,
+                            request_id: &worst,
+                            peer: &worst,
+                            retry_after,
+                            errno: Some(i32::MIN),
+                            phase: Some(Phase::ReadBody),
+                            ..page()
+                        };
+                        let mut out = Vec::new();
+                        template(f, details).fill(&p, &mut out).unwrap();
+                        assert!(
+                            out.len() <= template(f, details).max_len(&p),
+                            "{f:?} {cause}"
+                        );
+                        assert_eq!(filled(f, details, &p), render(f, details, &p));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn cached_pages_are_the_pages() {
+        // a run of pages where each field changes now and then: every page from the cache is
+        // the page filled afresh
+        let rids: [&[u8]; 4] = [RID, b"00000000000000000000000000000001", b"a<b", b"short"];
+        let peers: [&[u8]; 2] = [b"127.0.0.1:8001", b"127.0.0.1:8002"];
+        let mut cache = PageCache::default();
+        for i in 0..400usize {
+            let p = Page {
+                status: [502, 503][i / 7 % 2],
+                gateway_status: [502, 504][i / 11 % 2],
+                cause: Cause::ALL[i / 5 % Cause::ALL.len()],
+                request_id: rids[i % 3 + (i / 50 % 2)],
+                retry_after: [None, Some(5)][i / 13 % 2],
+                peer: peers[i / 3 % 2],
+                errno: [Some(111), None][i / 17 % 2],
+                phase: [Some(Phase::Connect), None][i / 19 % 2],
+            };
+            for f in [Format::Json, Format::Html] {
+                for details in [false, true] {
+                    let t = template(f, details);
+                    let mut got = Vec::new();
+                    cache.fill(t, &p, &mut got).unwrap();
+                    assert_eq!(
+                        got,
+                        filled(f, details, &p),
+                        "page {i} {f:?} details={details}"
+                    );
+                }
+            }
+        }
+        // and a run of identical failures is served from the cache
+        let p = page();
+        let t = template(Format::Json, false);
+        cache.fill(t, &p, &mut Vec::new()).unwrap();
+        assert!(cache.key.is_some());
+        let other = Page {
+            request_id: b"ffffffffffffffffffffffffffffffff",
+            ..p
+        };
+        let mut got = Vec::new();
+        cache.fill(t, &other, &mut got).unwrap();
+        assert_eq!(got, filled(Format::Json, false, &other));
     }
 
     #[test]

@@ -75,12 +75,12 @@ mod module {
         }
 
         unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
-            let rc: ngx_int_t = variables::register(cf).into();
+            // SAFETY: nginx passes a valid configuration context; our main conf exists.
+            let mcf = &mut *Module::main_conf_mut(&*cf).expect("main conf");
+            let rc: ngx_int_t = variables::register(cf, &mut mcf.request_id).into();
             if rc != NGX_OK as ngx_int_t {
                 return rc;
             }
-            // SAFETY: nginx passes a valid configuration context; our main conf exists.
-            let mcf = &mut *Module::main_conf_mut(&*cf).expect("main conf");
             lint::glue::begin(cf, mcf)
         }
 

@@ -18,7 +18,7 @@ use crate::module::Module;
 use crate::record::{self, Record, Try};
 use crate::upstreams::{self, Wrapped};
 use crate::watch::{self, Saved, Watch};
-use crate::{logtap, state};
+use crate::{logtap, state, variables};
 
 /// Wrap `peer.init` of every upstream of the http{} block (postconfiguration).
 ///
@@ -221,7 +221,7 @@ unsafe fn resolve_failed_now(r: *mut ngx_http_request_t) {
         event: Event::ResolveFailed,
         ..Default::default()
     };
-    record(r, &mut rec, name, true, &facts, ngx_str_t::empty());
+    record(r, &mut rec, name, true, &facts, ngx_str_t::empty(), false);
     if !rec.is_null() {
         (*rec).decide(r, true);
     }
@@ -279,16 +279,17 @@ unsafe extern "C" fn free_peer(
         } else {
             *(*pc).name
         };
-        record_try(w, &facts, peer);
-        w.attempt_failed = true;
-        state::request(
-            w.upstream.as_bytes(),
-            peer.as_bytes(),
+        // a try sent to the peer: counted as one of its requests too
+        record(
+            w.r,
+            &mut w.record,
+            w.upstream,
             w.dynamic,
-            w.zone,
-            0,
-            None,
+            &facts,
+            peer,
+            true,
         );
+        w.attempt_failed = true;
     }
     if let Some(free) = s.free {
         free(pc, s.data, state);
@@ -369,6 +370,7 @@ unsafe fn record(
     dynamic: bool,
     facts: &Facts,
     peer: ngx_str_t,
+    tried: bool,
 ) {
     let v = classify(facts);
     let status = if v.cause.is_failure() {
@@ -387,11 +389,10 @@ unsafe fn record(
             peer,
         });
     }
-    let id = request_id(r);
     let req = state::RequestInfo {
         method: (*r).method_name.as_bytes(),
         path: (*r).uri.as_bytes(),
-        request_id: id.map_or(&[][..], |v| v),
+        request_id: variables::request_id(r, main_conf(r).request_id),
     };
     state::count(
         upstream.as_bytes(),
@@ -402,26 +403,20 @@ unsafe fn record(
         v.errno,
         status,
         Some(&req),
+        tried,
     );
 }
 
-/// `$request_id` of `r` (the same value the access log shows when it logs it).
-unsafe fn request_id<'a>(r: *mut ngx_http_request_t) -> Option<&'a [u8]> {
-    const NAME: &[u8] = b"request_id";
-    let mut name = ngx_str_t {
-        len: NAME.len(),
-        data: NAME.as_ptr() as *mut u8,
-    };
-    let key = ngx_hash_key(name.data, name.len);
-    let v = ngx_http_get_variable(r, &mut name, key);
-    if v.is_null() || (*v).not_found() != 0 || (*v).valid() == 0 {
-        return None;
-    }
-    Some(core::slice::from_raw_parts((*v).data, (*v).len() as usize))
-}
-
 unsafe fn record_try(w: &mut Watch, facts: &Facts, peer: ngx_str_t) {
-    record(w.r, &mut w.record, w.upstream, w.dynamic, facts, peer);
+    record(
+        w.r,
+        &mut w.record,
+        w.upstream,
+        w.dynamic,
+        facts,
+        peer,
+        false,
+    );
 }
 
 unsafe extern "C" fn finalize(r: *mut ngx_http_request_t, rc: ngx_int_t) {

@@ -128,17 +128,13 @@ pub unsafe fn get_or_create(r: *mut ngx_http_request_t) -> Option<*mut Record> {
         return None;
     }
     let rec = (*cln).data as *mut Record;
-    ptr::write(
-        rec,
-        Record {
-            r,
-            tries: [mem::MaybeUninit::uninit(); MAX_TRIES],
-            ntries: 0,
-            total_tries: 0,
-            decided: false,
-            uri_changes: 0,
-        },
-    );
+    // Field by field: the tries stay uninitialised (a whole `Record` written at once would be
+    // built on the stack and copied, all 16 tries of it).
+    ptr::addr_of_mut!((*rec).r).write(r);
+    ptr::addr_of_mut!((*rec).ntries).write(0);
+    ptr::addr_of_mut!((*rec).total_tries).write(0);
+    ptr::addr_of_mut!((*rec).decided).write(false);
+    ptr::addr_of_mut!((*rec).uri_changes).write(0);
     (*cln).handler = Some(OWNER);
     ALIVE.fetch_add(1, Ordering::Relaxed);
     Some(rec)

@@ -264,13 +264,17 @@ impl Slot {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    /// One failed try (or a failure before any peer, on the upstream's own slot).
-    fn failure(&self, cause: Cause) {
-        let secs = ngx_time() as u64;
-        bucket(&self.win1, (secs / 60) as u32)
-            .failures
-            .fetch_add(1, Ordering::Relaxed);
+    /// One failed try (or a failure before any peer, on the upstream's own slot). `tried`:
+    /// the try was sent to this peer (one of its requests, with no response).
+    fn failure(&self, cause: Cause, tried: bool, secs: u64) {
+        let b1 = bucket(&self.win1, (secs / 60) as u32);
         let b5 = bucket(&self.win5, (secs / 300) as u32);
+        if tried {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            b1.requests.fetch_add(1, Ordering::Relaxed);
+            b5.requests.fetch_add(1, Ordering::Relaxed);
+        }
+        b1.failures.fetch_add(1, Ordering::Relaxed);
         b5.failures.fetch_add(1, Ordering::Relaxed);
         let c = cause.index() as u32;
         let _ = b5
@@ -528,7 +532,8 @@ pub struct RequestInfo<'a> {
     pub request_id: &'a [u8],
 }
 
-/// Count one classified try (a failure, or the backend's own 502).
+/// Count one classified try (a failure, or the backend's own 502). `tried`: the try was
+/// sent to `peer`, and is one of its requests too.
 #[allow(clippy::too_many_arguments)]
 pub fn count(
     upstream: &[u8],
@@ -539,31 +544,37 @@ pub fn count(
     errno: Option<i32>,
     status: u16,
     req: Option<&RequestInfo>,
+    tried: bool,
 ) {
     let Some(sh) = shared() else { return };
     let Some(s) = slot_of(sh, upstream, peer, dynamic, true) else {
         return;
     };
     s.by_cause[cause.index()].fetch_add(1, Ordering::Relaxed);
-    if cause.is_failure() {
-        let e = errno.map_or(0u64, |e| (e as u32 as u64).wrapping_add(1) & 0xffff_ffff);
-        let info = cause.index() as u64 | (phase as u64) << 8 | (status as u64) << 16 | e << 32;
-        let now = now_ms();
-        s.last_time_ms.store(now, Ordering::Relaxed);
-        s.last_info.store(info, Ordering::Release);
-        s.failure(cause);
-        if let Some(req) = req {
-            sh.remember(&Recent {
-                time_ms: now,
-                cause,
-                phase,
-                errno,
-                status,
-                upstream,
-                peer,
-                req,
-            });
+    if !cause.is_failure() {
+        if tried {
+            s.request(0, None);
         }
+        return;
+    }
+    let e = errno.map_or(0u64, |e| (e as u32 as u64).wrapping_add(1) & 0xffff_ffff);
+    let info = cause.index() as u64 | (phase as u64) << 8 | (status as u64) << 16 | e << 32;
+    let tp = ngx_timeofday();
+    let now = tp.sec as u64 * 1000 + tp.msec as u64;
+    s.last_time_ms.store(now, Ordering::Relaxed);
+    s.last_info.store(info, Ordering::Release);
+    s.failure(cause, tried, tp.sec as u64);
+    if let Some(req) = req {
+        sh.remember(&Recent {
+            time_ms: now,
+            cause,
+            phase,
+            errno,
+            status,
+            upstream,
+            peer,
+            req,
+        });
     }
 }
 
