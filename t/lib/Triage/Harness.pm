@@ -312,6 +312,9 @@ sub _spawn {
     while ($conf =~ /^\s*listen\s+(?:127\.0\.0\.1:|\[::1\]:|localhost:)?(\d+)\b/mg) {
         push @ports, $1;
     }
+    # every worker forked (a test that compares worker pids later must see them all)
+    my $workers = $conf =~ /^\s*master_process\s+off\s*;/m ? 0
+        : $conf =~ /^\s*worker_processes\s+(\d+)\s*;/m ? $1 : 1;
     my $ok = wait_until(sub {
         my $r = waitpid($pid, WNOHANG);
         if ($r == $pid) { $self->{pid} = undef; $self->{exit} = $?; return 'exited' }
@@ -321,7 +324,9 @@ sub _spawn {
             close $s;
         }
         # the pid file appears once the master has finished initialisation
-        return -s "$self->{prefix}/logs/nginx.pid" ? 'up' : 0;
+        return 0 unless -s "$self->{prefix}/logs/nginx.pid";
+        my @w = $self->worker_pids;
+        return @w >= $workers ? 'up' : 0;
     }, 10);
     return undef if $ok && $ok eq 'up';
     my $why = !$ok ? 'not ready within 10s' : "exited with status " . ($self->{exit} >> 8);
