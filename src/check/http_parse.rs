@@ -537,14 +537,14 @@ mod tests {
                 "{step}"
             );
             let r = b"HTTP/1.1 204 No Content\r\n\r\n";
-            assert_eq!(reuse(r, step).1, true);
+            assert!(reuse(r, step).1, "{step}");
             // the server closes, or HTTP/1.0 without keep-alive
             let r = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
-            assert_eq!(reuse(r, step).1, false);
+            assert!(!reuse(r, step).1, "{step}");
             let r = b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n";
-            assert_eq!(reuse(r, step).1, false);
+            assert!(!reuse(r, step).1, "{step}");
             let r = b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n";
-            assert_eq!(reuse(r, step).1, true);
+            assert!(reuse(r, step).1, "{step}");
         }
         // a body to the close cannot be followed by another response
         let mut p = Parser::new(false, false, true);
@@ -553,9 +553,9 @@ mod tests {
         assert!(!p.reusable());
         // bytes after the message
         let r = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA";
-        assert_eq!(reuse(r, 1000).1, false);
+        assert!(!reuse(r, 1000).1);
         let r = b"HTTP/1.1 204 No Content\r\n\r\nEXTRA";
-        assert_eq!(reuse(r, 1000).1, false);
+        assert!(!reuse(r, 1000).1);
         // a body larger than the cap is read to its end, not kept
         let mut r = b"HTTP/1.1 200 OK\r\nContent-Length: 70000\r\n\r\n".to_vec();
         r.extend(vec![b'x'; 70_000]);
