@@ -74,6 +74,8 @@ pub struct LocConf {
     pub content: ngx_http_handler_pt,
     /// `triage_fallback*`.
     pub fallback: fallback::Conf,
+    /// What this worker has seen the content handler's upstream be (see `peer::content`).
+    pub seen: core::cell::Cell<crate::peer::Seen>,
 }
 
 impl Default for LocConf {
@@ -84,6 +86,7 @@ impl Default for LocConf {
             status_format: Format::Json,
             content: None,
             fallback: fallback::Conf::default(),
+            seen: Default::default(),
         }
     }
 }

@@ -91,6 +91,10 @@ unsafe extern "C" fn writer(log: *mut ngx_log_t, level: ngx_uint_t, buf: *mut u_
         ctx.log.errno = seen.errno;
     }
     ctx.log.out_of_connections |= seen.out_of_connections;
+    if ctx.pre && seen.errno.is_some() {
+        // A failure while the content handler runs, before we hooked its upstream.
+        crate::peer::early_failure(ctx);
+    }
 
     // Forward unchanged.
     match ctx.tap.writer {

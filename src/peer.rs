@@ -67,6 +67,7 @@ type InitPeer =
 static INIT_PEER: InitPeer = init_peer;
 static GET_PEER: GetPeer = get_peer;
 static CONTENT: Handler = content;
+static FINALIZE: watch::Finalize = finalize;
 
 unsafe extern "C" fn init_peer(
     r: *mut ngx_http_request_t,
@@ -106,6 +107,12 @@ unsafe fn hook(
     stats: bool,
 ) {
     let u = (*r).upstream;
+    if (*u)
+        .finalize_request
+        .is_some_and(|f| ptr::fn_addr_eq(f, FINALIZE))
+    {
+        return; // hooked already (see early_failure)
+    }
     let Some(wp) = watch::take(r, u) else {
         return; // out of memory: nginx goes on untouched
     };
@@ -129,7 +136,7 @@ unsafe fn hook(
         (*u).peer.set_session = Some(set_session);
         (*u).peer.save_session = Some(save_session);
     }
-    (*u).finalize_request = Some(finalize);
+    (*u).finalize_request = Some(FINALIZE);
     logtap::install(wp);
 }
 
@@ -176,18 +183,47 @@ pub unsafe fn wrap_content(cf: *mut ngx_conf_t, lcf: &mut LocConf) {
 
 type Handler = unsafe extern "C" fn(*mut ngx_http_request_t) -> ngx_int_t;
 
+/// What a worker has seen a location's content handler set up, which decides whether the
+/// connection log is tapped while the handler runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Seen {
+    /// Nothing yet: tapped.
+    #[default]
+    Nothing,
+    /// No upstream, or one named in the configuration (its peer.init hooks it): not tapped.
+    Configured,
+    /// A run-time upstream (`proxy_pass http://$var`): tapped. nginx connects to it inside
+    /// the handler, and a unix socket fails right there (connect() is synchronous): the tap
+    /// sees the error line and hooks the upstream before nginx finalizes it.
+    RunTime,
+}
+
 /// The location's own content handler, then a look at the upstream it set up.
 unsafe extern "C" fn content(r: *mut ngx_http_request_t) -> ngx_int_t {
     let lcf = *(*r).loc_conf.add(Module::module().ctx_index) as *const LocConf;
     let Some(h) = (*lcf).content else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
+    let seen = (*lcf).seen.get();
+    let pre = if seen != Seen::Configured {
+        pre_tap(r)
+    } else {
+        None
+    };
     let rc = h(r);
+    if let Some(p) = pre {
+        logtap::remove(p);
+        watch::release(p);
+    }
     let u = (*r).upstream;
     // Nothing to see: no upstream, or one named in the configuration (peer.init hooks it).
     if u.is_null() || (*u).resolved.is_null() || !(*u).upstream.is_null() {
+        if seen == Seen::Nothing {
+            (*lcf).seen.set(Seen::Configured);
+        }
         return rc;
     }
+    (*lcf).seen.set(Seen::RunTime);
     if (*u).cleanup.is_null() {
         // Already finalized: nginx failed synchronously, before any peer (no resolver, a
         // cached negative answer).
@@ -203,6 +239,42 @@ unsafe extern "C" fn content(r: *mut ngx_http_request_t) -> ngx_int_t {
         }
     }
     rc
+}
+
+/// Tap the request's connection log while its content handler runs.
+unsafe fn pre_tap(r: *mut ngx_http_request_t) -> Option<*mut Watch> {
+    let wp = watch::take(r, ptr::null_mut())?;
+    (*wp).upstream = ngx_str_t::empty();
+    (*wp).pre = true;
+    logtap::install(wp);
+    Some(wp)
+}
+
+/// The tap set by [`content`] saw an error with an errno: if it is a run-time upstream's try
+/// failing before we hooked it (a unix socket: nginx logs, then goes straight to the next
+/// try or finalizes), hook it now. The failed try then reaches our `free` like any other,
+/// with the errno just seen, and the record exists before nginx sends its 502.
+///
+/// # Safety
+/// `pre` must be the watch of a tap set by [`content`], called from its log writer.
+pub unsafe fn early_failure(pre: *mut Watch) {
+    let r = (*pre).r;
+    let u = (*r).upstream;
+    if u.is_null()
+        || (*u).resolved.is_null()
+        || !(*u).upstream.is_null()
+        || (*u).cleanup.is_null()
+        || (*u).peer.sockaddr.is_null()
+        || (*u).peer.get.is_none()
+        || !enabled(r)
+    {
+        return;
+    }
+    let Some(name) = dynamic_name(r) else { return };
+    hook(r, name, true, true, main_conf(r).stats);
+    if let Some(w) = watch::current(r, u) {
+        (*w).log.errno = (*pre).log.errno;
+    }
 }
 
 /// A run-time upstream name that did not resolve, met synchronously.

@@ -54,6 +54,9 @@ pub struct Watch {
     pub saved: Option<Saved>,
     pub finalize: Option<Finalize>,
     pub tap: Tap,
+    /// Taps the connection log while the content handler runs, before any upstream is known
+    /// (see `peer::content`).
+    pub pre: bool,
     /// Free-list link (meaningful while idle).
     next: *mut Watch,
 }
@@ -103,6 +106,7 @@ pub unsafe fn take(r: *mut ngx_http_request_t, u: *mut ngx_http_upstream_t) -> O
             saved: None,
             finalize: None,
             tap: Tap::default(),
+            pre: false,
             next: ptr::null_mut(),
         }));
         pool.all.push(p);
@@ -118,6 +122,7 @@ pub unsafe fn take(r: *mut ngx_http_request_t, u: *mut ngx_http_upstream_t) -> O
         w.log = LogLine::default();
         w.saved = None;
         w.finalize = None;
+        w.pre = false;
         p
     };
     *ctx_slot(r) = w as *mut c_void;

@@ -24,6 +24,11 @@ my $sockdir = $t->subdir('sock');
 my $perm_sock    = "$sockdir/denied.sock";
 my $missing_sock = "$sockdir/missing.sock";
 $b{denied} = $t->backend('ok', unix => $perm_sock, mode => 0000);
+# sockets only ever given through a variable: no configured upstream has their name, so
+# nginx builds their peers at run time
+my $perm_sock2    = "$sockdir/denied2.sock";
+my $missing_sock2 = "$sockdir/missing2.sock";
+$b{denied2} = $t->backend('ok', unix => $perm_sock2, mode => 0000);
 my $closed  = Triage::Backend::closed_port();
 my $closed2 = Triage::Backend::closed_port();
 my $closed3 = Triage::Backend::closed_port();
@@ -73,6 +78,16 @@ http {
         location /var_refused { set $b 127.0.0.1:%%CLOSED3%%; proxy_pass http://$b; }
         location = /status    { triage_status; access_log off; }
         location /var_silent  { set $b %%SILENT%%; proxy_pass http://$b; }
+        # a unix socket given through a variable: nginx connects inside the content handler,
+        # and the connect() fails there (synchronously)
+        location /var_denied   { set $s %%DENIED2%%; proxy_pass http://unix:$s:; }
+        location /var_nosocket { set $s %%MISSING2%%; proxy_pass http://unix:$s:; }
+        location /var_denied_fallback {
+            set $s %%DENIED2%%;
+            proxy_pass http://unix:$s:;
+            triage_fallback json;
+            triage_fallback_details on;
+        }
         location /next     { proxy_next_upstream error timeout; proxy_pass http://next_try; }
         location /dead     { proxy_next_upstream error timeout; proxy_pass http://dead; }
     }
@@ -82,6 +97,7 @@ CONF
     BLACKHOLE => $b{blackhole}->addr, SILENT => $b{silent}->addr, CLOSE => $b{close}->addr,
     RESET => $b{reset}->addr, INVALID => $b{invalid_header}->addr, BIG => $b{big_header}->addr,
     OWN502 => $b{bad_gateway}->addr, DENIED => $perm_sock, MISSING => $missing_sock,
+    DENIED2 => $perm_sock2, MISSING2 => $missing_sock2,
     DNS => $b{dns_nxdomain}->port, PLAIN => $b{plain}->addr);
 
 # errno => undef: not checked. Timeouts report 110, as nginx's own error.log line does.
@@ -126,6 +142,12 @@ my @cases = (
     { uri => '/var_silent', status => 504, cause => 'read_timeout', errno => 110,
       phase => 'read_header', peer => $b{silent}->addr,
       err => qr/\[error\] .*upstream timed out \(110: Connection timed out\) while reading response header from upstream/ },
+    { uri => '/var_denied', status => 502, cause => 'permission_denied', errno => 13,
+      phase => 'connect', peer => "unix:$perm_sock2",
+      err => qr/\[crit\] .*connect\(\) to unix:\Q$perm_sock2\E failed \(13: Permission denied\) while connecting to upstream/ },
+    { uri => '/var_nosocket', status => 502, cause => 'socket_not_found', errno => 2,
+      phase => 'connect', peer => "unix:$missing_sock2",
+      err => qr/\[crit\] .*connect\(\) to unix:\Q$missing_sock2\E failed \(2: No such file or directory\) while connecting to upstream/ },
     { uri => '/tls', status => 502, cause => 'tls_handshake_failed', errno => undef,
       phase => 'connect', peer => $b{plain}->addr,
       err => qr/\[error\] .*SSL_do_handshake\(\) failed .* while SSL handshaking to upstream/ },
@@ -232,6 +254,29 @@ for my $c (@cases) {
     is($p && $p->{name}, "127.0.0.1:$closed3", 'status: its peer is the address tried');
     is($p && $p->{failures}{by_cause}{connect_refused}, 1, 'status: its refused try is counted once');
     is($p && $p->{last_failure}{errno}, 111, 'status: its last_failure errno is 111');
+
+    # The unix sockets given through variables: run-time upstreams, named by their path
+    # (as nginx names the implicit upstream of `proxy_pass http://unix:PATH:`).
+    for my $s ([$perm_sock2, 'permission_denied', 13], [$missing_sock2, 'socket_not_found', 2]) {
+        my ($sock, $cause, $errno) = @$s;
+        my $u = $j->{upstreams}{$sock} || {};
+        is($u->{dynamic}, JSON::PP::true, "status: run-time upstream $sock is dynamic");
+        my ($p) = @{ $u->{peers} || [] };
+        is($p && $p->{name}, "unix:$sock", "status: $sock: its peer is unix:$sock");
+        is($p && $p->{failures}{by_cause}{$cause}, 1, "status: $sock: $cause counted once");
+        is($p && $p->{last_failure}{errno}, $errno, "status: $sock: last_failure errno $errno");
+    }
+}
+
+# The fallback answers a run-time unix socket's failure, met inside the content handler.
+{
+    my $r = $t->http('main', '/var_denied_fallback');
+    is($r->{status}, 502, '/var_denied_fallback: 502');
+    like($r->{headers}{'content-type'} // '', qr{^application/json}, '/var_denied_fallback: JSON');
+    my $j = eval { JSON::PP::decode_json($r->{body}) } || {};
+    is($j->{cause}, 'permission_denied', '/var_denied_fallback: cause permission_denied');
+    is($j->{errno}, 13, '/var_denied_fallback: errno 13');
+    is($j->{peer}, "unix:$perm_sock2", '/var_denied_fallback: peer is the socket');
 }
 
 $t->stop;
