@@ -395,7 +395,7 @@ pub struct LogLine {
 /// Parse one error.log line as nginx writes it:
 /// `2026/04/24 09:22:18 [error] 12487#0: *9234 connect() failed (111: Connection refused) while ...`.
 /// The errno is the first "(digits: " after the level tag; the request line, which may hold
-/// anything, comes later (", client: ..., request: ...") and is never searched.
+/// anything, comes later (", client: ..., request: ...") and nothing in it is taken.
 ///
 /// This runs on every error.log line of a failing request, so each search looks for the
 /// rarest byte of what it wants (`memchr`, vectorised in glibc) and a line is read about once.
@@ -404,13 +404,6 @@ pub fn parse_log_line(line: &[u8]) -> LogLine {
     let mut i = 0;
     while let Some(off) = memchr(b'(', &line[i..]) {
         let start = i + off + 1;
-        // Past the message (", client: ..." follows it): the request line is not read. The
-        // text between two '(' holds no '(', so neither does a ", client: " in it.
-        if memchr(b',', &line[i..start]).is_some()
-            && find(&line[i..start], b", client: ", 0).is_some()
-        {
-            break;
-        }
         let (mut n, mut digits) = (0i32, 0);
         while let Some(d) = line.get(start + digits).filter(|b| b.is_ascii_digit()) {
             if digits == 5 {
@@ -420,6 +413,13 @@ pub fn parse_log_line(line: &[u8]) -> LogLine {
             digits += 1;
         }
         if digits > 0 && line[start + digits..].starts_with(b": ") {
+            // Past the message (", client: ..." follows it), the line is not read: the
+            // request line may hold anything.
+            if memchr(b',', &line[..start]).is_some()
+                && find(&line[..start], b", client: ", 0).is_some()
+            {
+                break;
+            }
             // "could not be resolved (3: Host not found)" carries a resolver code (1 to 5, or
             // 110 for a timeout), not an errno.
             let resolver = matches!(n, 1..=5 | 110)

@@ -668,9 +668,9 @@ impl PageCache {
         }) && self.rid_len == p.request_id.len()
             && plain(p.request_id);
         if hit {
-            out.write_all(&self.page[..self.rid_at])?;
-            out.write_all(p.request_id)?;
-            return out.write_all(&self.page[self.rid_at + self.rid_len..]);
+            // the previous page, its request id replaced in place
+            self.page[self.rid_at..self.rid_at + self.rid_len].copy_from_slice(p.request_id);
+            return out.write_all(&self.page);
         }
         self.key = None;
         self.page.clear();

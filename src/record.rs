@@ -120,7 +120,7 @@ pub unsafe fn get(r: *mut ngx_http_request_t) -> Option<*mut Record> {
 /// # Safety
 /// `r` must be a valid request.
 pub unsafe fn get_or_create(r: *mut ngx_http_request_t) -> Option<*mut Record> {
-    if let Some(rec) = get(r) {
+    if let Some(rec) = any().then(|| get(r)).flatten() {
         return Some(rec);
     }
     let cln = ngx_pool_cleanup_add((*r).pool, mem::size_of::<Record>());
