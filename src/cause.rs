@@ -161,6 +161,19 @@ impl Cause {
         }
     }
 
+    /// The hint for a try that failed with `errno`: the cause's own, or one the errno makes
+    /// sharper where the cause alone says little.
+    pub fn hint_for(self, errno: Option<i32>) -> &'static str {
+        match (self, errno) {
+            // connect() to a unix socket whose listen queue is full (the TCP equivalent is a
+            // connect timeout): "11: Resource temporarily unavailable"
+            (Cause::Other, Some(libc::EAGAIN)) => {
+                "the backend's listen queue is full (EAGAIN on its unix socket): it is overloaded; raise its backlog (php-fpm listen.backlog, net.core.somaxconn) or its workers (pm.max_children)"
+            }
+            _ => self.hint(),
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Cause> {
         Self::ALL.iter().copied().find(|c| c.as_str() == s)
     }
@@ -706,6 +719,20 @@ mod tests {
         };
         assert_eq!(classify(&f).cause, Cause::WorkerConnections);
         assert_eq!(Cause::WorkerConnections.status(), 500);
+    }
+
+    #[test]
+    fn errno_sharpens_the_hint() {
+        let full = Cause::Other.hint_for(Some(libc::EAGAIN));
+        assert_ne!(full, Cause::Other.hint());
+        assert!(full.contains("listen queue is full"));
+        assert_eq!(Cause::Other.hint_for(Some(5)), Cause::Other.hint());
+        assert_eq!(Cause::Other.hint_for(None), Cause::Other.hint());
+        for &c in &Cause::ALL {
+            if c != Cause::Other {
+                assert_eq!(c.hint_for(Some(libc::EAGAIN)), c.hint(), "{c}");
+            }
+        }
     }
 
     #[test]

@@ -276,7 +276,7 @@ fn json_value<'a>(h: Hole, p: &Page<'a>) -> Val<'a> {
         Hole::Peer => Val::Str(lossy(p.peer)),
         Hole::Errno => p.errno.map_or(Val::Null, |n| Val::Num(n.into())),
         Hole::Phase => p.phase.map_or(Val::Null, |ph| Val::Str(ph.as_str().into())),
-        Hole::Hint => Val::Str(p.cause.hint().into()),
+        Hole::Hint => Val::Str(p.cause.hint_for(p.errno).into()),
     }
 }
 
@@ -346,7 +346,7 @@ fn html_value(h: Hole, p: &Page<'_>, out: &mut String) {
         Hole::Peer => lossy(p.peer),
         Hole::Errno => p.errno.map_or("-".into(), |n| n.to_string().into()),
         Hole::Phase => p.phase.map_or("-", |ph| ph.as_str()).into(),
-        Hole::Hint => p.cause.hint().into(),
+        Hole::Hint => p.cause.hint_for(p.errno).into(),
     };
     html_escape(&text, out);
 }
@@ -423,6 +423,8 @@ struct Known {
     phase: Vec<Vec<u8>>,
     error_502: Vec<u8>,
     error_504: Vec<u8>,
+    /// The longest hint once encoded, errno-specific ones included (`Cause::hint_for`).
+    hint_max: usize,
 }
 
 impl Known {
@@ -462,6 +464,19 @@ impl Known {
                     text(Hole::Phase, &p)
                 })
                 .collect(),
+            hint_max: Cause::ALL
+                .iter()
+                .flat_map(|&c| {
+                    [None, Some(libc::EAGAIN)].map(|errno| {
+                        let p = Page {
+                            errno,
+                            ..with_cause(c)
+                        };
+                        text(Hole::Hint, &p).len()
+                    })
+                })
+                .max()
+                .unwrap_or(0),
             error_502: text(Hole::Error, &base),
             error_504: text(
                 Hole::Error,
@@ -524,7 +539,7 @@ impl Template {
             .map(|c| match c {
                 Chunk::Lit(l) => l.len(),
                 Chunk::Hole(Hole::Cause) => longest(&known.cause),
-                Chunk::Hole(Hole::Hint) => longest(&known.hint),
+                Chunk::Hole(Hole::Hint) => known.hint_max,
                 Chunk::Hole(Hole::Phase) => longest(&known.phase).max(NUMBER_MAX),
                 Chunk::Hole(Hole::Error) => known.error_502.len().max(known.error_504.len()),
                 // numbers, `null`, "-", the HTML retry sentence, the quotes of a string
@@ -567,7 +582,9 @@ impl Template {
                     }
                 }
                 Chunk::Hole(Hole::Cause) => out.write_all(&k.cause[p.cause.index()])?,
-                Chunk::Hole(Hole::Hint) => out.write_all(&k.hint[p.cause.index()])?,
+                Chunk::Hole(Hole::Hint) if p.cause.hint_for(p.errno) == p.cause.hint() => {
+                    out.write_all(&k.hint[p.cause.index()])?
+                }
                 Chunk::Hole(Hole::Phase) if p.phase.is_some() => {
                     out.write_all(&k.phase[p.phase.map_or(0, |ph| ph as usize)])?
                 }
@@ -924,20 +941,45 @@ mod tests {
     }
 
     #[test]
+    fn hint_follows_the_errno() {
+        let p = Page {
+            cause: Cause::Other,
+            errno: Some(libc::EAGAIN),
+            ..page()
+        };
+        let hint = Cause::Other.hint_for(Some(libc::EAGAIN));
+        assert_eq!(json(true, &p)["hint"], hint);
+        let html = String::from_utf8(filled(Format::Html, true, &p)).unwrap();
+        assert!(html.contains("listen queue is full"));
+        let p = Page {
+            errno: Some(5),
+            ..p
+        };
+        assert_eq!(json(true, &p)["hint"], Cause::Other.hint());
+    }
+
+    #[test]
     fn max_len_bounds_the_worst_values() {
-        // every byte that escapes longest, the longest numbers and known texts
+        // every byte that escapes longest, the longest numbers and known texts; and no
+        // request id or peer at all, where the bound has no slack from them
         let worst: Vec<u8> = (0u8..=255).chain(*b"\"'<>&").collect();
+        let values: [&[u8]; 2] = [&worst, b""];
         for f in [Format::Json, Format::Html] {
             for details in [false, true] {
                 for &cause in &Cause::ALL {
-                    for retry_after in [None, Some(1), Some(u64::MAX)] {
+                    for (retry_after, errno, v) in [
+                        (None, Some(i32::MIN), 0),
+                        (Some(1), Some(libc::EAGAIN), 0),
+                        (Some(u64::MAX), Some(i32::MIN), 1),
+                        (Some(u64::MAX), Some(libc::EAGAIN), 1),
+                    ] {
                         let p = Page {
                             status: 599,
                             cause,
-                            request_id: &worst,
-                            peer: &worst,
+                            request_id: values[v],
+                            peer: values[v],
                             retry_after,
-                            errno: Some(i32::MIN),
+                            errno,
                             phase: Some(Phase::ReadBody),
                             ..page()
                         };

@@ -29,6 +29,9 @@ $b{denied} = $t->backend('ok', unix => $perm_sock, mode => 0000);
 my $perm_sock2    = "$sockdir/denied2.sock";
 my $missing_sock2 = "$sockdir/missing2.sock";
 $b{denied2} = $t->backend('ok', unix => $perm_sock2, mode => 0000);
+# a unix socket whose listen queue is full (php-fpm overloaded): connect() fails at once
+my $full_sock = "$sockdir/full.sock";
+$b{full} = $t->backend('blackhole', unix => $full_sock);
 my $closed  = Triage::Backend::closed_port();
 my $closed2 = Triage::Backend::closed_port();
 my $closed3 = Triage::Backend::closed_port();
@@ -80,6 +83,7 @@ http {
         location /var_silent  { set $b %%SILENT%%; proxy_pass http://$b; }
         # a unix socket given through a variable: nginx connects inside the content handler,
         # and the connect() fails there (synchronously)
+        location /full         { proxy_pass http://unix:%%FULL%%:; }
         location /var_denied   { set $s %%DENIED2%%; proxy_pass http://unix:$s:; }
         location /var_nosocket { set $s %%MISSING2%%; proxy_pass http://unix:$s:; }
         location /var_denied_fallback {
@@ -97,7 +101,7 @@ CONF
     BLACKHOLE => $b{blackhole}->addr, SILENT => $b{silent}->addr, CLOSE => $b{close}->addr,
     RESET => $b{reset}->addr, INVALID => $b{invalid_header}->addr, BIG => $b{big_header}->addr,
     OWN502 => $b{bad_gateway}->addr, DENIED => $perm_sock, MISSING => $missing_sock,
-    DENIED2 => $perm_sock2, MISSING2 => $missing_sock2,
+    DENIED2 => $perm_sock2, MISSING2 => $missing_sock2, FULL => $full_sock,
     DNS => $b{dns_nxdomain}->port, PLAIN => $b{plain}->addr);
 
 # errno => undef: not checked. Timeouts report 110, as nginx's own error.log line does.
@@ -142,6 +146,11 @@ my @cases = (
     { uri => '/var_silent', status => 504, cause => 'read_timeout', errno => 110,
       phase => 'read_header', peer => $b{silent}->addr,
       err => qr/\[error\] .*upstream timed out \(110: Connection timed out\) while reading response header from upstream/ },
+    # Linux answers EAGAIN, not ECONNREFUSED, when a unix socket's queue is full; the cause
+    # vocabulary has no name for it (`other`), the hint says what it is
+    { uri => '/full', status => 502, cause => 'other', errno => 11,
+      phase => 'connect', peer => "unix:$full_sock", hint => qr/listen queue is full/,
+      err => qr/\[error\] .*connect\(\) to unix:\Q$full_sock\E failed \(11: Resource temporarily unavailable\) while connecting to upstream/ },
     { uri => '/var_denied', status => 502, cause => 'permission_denied', errno => 13,
       phase => 'connect', peer => "unix:$perm_sock2",
       err => qr/\[crit\] .*connect\(\) to unix:\Q$perm_sock2\E failed \(13: Permission denied\) while connecting to upstream/ },
@@ -183,7 +192,9 @@ sub check_record {
         my ($last) = $rec->{upstream_addr} =~ /([^,\s]+)\s*$/;
         is($rec->{triage_peer}, $last, "$u: \$triage_peer is the last of \$upstream_addr");
     }
-    if ($c->{cause} eq '') {
+    if ($c->{hint}) {
+        like($rec->{triage_hint}, $c->{hint}, "$u: \$triage_hint");
+    } elsif ($c->{cause} eq '') {
         is($rec->{triage_hint}, '', "$u: \$triage_hint empty");
     } else {
         isnt($rec->{triage_hint}, '', "$u: \$triage_hint set");

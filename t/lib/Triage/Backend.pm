@@ -28,6 +28,8 @@ package Triage::Backend;
 #   drip           writes opt respond => $bytes one byte every opt every => 0.2 s, for at
 #                  most opt for => 3 s, then closes (a slow peer; serves one at a time)
 #   blackhole      listen backlog 0, accept queue pre-filled, never accepts: connects time out
+#                  (with unix => $path: connects fail at once, "11: Resource temporarily
+#                  unavailable", as php-fpm's socket does when its backlog is full)
 #   dns_nxdomain   UDP DNS server answering NXDOMAIN to every query
 # Options: unix => $path (listen on a unix socket instead; its dir must be
 # traversable by "nobody"), mode => 0000 (chmod of the socket, default 0666), dir => $dir (state files; default a dir under t/tmp), protocol => 'raw'.
@@ -84,6 +86,8 @@ sub start {
         $sock = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
             Proto => 'udp') or croak "udp bind: $!";
         $self->{port} = $sock->sockport;
+    } elsif ($type eq 'blackhole' && defined $opt{unix}) {
+        $sock = $self->_blackhole_unix($opt{unix});
     } elsif ($type eq 'blackhole') {
         $sock = $self->_blackhole;
     } elsif (defined $opt{unix}) {
@@ -206,6 +210,31 @@ sub _blackhole {
         my $done = $n > 0 && !unpack('i', getsockopt($c, SOL_SOCKET, SO_ERROR));
         last unless $done;
     }
+    $self->{held} = \@held;
+    $self->{filled} = scalar @held;
+    return $l;
+}
+
+# The same on a unix socket: there a full queue refuses a connect() at once (EAGAIN).
+sub _blackhole_unix {
+    my ($self, $path) = @_;
+    unlink $path;
+    socket(my $l, PF_UNIX, SOCK_STREAM, 0) or croak "socket: $!";
+    bind($l, pack_sockaddr_un($path)) or croak "bind $path: $!";
+    listen($l, 0) or croak "listen: $!";
+    chmod 0666, $path;
+    my @held;
+    for my $i (1 .. 16) {
+        socket(my $c, PF_UNIX, SOCK_STREAM, 0) or croak "socket: $!";
+        IO::Handle::blocking($c, 0);
+        if (connect($c, pack_sockaddr_un($path))) {
+            push @held, $c;
+            next;
+        }
+        croak "connect $path: $!" unless $! == EAGAIN;
+        last;    # the queue is full
+    }
+    croak "unix blackhole $path: the queue never filled" unless @held && @held < 16;
     $self->{held} = \@held;
     $self->{filled} = scalar @held;
     return $l;
