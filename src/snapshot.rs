@@ -207,9 +207,16 @@ impl PeerSnap {
         }
     }
 
-    /// The remediation line for the peer's most frequent recent cause.
+    /// The remediation line for the peer's most frequent recent cause (made sharper by the
+    /// last failure's errno when that failure had the same cause).
     pub fn hint(&self) -> Option<&'static str> {
-        self.top_cause_5m.map(|c| c.hint())
+        let c = self.top_cause_5m?;
+        let errno = self
+            .last_failure
+            .as_ref()
+            .filter(|l| l.cause == c)
+            .and_then(|l| l.errno);
+        Some(c.hint_for(errno))
     }
 }
 
@@ -366,6 +373,27 @@ mod tests {
         assert_eq!((w.requests, w.failures), (40, 5));
         assert_eq!(w.failure_rate(), Some(5.0 / 40.0));
         assert_eq!(u.window_5m().failure_rate(), None);
+    }
+
+    #[test]
+    fn peer_hint_follows_top_cause_and_last_errno() {
+        let mut p = peer(PeerState::Up, 1);
+        assert_eq!(p.hint(), None);
+        p.top_cause_5m = Some(Cause::Other);
+        assert_eq!(p.hint(), Some(Cause::Other.hint()));
+        let last = |cause, errno| LastFailure {
+            cause,
+            phase: Phase::Connect,
+            errno,
+            time_ms: 0,
+            status: 502,
+        };
+        p.last_failure = Some(last(Cause::Other, Some(libc::EAGAIN)));
+        assert_eq!(p.hint(), Some(Cause::Other.hint_for(Some(libc::EAGAIN))));
+        assert_ne!(p.hint(), Some(Cause::Other.hint()));
+        // the last failure had another cause: its errno says nothing about the top one
+        p.last_failure = Some(last(Cause::ConnectRefused, Some(libc::EAGAIN)));
+        assert_eq!(p.hint(), Some(Cause::Other.hint()));
     }
 
     #[test]

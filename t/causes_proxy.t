@@ -279,6 +279,15 @@ for my $c (@cases) {
     }
 }
 
+# The full unix socket's peer: its status hint says what errno 11 means there.
+{
+    my $r = $t->http('main', '/status');
+    my $j = eval { JSON::PP::decode_json($r->{body}) } || {};
+    my ($p) = @{ ($j->{upstreams}{$full_sock} || {})->{peers} || [] };
+    is($p && $p->{last_failure}{errno}, 11, 'status: the full socket\'s last failure is errno 11');
+    like($p && $p->{hint} // '', qr/listen queue is full/, 'status: the full socket\'s hint');
+}
+
 # The fallback answers a run-time unix socket's failure, met inside the content handler.
 {
     my $r = $t->http('main', '/var_denied_fallback');
