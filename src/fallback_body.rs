@@ -774,18 +774,8 @@ impl Write for PageBuf<'_> {
 const NUMBER_MAX: usize = 64;
 
 /// `n` in decimal, as serde_json and `to_string` write it.
-fn write_number(out: &mut impl Write, mut n: u64) -> io::Result<()> {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.write_all(&digits[i..])
+fn write_number(out: &mut impl Write, n: u64) -> io::Result<()> {
+    out.write_all(crate::render::decimal(n, &mut [0; 20]).as_bytes())
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

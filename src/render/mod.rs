@@ -9,6 +9,21 @@ pub mod prometheus;
 use crate::query::StateFilter;
 use crate::snapshot::{PeerSnap, RecentFailure, Snapshot, UpstreamSnap};
 
+/// `n` in decimal, as `to_string` and serde_json write it, without going through `core::fmt`
+/// (hot in the Prometheus renderer and the fallback pages), in `buf`.
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    core::str::from_utf8(&buf[i..]).expect("ASCII digits")
+}
+
 /// Which part of the snapshot a request shows (`?upstream=`, `?state=`).
 ///
 /// The state filter selects the peers that are listed; an upstream's aggregates (`totals`,
@@ -85,6 +100,13 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals() {
+        for n in [0, 7, 10, 99, 502, 1_000_000, u64::MAX] {
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string());
+        }
+    }
 
     #[test]
     fn times() {

@@ -38,18 +38,8 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// A decimal number, without going through `core::fmt` (a sample line is written ~100,000
 /// times for 10,000 peers).
-fn push_u64(out: &mut String, mut v: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend(buf[i..].iter().map(|&b| b as char));
+fn push_u64(out: &mut String, v: u64) {
+    out.push_str(super::decimal(v, &mut [0; 20]));
 }
 
 /// Milliseconds as seconds with three decimals.
