@@ -217,7 +217,7 @@ unsafe extern "C" fn content(r: *mut ngx_http_request_t) -> ngx_int_t {
     }
     let u = (*r).upstream;
     // Nothing to see: no upstream, or one named in the configuration (peer.init hooks it).
-    if u.is_null() || (*u).resolved.is_null() || !(*u).upstream.is_null() {
+    if !run_time(u) {
         if seen == Seen::Nothing {
             (*lcf).seen.set(Seen::Configured);
         }
@@ -241,6 +241,12 @@ unsafe extern "C" fn content(r: *mut ngx_http_request_t) -> ngx_int_t {
     rc
 }
 
+/// `u` is an upstream nginx resolved at run time (`proxy_pass http://$var`), not one named in
+/// the configuration.
+unsafe fn run_time(u: *const ngx_http_upstream_t) -> bool {
+    !u.is_null() && !(*u).resolved.is_null() && (*u).upstream.is_null()
+}
+
 /// Tap the request's connection log while its content handler runs.
 unsafe fn pre_tap(r: *mut ngx_http_request_t) -> Option<*mut Watch> {
     let wp = watch::take(r, ptr::null_mut())?;
@@ -260,9 +266,7 @@ unsafe fn pre_tap(r: *mut ngx_http_request_t) -> Option<*mut Watch> {
 pub unsafe fn early_failure(pre: *mut Watch) {
     let r = (*pre).r;
     let u = (*r).upstream;
-    if u.is_null()
-        || (*u).resolved.is_null()
-        || !(*u).upstream.is_null()
+    if !run_time(u)
         || (*u).cleanup.is_null()
         || (*u).peer.sockaddr.is_null()
         || (*u).peer.get.is_none()
@@ -332,7 +336,7 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
             ..Default::default()
         };
         // The balancer names the upstream in pc->name; count at upstream level.
-        record_try(w, &facts, ngx_str_t::empty());
+        record_try(w, &facts, ngx_str_t::empty(), false);
         w.attempt_failed = true;
     }
     rc
@@ -352,15 +356,7 @@ unsafe extern "C" fn free_peer(
             *(*pc).name
         };
         // a try sent to the peer: counted as one of its requests too
-        record(
-            w.r,
-            &mut w.record,
-            w.upstream,
-            w.dynamic,
-            &facts,
-            peer,
-            true,
-        );
+        record_try(w, &facts, peer, true);
         w.attempt_failed = true;
     }
     if let Some(free) = s.free {
@@ -479,7 +475,7 @@ unsafe fn record(
     );
 }
 
-unsafe fn record_try(w: &mut Watch, facts: &Facts, peer: ngx_str_t) {
+unsafe fn record_try(w: &mut Watch, facts: &Facts, peer: ngx_str_t, tried: bool) {
     record(
         w.r,
         &mut w.record,
@@ -487,7 +483,7 @@ unsafe fn record_try(w: &mut Watch, facts: &Facts, peer: ngx_str_t) {
         w.dynamic,
         facts,
         peer,
-        false,
+        tried,
     );
 }
 
@@ -597,6 +593,7 @@ unsafe fn classify_at_finalize(
                     ..Default::default()
                 },
                 ngx_str_t::empty(),
+                false,
             );
             w.attempt_failed = true;
             return;
@@ -613,6 +610,6 @@ unsafe fn classify_at_finalize(
     } else {
         return;
     };
-    record_try(w, &facts, peer);
+    record_try(w, &facts, peer, false);
     w.attempt_failed = true;
 }

@@ -247,32 +247,39 @@ impl Slot {
 
     /// One try sent to this peer: its response's status (0 if none) and times (ms).
     fn request(&self, status: u16, times: Option<(u64, u64)>) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
         if (100..600).contains(&status) {
             self.responses[status as usize / 100 - 1].fetch_add(1, Ordering::Relaxed);
         }
-        let secs = ngx_time() as u64;
-        let b1 = bucket(&self.win1, (secs / 60) as u32);
-        b1.requests.fetch_add(1, Ordering::Relaxed);
+        let (b1, b5) = self.buckets(ngx_time() as u64);
+        self.one_request(b1, b5);
         if let Some((header, response)) = times {
             b1.timed.fetch_add(1, Ordering::Relaxed);
             b1.header_ms.fetch_add(header as u32, Ordering::Relaxed);
             b1.response_ms.fetch_add(response as u32, Ordering::Relaxed);
         }
-        bucket(&self.win5, (secs / 300) as u32)
-            .requests
-            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// This minute's and these five minutes' buckets at `secs`.
+    fn buckets(&self, secs: u64) -> (&Win1, &Win5) {
+        (
+            bucket(&self.win1, (secs / 60) as u32),
+            bucket(&self.win5, (secs / 300) as u32),
+        )
+    }
+
+    /// A try sent to this peer, counted in total and in the current buckets.
+    fn one_request(&self, b1: &Win1, b5: &Win5) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        b1.requests.fetch_add(1, Ordering::Relaxed);
+        b5.requests.fetch_add(1, Ordering::Relaxed);
     }
 
     /// One failed try (or a failure before any peer, on the upstream's own slot). `tried`:
     /// the try was sent to this peer (one of its requests, with no response).
     fn failure(&self, cause: Cause, tried: bool, secs: u64) {
-        let b1 = bucket(&self.win1, (secs / 60) as u32);
-        let b5 = bucket(&self.win5, (secs / 300) as u32);
+        let (b1, b5) = self.buckets(secs);
         if tried {
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            b1.requests.fetch_add(1, Ordering::Relaxed);
-            b5.requests.fetch_add(1, Ordering::Relaxed);
+            self.one_request(b1, b5);
         }
         b1.failures.fetch_add(1, Ordering::Relaxed);
         b5.failures.fetch_add(1, Ordering::Relaxed);
@@ -559,11 +566,10 @@ pub fn count(
     }
     let e = errno.map_or(0u64, |e| (e as u32 as u64).wrapping_add(1) & 0xffff_ffff);
     let info = cause.index() as u64 | (phase as u64) << 8 | (status as u64) << 16 | e << 32;
-    let tp = ngx_timeofday();
-    let now = tp.sec as u64 * 1000 + tp.msec as u64;
+    let now = now_ms();
     s.last_time_ms.store(now, Ordering::Relaxed);
     s.last_info.store(info, Ordering::Release);
-    s.failure(cause, tried, tp.sec as u64);
+    s.failure(cause, tried, now / 1000);
     if let Some(req) = req {
         sh.remember(&Recent {
             time_ms: now,
