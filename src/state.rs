@@ -20,7 +20,7 @@ use crate::cause::{Cause, Phase};
 use crate::conf::{MainConf, DEFAULT_ZONE_SIZE};
 use crate::module::Module;
 use crate::snapshot::{LastFailure, RecentFailure, Window};
-use crate::{shm_index, upstreams};
+use crate::{ring, shm_index, upstreams};
 
 const MAGIC: u64 = 0x7472_6961_6765_0003;
 
@@ -641,11 +641,17 @@ pub fn request(
     }
 }
 
-/// One entry of the recent-failures ring, in shared memory.
+/// One entry of the recent-failures ring, in shared memory (sequence rules in [`ring`]).
 #[repr(C)]
 struct RecentSlot {
-    /// Bumped before and after a write (odd: being written).
     seq: AtomicU64,
+    d: RecentData,
+}
+
+/// What an entry says, copied out whole by a reader.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct RecentData {
     time_ms: u64,
     cause: u8,
     phase: u8,
@@ -685,61 +691,63 @@ impl Shared {
         unsafe { core::slice::from_raw_parts(self.recent, self.recent_cap) }
     }
 
-    /// Add a failure to the ring, overwriting the oldest (under the zone's mutex).
+    /// Add a failure to the ring, overwriting the oldest; without a lock (see [`ring`]).
     fn remember(&self, f: &Recent) {
-        if self.recent.is_null() || self.recent_cap == 0 {
+        let ring = self.ring();
+        if ring.is_empty() {
             return;
         }
-        // SAFETY: the slab pool and its mutex live in this zone; the entry is written under
-        // the mutex, readers check its sequence number.
-        unsafe {
-            ngx_shmtx_lock(&mut (*self.pool).mutex);
-            let n = self.recent_next.fetch_add(1, Ordering::Relaxed);
-            let e = &mut *self.recent.add((n % self.recent_cap as u64) as usize);
-            e.seq.fetch_add(1, Ordering::AcqRel);
-            e.time_ms = f.time_ms;
-            e.cause = f.cause.index() as u8;
-            e.phase = f.phase as u8;
-            e.status = f.status;
-            e.errno = f.errno.unwrap_or(-1);
-            e.lens = [
-                put(&mut e.upstream, f.upstream),
-                put(&mut e.peer, f.peer),
-                put(&mut e.method, f.req.method),
-                put(&mut e.path, f.req.path),
-                put(&mut e.request_id, f.req.request_id),
-            ];
-            e.seq.fetch_add(1, Ordering::Release);
-            ngx_shmtx_unlock(&mut (*self.pool).mutex);
+        let n = self.recent_next.fetch_add(1, Ordering::Relaxed);
+        let e = &ring[(n % ring.len() as u64) as usize];
+        if !ring::claim(&e.seq, n) {
+            return;
         }
+        // SAFETY: the claim makes this writer the entry's only one until it publishes;
+        // readers copy the data only while the sequence word says it is complete.
+        unsafe {
+            let d = &mut *(ptr::addr_of!(e.d) as *mut RecentData);
+            d.time_ms = f.time_ms;
+            d.cause = f.cause.index() as u8;
+            d.phase = f.phase as u8;
+            d.status = f.status;
+            d.errno = f.errno.unwrap_or(-1);
+            d.lens = [
+                put(&mut d.upstream, f.upstream),
+                put(&mut d.peer, f.peer),
+                put(&mut d.method, f.req.method),
+                put(&mut d.path, f.req.path),
+                put(&mut d.request_id, f.req.request_id),
+            ];
+        }
+        ring::publish(&e.seq, n);
     }
 
-    /// The ring, newest first (entries being written are skipped).
+    /// The ring, newest first (entries being written or overwritten are skipped).
     pub fn recent_failures(&self) -> Vec<RecentFailure> {
         let ring = self.ring();
         let next = self.recent_next.load(Ordering::Acquire);
         let n = (next as usize).min(ring.len());
         let lossy = |b: &[u8], len: u8| String::from_utf8_lossy(&b[..len as usize]).into_owned();
-        (1..=n)
+        (1..=n as u64)
             .filter_map(|k| {
-                let e = &ring[((next - k as u64) % ring.len() as u64) as usize];
-                let seq = e.seq.load(Ordering::Acquire);
-                if seq & 1 == 1 {
-                    return None;
-                }
-                let out = RecentFailure {
-                    time_ms: e.time_ms,
-                    upstream: lossy(&e.upstream, e.lens[0]),
-                    peer: lossy(&e.peer, e.lens[1]),
-                    cause: Cause::from_index(e.cause as usize)?,
-                    errno: (e.errno >= 0).then_some(e.errno),
-                    phase: Phase::from_index(e.phase as usize)?,
-                    status: e.status,
-                    method: lossy(&e.method, e.lens[2]),
-                    path: lossy(&e.path, e.lens[3]),
-                    request_id: lossy(&e.request_id, e.lens[4]),
-                };
-                (e.seq.load(Ordering::Acquire) == seq).then_some(out)
+                let at = next - k;
+                let e = &ring[(at % ring.len() as u64) as usize];
+                // SAFETY: a plain copy of the entry's bytes; kept only if no write overlapped.
+                let d = ring::read(&e.seq, at, || unsafe {
+                    ptr::read_volatile(ptr::addr_of!(e.d))
+                })?;
+                Some(RecentFailure {
+                    time_ms: d.time_ms,
+                    upstream: lossy(&d.upstream, d.lens[0]),
+                    peer: lossy(&d.peer, d.lens[1]),
+                    cause: Cause::from_index(d.cause as usize)?,
+                    errno: (d.errno >= 0).then_some(d.errno),
+                    phase: Phase::from_index(d.phase as usize)?,
+                    status: d.status,
+                    method: lossy(&d.method, d.lens[2]),
+                    path: lossy(&d.path, d.lens[3]),
+                    request_id: lossy(&d.request_id, d.lens[4]),
+                })
             })
             .collect()
     }

@@ -1,0 +1,113 @@
+#!/usr/bin/perl
+# The recent failures ring when it goes round (`triage_zone ... recent=4`), written by two
+# workers without a lock: it keeps the newest failures, newest first, each entry whole (the
+# path and the $request_id of one and the same request, as the access log has them), and
+# the counters count every failure even when the ring leaves one out.
+#   Run alone: prove -v t/status_recent.t
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use JSON::PP ();
+use Test::More;
+use Triage::Harness qw(wait_until);
+use Triage::Backend;
+
+my $t = Triage::Harness->new;
+my $closed = Triage::Backend::closed_port();
+
+$t->start(<<'CONF', CLOSED => $closed);
+%%LOAD_MODULE%%
+worker_processes 2;
+events { worker_connections 128; }
+http {
+    triage_zone 1m recent=4;
+    log_format ids '$request_uri|$status|$request_id|$pid';
+    access_log logs/access.log ids;
+
+    upstream app { server 127.0.0.1:%%CLOSED%%; }
+
+    server {
+        listen 127.0.0.1:%%PORT_main%%;
+        location / { proxy_pass http://app; }
+        location = /__upstream_status { triage_status; access_log off; }
+    }
+}
+CONF
+
+sub status {
+    my $r = $t->http('main', '/__upstream_status');
+    return eval { JSON::PP::decode_json($r->{body}) } || {};
+}
+
+sub failures_total {
+    my ($j) = @_;
+    my ($p) = grep { $_->{name} eq "127.0.0.1:$closed" } @{ $j->{upstreams}{app}{peers} || [] };
+    return $p ? $p->{failures}{total} : -1;
+}
+
+# --- 1. sequential: 11 failures, each on a new connection (either worker takes it) -------
+my $n = 11;
+for my $i (1 .. $n) {
+    is($t->http('main', "/seq/$i")->{status}, 502, "/seq/$i: 502") or last;
+}
+my $lines = $t->wait_access_log('access.log', $n, fields => [qw(uri status request_id pid)]);
+is(scalar @$lines, $n, "$n requests logged");
+my %id_of = map { $_->{uri} => $_->{request_id} } @$lines;
+my %pids = map { $_->{pid} => 1 } @$lines;
+note('workers that answered: ' . join(' ', sort keys %pids));
+
+my $j = wait_until(sub { my $j = status(); failures_total($j) >= $n ? $j : undef }, 5) || status();
+is(failures_total($j), $n, 'the peer counts every failure');
+my $rf = $j->{recent_failures} || [];
+is(scalar @$rf, 4, 'recent=4: the ring holds the last 4 failures');
+is_deeply([ map { $_->{path} } @$rf ], [ map { "/seq/$_" } reverse $n - 3 .. $n ],
+    'newest first, the oldest overwritten');
+is_deeply([ map { $_->{request_id} } @$rf ], [ map { $id_of{"/seq/$_"} } reverse $n - 3 .. $n ],
+    'each entry has its own request id, as the access log has it');
+is_deeply([ map { "$_->{cause}/$_->{errno}/$_->{status}" } @$rf ], [ ('connect_refused/111/502') x 4 ],
+    'cause, errno and status of each entry');
+
+# --- 2. concurrent: 8 keep-alive connections with a request in flight on each, 15 rounds ---
+my $conns = 8;
+my $rounds = 15;
+my @c = map { $t->conn('main') or BAIL_OUT("connect: $!") } 1 .. $conns;
+my $answered = 0;
+for my $round (1 .. $rounds) {
+    for my $k (0 .. $#c) {
+        $c[$k]->send_request(GET => "/par/$k/$round");
+    }
+    for my $k (0 .. $#c) {
+        my $r = $c[$k]->read_response(timeout => 5);
+        $answered++ if $r->{status} == 502;
+    }
+}
+$_->close for @c;
+my $total = $n + $conns * $rounds;
+is($answered, $conns * $rounds, 'every concurrent request answered 502');
+$lines = $t->wait_access_log('access.log', $total, fields => [qw(uri status request_id pid)]);
+is(scalar @$lines, $total, "$total requests logged");
+%id_of = map { $_->{uri} => $_->{request_id} } @$lines;
+
+$j = wait_until(sub { my $j = status(); failures_total($j) >= $total ? $j : undef }, 5) || status();
+is(failures_total($j), $total, 'the peer counts every failure, also those the ring left out');
+$rf = $j->{recent_failures} || [];
+ok(@$rf >= 1 && @$rf <= 4, 'the ring shows 1 to 4 entries') or diag(scalar @$rf);
+my @whole = grep {
+    $_->{path} =~ m{^/par/\d+/\d+$} && defined $id_of{ $_->{path} }
+        && $id_of{ $_->{path} } eq $_->{request_id}
+} @$rf;
+is(scalar @whole, scalar @$rf, 'every entry is whole: the path and request id of one request')
+    or diag(JSON::PP->new->canonical->encode($rf));
+my @last_round = grep { m{^/par/\d+/$rounds$} } map { $_->{path} } @$rf;
+is(scalar @last_round, scalar @$rf, 'the entries are from the last round')
+    or diag(join ' ', map { $_->{path} } @$rf);
+my @times = map { $_->{time} } @$rf;
+is_deeply(\@times, [ sort { $b cmp $a } @times ], 'newest first');
+
+my @crash = grep { /signal|exited on/ } $t->log_lines('error.log');
+is(scalar @crash, 0, 'no worker crashed') or diag(join "\n", @crash);
+
+done_testing();
