@@ -142,13 +142,17 @@ say() { echo "$*"; report+=("$*"); }
 
 machine="$(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
 
-# wrk_run PORT SECONDS [STATUS]: sets RPS and P99 (ms). Fails on socket errors, and on any
+# wrk_run PORT SECONDS [STATUS] [MASTER_PID]: sets RPS and P99 (ms); with MASTER_PID also
+# USER_US and SYS_US, the CPU time its workers spent per request (microseconds, from
+# /proc/PID/stat: clock ticks, so runs of a few seconds). Fails on socket errors, and on any
 # response that is not a 2xx, or (with STATUS, e.g. 502) on any that is a 2xx/3xx: wrk only
 # counts "Non-2xx or 3xx", so every response must be one of those.
 wrk_run() {
-    local port=$1 secs=$2 status=${3:-} o r
+    local port=$1 secs=$2 status=${3:-} master=${4:-} o r before after
+    [ -n "$master" ] && before=$(workers_cpu_ticks "$master")
     bg_wait timeout $((secs + 30)) wrk --latency -t "$THREADS" -c "$CONNS" -d "${secs}s" \
         "http://127.0.0.1:$port/" > "$run_dir/wrk.txt" || die "wrk failed on port $port"
+    [ -n "$master" ] && after=$(workers_cpu_ticks "$master")
     o=$(cat "$run_dir/wrk.txt")
     if grep -q -e 'Socket errors' <<<"$o" ||
         { [ -z "$status" ] && grep -q -e 'Non-2xx' <<<"$o"; } ||
@@ -163,6 +167,27 @@ wrk_run() {
          END {if (rps == "" || p99 == "") exit 1; printf "%.0f %.3f\n", rps, p99}' <<<"$o") ||
         die "cannot parse wrk output"
     read -r RPS P99 <<<"$r"
+    if [ -n "$master" ]; then
+        # the workers' CPU time per request, in microseconds: user, system
+        r=$(awk -v b="$before" -v a="$after" -v hz="$(getconf CLK_TCK)" \
+            '/requests in/ {n = $1}
+             END {split(b, x); split(a, y); if (n == 0) exit 1
+                  printf "%.2f %.2f\n", (y[1] - x[1]) / hz / n * 1e6, (y[2] - x[2]) / hz / n * 1e6}' <<<"$o") ||
+            die "cannot compute CPU per request"
+        read -r USER_US SYS_US <<<"$r"
+    fi
+}
+
+# workers_cpu_ticks MASTER_PID: "user system" clock ticks used so far by the master's children
+workers_cpu_ticks() {
+    local k u=0 s=0 f
+    for k in $(pgrep -P "$1"); do
+        # fields after the command name (which may hold spaces): utime is the 12th, stime the 13th
+        f=$(sed 's/.*) //' "/proc/$k/stat" 2>/dev/null) || continue
+        read -r -a f <<<"$f"
+        u=$((u + f[11])) s=$((s + f[12]))
+    done
+    echo "$u $s"
 }
 
 # record_results TITLE ENVLINE CMDLINE: append the report to bench/RESULTS.md
