@@ -127,28 +127,19 @@ mod tests {
                 .collect(),
         );
         let next = Arc::new(AtomicU64::new(0));
-        let writers: Vec<_> = (0..3)
-            .map(|_| {
-                let (ring, next) = (ring.clone(), next.clone());
-                std::thread::spawn(move || {
-                    let mut kept = 0u64;
-                    for _ in 0..20_000 {
-                        let n = next.fetch_add(1, Ordering::Relaxed);
-                        let e = &ring[(n % CAP as u64) as usize];
-                        if claim(&e.seq, n) {
-                            e.a.store(n, Ordering::Relaxed);
-                            e.b.store(n * 3, Ordering::Relaxed);
-                            publish(&e.seq, n);
-                            kept += 1;
-                        }
-                    }
-                    kept
-                })
-            })
-            .collect();
-        let mut seen = 0u64;
-        for _ in 0..50_000 {
-            let last = next.load(Ordering::Acquire);
+        let done = Arc::new(AtomicU64::new(0));
+        let write = |ring: &[Entry], n: u64| {
+            let e = &ring[(n % CAP as u64) as usize];
+            if !claim(&e.seq, n) {
+                return false;
+            }
+            e.a.store(n, Ordering::Relaxed);
+            e.b.store(n * 3, Ordering::Relaxed);
+            publish(&e.seq, n);
+            true
+        };
+        let read_all = |ring: &[Entry], last: u64| {
+            let mut seen = 0;
             for k in 1..=CAP as u64 {
                 let Some(n) = last.checked_sub(k) else { break };
                 let e = &ring[(n % CAP as u64) as usize];
@@ -159,8 +150,30 @@ mod tests {
                     seen += 1;
                 }
             }
+            seen
+        };
+        let writers: Vec<_> = (0..3)
+            .map(|_| {
+                let (ring, next, done) = (ring.clone(), next.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let mut kept = 0u64;
+                    for _ in 0..20_000 {
+                        kept += u64::from(write(&ring, next.fetch_add(1, Ordering::Relaxed)));
+                    }
+                    done.fetch_add(1, Ordering::Release);
+                    kept
+                })
+            })
+            .collect();
+        // read while they write (bounded: the writers end after their 20,000 writes)
+        while done.load(Ordering::Acquire) < 3 {
+            read_all(&ring, next.load(Ordering::Acquire));
         }
         let kept: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
-        assert!(kept > 0 && seen > 0, "kept {kept}, seen {seen}");
+        assert!(kept > 0, "no write kept");
+        // alone now: the next write is kept, and read back whole
+        let n = next.fetch_add(1, Ordering::Relaxed);
+        assert!(write(&ring, n), "write {n} after the others");
+        assert!(read_all(&ring, n + 1) >= 1);
     }
 }
