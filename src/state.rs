@@ -698,14 +698,15 @@ impl Shared {
             return;
         }
         let n = self.recent_next.fetch_add(1, Ordering::Relaxed);
-        let e = &ring[(n % ring.len() as u64) as usize];
-        if !ring::claim(&e.seq, n) {
+        let at = (n % ring.len() as u64) as usize;
+        if !ring::claim(&ring[at].seq, n) {
             return;
         }
         // SAFETY: the claim makes this writer the entry's only one until it publishes;
-        // readers copy the data only while the sequence word says it is complete.
+        // readers copy the data only while the sequence word says it is complete. The
+        // entry is written through the zone's own (mutable) pointer.
         unsafe {
-            let d = &mut *(ptr::addr_of!(e.d) as *mut RecentData);
+            let d = &mut *ptr::addr_of_mut!((*self.recent.add(at)).d);
             d.time_ms = f.time_ms;
             d.cause = f.cause.index() as u8;
             d.phase = f.phase as u8;
@@ -719,7 +720,7 @@ impl Shared {
                 put(&mut d.request_id, f.req.request_id),
             ];
         }
-        ring::publish(&e.seq, n);
+        ring::publish(&ring[at].seq, n);
     }
 
     /// The ring, newest first (entries being written or overwritten are skipped).
