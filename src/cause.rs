@@ -103,74 +103,105 @@ impl Cause {
         }
     }
 
-    /// One line of remediation, from the troubleshooting guides (shared/seeds/).
+    /// One line of remediation, from the troubleshooting guides (shared/seeds/), for a try of
+    /// any upstream module: where it names a directive, it names proxy's and fastcgi's.
     pub fn hint(self) -> &'static str {
-        match self {
-            Cause::ConnectRefused => {
-                "nothing listens at that address: is the backend running, and does proxy_pass match its listen port?"
-            }
-            Cause::ConnectTimeout => {
-                "the backend did not accept the connection in time: check its listen backlog, firewall rules and load"
-            }
-            Cause::SendTimeout => {
-                "the backend stopped reading the request: check that it is not stuck, or raise proxy_send_timeout"
-            }
-            Cause::ReadTimeout => {
-                "the backend accepted the request but did not answer in time: look for slow queries, or raise proxy_read_timeout"
-            }
-            Cause::PrematureClose => {
-                "the backend closed the connection before answering: check its logs for crashes, OOM kills or worker restarts"
-            }
-            Cause::ConnectionReset => {
-                "the backend reset the connection: check its logs for crashes, and that keepalive timeouts match on both sides"
-            }
-            Cause::InvalidHeader => {
-                "the backend answered something that is not valid HTTP: check that proxy_pass speaks the backend's protocol (http, fastcgi, uwsgi)"
-            }
-            Cause::HeaderTooBig => {
-                "the response headers exceed the buffer: raise proxy_buffer_size / fastcgi_buffer_size, or trim the cookies and headers"
-            }
-            Cause::NoLiveUpstreams => {
-                "every server of the upstream is marked failed (max_fails/fail_timeout): fix the backends, nginx retries after fail_timeout"
-            }
-            Cause::PermissionDenied => {
-                "nginx's worker user cannot connect: check the unix socket's owner and mode (listen.owner/listen.mode) or SELinux"
-            }
-            Cause::SocketNotFound => {
-                "the unix socket does not exist: is the backend (e.g. php-fpm) running, and does the path match its listen setting?"
-            }
-            Cause::HostNotFound => {
-                "the upstream host name did not resolve: check the name and the resolver directive"
-            }
-            Cause::HostUnreachable => {
-                "no route to the backend host: check the address, the network and firewall rules"
-            }
-            Cause::AddressUnavailable => {
-                "no local address/port available to connect: too many TIME-WAIT sockets, enable upstream keepalive"
-            }
-            Cause::TlsHandshakeFailed => {
-                "the TLS handshake with the backend failed: does the backend speak TLS on that port, and do proxy_ssl_* settings match?"
-            }
-            Cause::WorkerConnections => {
-                "nginx ran out of connections: raise worker_connections (and the open files limit)"
-            }
-            Cause::Upstream502 => {
-                "the backend itself answered 502: look at the backend's own logs and its upstreams"
-            }
-            Cause::Other => "see error.log for this request",
-        }
+        self.hint_in(None, Pass::Any)
     }
 
-    /// The hint for a try that failed with `errno`: the cause's own, or one the errno makes
-    /// sharper where the cause alone says little.
+    /// The hint for a try that failed with `errno`, through any upstream module.
     pub fn hint_for(self, errno: Option<i32>) -> &'static str {
+        self.hint_in(errno, Pass::Any)
+    }
+
+    /// The hint for a try through `pass` that failed with `errno`: the cause's own, or one the
+    /// errno makes sharper where the cause alone says little. The directives it names are
+    /// those of `pass` (`fastcgi_read_timeout` for fastcgi_pass).
+    pub fn hint_in(self, errno: Option<i32>, pass: Pass) -> &'static str {
         match (self, errno) {
             // connect() to a unix socket whose listen queue is full (the TCP equivalent is a
             // connect timeout): "11: Resource temporarily unavailable"
             (Cause::Other, Some(libc::EAGAIN)) => {
                 "the backend's listen queue is full (EAGAIN on its unix socket): it is overloaded; raise its backlog (php-fpm listen.backlog, net.core.somaxconn) or its workers (pm.max_children)"
             }
-            _ => self.hint(),
+            _ => {
+                static HINTS: std::sync::OnceLock<Vec<Vec<String>>> = std::sync::OnceLock::new();
+                let all = HINTS.get_or_init(|| {
+                    Pass::ALL
+                        .iter()
+                        .map(|&p| Cause::ALL.iter().map(|c| c.hint_text(p)).collect())
+                        .collect()
+                });
+                &all[pass as usize][self.index()]
+            }
+        }
+    }
+
+    fn hint_text(self, p: Pass) -> String {
+        match self {
+            Cause::ConnectRefused => format!(
+                "nothing listens at that address: is the backend running, and does {} match its listen port?",
+                p.directive("pass")
+            ),
+            Cause::ConnectTimeout => {
+                "the backend did not accept the connection in time: check its listen backlog, firewall rules and load".into()
+            }
+            Cause::SendTimeout => format!(
+                "the backend stopped reading the request: check that it is not stuck, or raise {}",
+                p.directive("send_timeout")
+            ),
+            Cause::ReadTimeout => format!(
+                "the backend accepted the request but did not answer in time: look for slow queries, or raise {}",
+                p.directive("read_timeout")
+            ),
+            Cause::PrematureClose => {
+                "the backend closed the connection before answering: check its logs for crashes, OOM kills or worker restarts".into()
+            }
+            Cause::ConnectionReset => {
+                "the backend reset the connection: check its logs for crashes, and that keepalive timeouts match on both sides".into()
+            }
+            Cause::InvalidHeader => format!(
+                "the backend answered something that is not valid {}: check that {} speaks the backend's protocol (http, fastcgi, uwsgi)",
+                p.protocol(),
+                p.directive("pass")
+            ),
+            Cause::HeaderTooBig => format!(
+                "the response headers exceed the buffer: raise {}, or trim the cookies and headers",
+                p.directive("buffer_size")
+            ),
+            Cause::NoLiveUpstreams => {
+                "every server of the upstream is marked failed (max_fails/fail_timeout): fix the backends, nginx retries after fail_timeout".into()
+            }
+            Cause::PermissionDenied => {
+                "nginx's worker user cannot connect: check the unix socket's owner and mode (listen.owner/listen.mode) or SELinux".into()
+            }
+            Cause::SocketNotFound => {
+                "the unix socket does not exist: is the backend (e.g. php-fpm) running, and does the path match its listen setting?".into()
+            }
+            Cause::HostNotFound => {
+                "the upstream host name did not resolve: check the name and the resolver directive".into()
+            }
+            Cause::HostUnreachable => {
+                "no route to the backend host: check the address, the network and firewall rules".into()
+            }
+            Cause::AddressUnavailable => {
+                "no local address/port available to connect: too many TIME-WAIT sockets, enable upstream keepalive".into()
+            }
+            Cause::TlsHandshakeFailed => format!(
+                "the TLS handshake with the backend failed: does the backend speak TLS on that port, and do {} settings match?",
+                // fastcgi has no TLS to the backend
+                match p {
+                    Pass::Any => "proxy_ssl_*".into(),
+                    p => p.directive("ssl_*"),
+                }
+            ),
+            Cause::WorkerConnections => {
+                "nginx ran out of connections: raise worker_connections (and the open files limit)".into()
+            }
+            Cause::Upstream502 => {
+                "the backend itself answered 502: look at the backend's own logs and its upstreams".into()
+            }
+            Cause::Other => "see error.log for this request".into(),
         }
     }
 
@@ -226,6 +257,76 @@ impl Phase {
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The upstream module a try went through (`proxy_pass`, `fastcgi_pass`...): the directives
+/// a hint names are its own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Pass {
+    /// Not known (the status, where one upstream can serve several modules): a hint names
+    /// proxy's and fastcgi's directives.
+    #[default]
+    Any,
+    Proxy,
+    Fastcgi,
+    Uwsgi,
+    Scgi,
+    Grpc,
+    Memcached,
+}
+
+impl Pass {
+    pub const ALL: [Pass; 7] = [
+        Pass::Any,
+        Pass::Proxy,
+        Pass::Fastcgi,
+        Pass::Uwsgi,
+        Pass::Scgi,
+        Pass::Grpc,
+        Pass::Memcached,
+    ];
+
+    /// From the upstream's `u->schema` as nginx's modules set it ("http://", "fastcgi://"...),
+    /// told apart by first byte and length: this runs on every failed try, and a hint is all
+    /// it decides. Another module's schema is [`Pass::Any`] unless it looks like one of these.
+    pub fn from_schema(schema: &[u8]) -> Pass {
+        match (schema.first(), schema.len()) {
+            (Some(b'h'), 7 | 8) => Pass::Proxy, // http:// https://
+            (Some(b'f'), 10) => Pass::Fastcgi,  // fastcgi://
+            (Some(b'u'), 8) | (Some(b's'), 9) => Pass::Uwsgi, // uwsgi:// suwsgi://
+            (Some(b's'), 7) => Pass::Scgi,      // scgi://
+            (Some(b'g'), 7 | 8) => Pass::Grpc,  // grpc:// grpcs://
+            (Some(b'm'), 12) => Pass::Memcached, // memcached://
+            _ => Pass::Any,
+        }
+    }
+
+    /// The module's directive ending in `suffix`: `proxy_read_timeout`; for [`Pass::Any`]
+    /// proxy's and fastcgi's.
+    fn directive(self, suffix: &str) -> String {
+        let prefix = match self {
+            Pass::Any => return format!("proxy_{suffix} / fastcgi_{suffix}"),
+            Pass::Proxy => "proxy",
+            Pass::Fastcgi => "fastcgi",
+            Pass::Uwsgi => "uwsgi",
+            Pass::Scgi => "scgi",
+            Pass::Grpc => "grpc",
+            Pass::Memcached => "memcached",
+        };
+        format!("{prefix}_{suffix}")
+    }
+
+    /// What the module expects the backend to speak.
+    fn protocol(self) -> &'static str {
+        match self {
+            Pass::Any | Pass::Proxy => "HTTP",
+            Pass::Fastcgi => "FastCGI",
+            Pass::Uwsgi => "uwsgi",
+            Pass::Scgi => "SCGI",
+            Pass::Grpc => "HTTP/2 (gRPC)",
+            Pass::Memcached => "memcached",
+        }
     }
 }
 
@@ -731,6 +832,56 @@ mod tests {
         for &c in &Cause::ALL {
             if c != Cause::Other {
                 assert_eq!(c.hint_for(Some(libc::EAGAIN)), c.hint(), "{c}");
+            }
+        }
+    }
+
+    #[test]
+    fn hints_name_the_directives_of_the_upstream_module() {
+        let schemas: [(&[u8], Pass); 14] = [
+            (b"http://", Pass::Proxy),
+            (b"https://", Pass::Proxy),
+            (b"fastcgi://", Pass::Fastcgi),
+            (b"uwsgi://", Pass::Uwsgi),
+            (b"suwsgi://", Pass::Uwsgi),
+            (b"scgi://", Pass::Scgi),
+            (b"grpc://", Pass::Grpc),
+            (b"grpcs://", Pass::Grpc),
+            (b"memcached://", Pass::Memcached),
+            (b"", Pass::Any),
+            (b"http:/", Pass::Any),
+            (b"scgi:/", Pass::Any),
+            (b"ftp://", Pass::Any),
+            (b"redis://", Pass::Any),
+        ];
+        for (schema, pass) in schemas {
+            assert_eq!(Pass::from_schema(schema), pass, "{schema:?}");
+        }
+        let read = |p| Cause::ReadTimeout.hint_in(None, p);
+        assert!(read(Pass::Fastcgi).ends_with("raise fastcgi_read_timeout"));
+        assert!(read(Pass::Grpc).ends_with("raise grpc_read_timeout"));
+        assert!(read(Pass::Any).ends_with("raise proxy_read_timeout / fastcgi_read_timeout"));
+        assert_eq!(Cause::ReadTimeout.hint(), read(Pass::Any));
+        assert!(Cause::ConnectRefused
+            .hint_in(None, Pass::Uwsgi)
+            .contains("does uwsgi_pass match its listen port"));
+        assert!(Cause::InvalidHeader
+            .hint_in(None, Pass::Fastcgi)
+            .contains("not valid FastCGI: check that fastcgi_pass"));
+        assert!(Cause::TlsHandshakeFailed
+            .hint_in(None, Pass::Any)
+            .contains("proxy_ssl_*"));
+        for &pass in &Pass::ALL {
+            for &c in &Cause::ALL {
+                let h = c.hint_in(None, pass);
+                assert!(!h.is_empty() && !h.contains('{'), "{c} {pass:?}: {h}");
+                // a module's hint names no other module's directives
+                if pass == Pass::Fastcgi {
+                    assert!(!h.contains("proxy_"), "{c}: {h}");
+                }
+                if pass == Pass::Proxy {
+                    assert!(!h.contains("fastcgi_"), "{c}: {h}");
+                }
             }
         }
     }

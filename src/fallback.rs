@@ -39,7 +39,7 @@ use ngx::http::{HttpModule, HttpModuleLocationConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
 
 use crate::accept;
-use crate::cause::{Cause, Phase};
+use crate::cause::{Cause, Pass, Phase};
 use crate::conf::{args, LocConf};
 use crate::fallback_body::{self as body, Format, Mode, Page, PageCache, PeerHealth, Spec};
 use crate::module::Module;
@@ -291,6 +291,8 @@ struct Failure {
     phase: Option<Phase>,
     errno: Option<i32>,
     peer: ngx_str_t,
+    /// The upstream module (the directives the hint names).
+    pass: Pass,
     /// The backend's own 502 (its headers and body are dropped).
     from_backend: bool,
 }
@@ -311,6 +313,7 @@ unsafe fn failure(r: *mut ngx_http_request_t, status: u16, spec: &Spec) -> Optio
             phase: Some(t.phase),
             errno: t.errno,
             peer: t.peer,
+            pass: t.pass,
             from_backend: false,
         });
     }
@@ -333,6 +336,7 @@ unsafe fn failure(r: *mut ngx_http_request_t, status: u16, spec: &Spec) -> Optio
             } else {
                 *pc.name
             },
+            pass: Pass::from_schema((*u).schema.as_bytes()),
             from_backend: true,
         });
     }
@@ -378,6 +382,7 @@ unsafe fn replace(r: *mut ngx_http_request_t, status: u16) -> Option<ngx_int_t> 
                 peer: f.peer.as_bytes(),
                 errno: f.errno,
                 phase: f.phase,
+                pass: f.pass,
             };
             // Filled straight into request pool memory of the page's largest size.
             let t = body::template(format, fb.details == 1);

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 use serde::ser::{Serialize, Serializer};
 
-use crate::cause::{Cause, Phase};
+use crate::cause::{Cause, Pass, Phase};
 
 /// `Retry-After` for `no_live_upstreams` when no failed peer tells when it is retried.
 pub const DEFAULT_RETRY_AFTER: u64 = 5;
@@ -188,6 +188,8 @@ pub struct Page<'a> {
     pub peer: &'a [u8],
     pub errno: Option<i32>,
     pub phase: Option<Phase>,
+    /// The upstream module (`fastcgi_pass`...): the directives the hint names. Details only.
+    pub pass: Pass,
 }
 
 /// The JSON `error` for a gateway status.
@@ -276,7 +278,7 @@ fn json_value<'a>(h: Hole, p: &Page<'a>) -> Val<'a> {
         Hole::Peer => Val::Str(lossy(p.peer)),
         Hole::Errno => p.errno.map_or(Val::Null, |n| Val::Num(n.into())),
         Hole::Phase => p.phase.map_or(Val::Null, |ph| Val::Str(ph.as_str().into())),
-        Hole::Hint => Val::Str(p.cause.hint_for(p.errno).into()),
+        Hole::Hint => Val::Str(p.cause.hint_in(p.errno, p.pass).into()),
     }
 }
 
@@ -346,7 +348,7 @@ fn html_value(h: Hole, p: &Page<'_>, out: &mut String) {
         Hole::Peer => lossy(p.peer),
         Hole::Errno => p.errno.map_or("-".into(), |n| n.to_string().into()),
         Hole::Phase => p.phase.map_or("-", |ph| ph.as_str()).into(),
-        Hole::Hint => p.cause.hint_for(p.errno).into(),
+        Hole::Hint => p.cause.hint_in(p.errno, p.pass).into(),
     };
     html_escape(&text, out);
 }
@@ -419,11 +421,12 @@ pub struct Template {
 #[derive(Debug)]
 struct Known {
     cause: Vec<Vec<u8>>,
-    hint: Vec<Vec<u8>>,
+    /// By upstream module, then by cause.
+    hint: Vec<Vec<Vec<u8>>>,
     phase: Vec<Vec<u8>>,
     error_502: Vec<u8>,
     error_504: Vec<u8>,
-    /// The longest hint once encoded, errno-specific ones included (`Cause::hint_for`).
+    /// The longest hint once encoded, errno-specific ones included (`Cause::hint_in`).
     hint_max: usize,
 }
 
@@ -438,6 +441,7 @@ impl Known {
             peer: b"",
             errno: None,
             phase: None,
+            pass: Pass::Any,
         };
         let text = |h, p: &Page<'_>| {
             let mut out = Vec::new();
@@ -445,15 +449,44 @@ impl Known {
             out
         };
         let with_cause = |c| Page { cause: c, ..base };
+        let hint: Vec<Vec<Vec<u8>>> = Pass::ALL
+            .iter()
+            .map(|&pass| {
+                Cause::ALL
+                    .iter()
+                    .map(|&c| {
+                        text(
+                            Hole::Hint,
+                            &Page {
+                                pass,
+                                ..with_cause(c)
+                            },
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        // the errno-specific hints (`Cause::hint_in`) name no directive: one module will do
+        let by_errno = Cause::ALL.iter().map(|&c| {
+            let p = Page {
+                errno: Some(libc::EAGAIN),
+                ..with_cause(c)
+            };
+            text(Hole::Hint, &p).len()
+        });
+        let hint_max = hint
+            .iter()
+            .flatten()
+            .map(Vec::len)
+            .chain(by_errno)
+            .max()
+            .unwrap_or(0);
         Known {
             cause: Cause::ALL
                 .iter()
                 .map(|&c| text(Hole::Cause, &with_cause(c)))
                 .collect(),
-            hint: Cause::ALL
-                .iter()
-                .map(|&c| text(Hole::Hint, &with_cause(c)))
-                .collect(),
+            hint,
             phase: Phase::ALL
                 .iter()
                 .map(|&ph| {
@@ -464,19 +497,7 @@ impl Known {
                     text(Hole::Phase, &p)
                 })
                 .collect(),
-            hint_max: Cause::ALL
-                .iter()
-                .flat_map(|&c| {
-                    [None, Some(libc::EAGAIN)].map(|errno| {
-                        let p = Page {
-                            errno,
-                            ..with_cause(c)
-                        };
-                        text(Hole::Hint, &p).len()
-                    })
-                })
-                .max()
-                .unwrap_or(0),
+            hint_max,
             error_502: text(Hole::Error, &base),
             error_504: text(
                 Hole::Error,
@@ -582,8 +603,10 @@ impl Template {
                     }
                 }
                 Chunk::Hole(Hole::Cause) => out.write_all(&k.cause[p.cause.index()])?,
-                Chunk::Hole(Hole::Hint) if p.cause.hint_for(p.errno) == p.cause.hint() => {
-                    out.write_all(&k.hint[p.cause.index()])?
+                Chunk::Hole(Hole::Hint)
+                    if p.cause.hint_in(p.errno, p.pass) == p.cause.hint_in(None, p.pass) =>
+                {
+                    out.write_all(&k.hint[p.pass as usize][p.cause.index()])?
                 }
                 Chunk::Hole(Hole::Phase) if p.phase.is_some() => {
                     out.write_all(&k.phase[p.phase.map_or(0, |ph| ph as usize)])?
@@ -660,6 +683,7 @@ struct Key {
     peer: Vec<u8>,
     errno: Option<i32>,
     phase: Option<Phase>,
+    pass: Pass,
 }
 
 impl PageCache {
@@ -681,7 +705,11 @@ impl PageCache {
                 && k.gateway_status == p.gateway_status
                 && k.cause == p.cause
                 && k.retry_after == p.retry_after
-                && (!details || (k.peer == p.peer && k.errno == p.errno && k.phase == p.phase))
+                && (!details
+                    || (k.peer == p.peer
+                        && k.errno == p.errno
+                        && k.phase == p.phase
+                        && k.pass == p.pass))
         }) && self.rid_len == p.request_id.len()
             && plain(p.request_id);
         if hit {
@@ -711,6 +739,7 @@ impl PageCache {
                 peer: if details { p.peer.to_vec() } else { Vec::new() },
                 errno: if details { p.errno } else { None },
                 phase: if details { p.phase } else { None },
+                pass: if details { p.pass } else { Pass::Any },
             });
         }
         Ok(())
@@ -826,6 +855,7 @@ mod tests {
             peer: b"127.0.0.1:8001",
             errno: Some(111),
             phase: Some(Phase::Connect),
+            pass: Pass::Proxy,
         }
     }
 
@@ -882,7 +912,7 @@ mod tests {
         assert_eq!(v["peer"], "127.0.0.1:8001");
         assert_eq!(v["errno"], 111);
         assert_eq!(v["phase"], "connect");
-        assert_eq!(v["hint"], Cause::ConnectRefused.hint());
+        assert_eq!(v["hint"], Cause::ConnectRefused.hint_in(None, Pass::Proxy));
         let p = Page {
             cause: Cause::NoLiveUpstreams,
             peer: b"",
@@ -949,6 +979,27 @@ mod tests {
     }
 
     #[test]
+    fn hint_names_the_directives_of_the_upstream_module() {
+        let p = Page {
+            cause: Cause::ReadTimeout,
+            pass: Pass::Fastcgi,
+            ..page()
+        };
+        let hint = json(true, &p)["hint"].as_str().unwrap().to_owned();
+        assert!(hint.ends_with("raise fastcgi_read_timeout"), "{hint}");
+        let html = String::from_utf8(filled(Format::Html, true, &p)).unwrap();
+        assert!(html.contains("raise fastcgi_read_timeout"));
+        let p = Page {
+            pass: Pass::Proxy,
+            ..p
+        };
+        assert!(json(true, &p)["hint"]
+            .as_str()
+            .unwrap()
+            .ends_with("raise proxy_read_timeout"));
+    }
+
+    #[test]
     fn max_len_bounds_the_worst_values() {
         // every byte that escapes longest, the longest numbers and known texts; and no
         // request id or peer at all, where the bound has no slack from them
@@ -956,7 +1007,7 @@ mod tests {
         let values: [&[u8]; 2] = [&worst, b""];
         for f in [Format::Json, Format::Html] {
             for details in [false, true] {
-                for &cause in &Cause::ALL {
+                for (&cause, pass) in Cause::ALL.iter().flat_map(|c| Pass::ALL.map(|p| (c, p))) {
                     for (retry_after, errno, v) in [
                         (None, Some(i32::MIN), 0),
                         (Some(1), Some(libc::EAGAIN), 0),
@@ -971,6 +1022,7 @@ mod tests {
                             retry_after,
                             errno,
                             phase: Some(Phase::ReadBody),
+                            pass,
                             ..page()
                         };
                         let mut out = Vec::new();
@@ -1003,6 +1055,7 @@ mod tests {
                 peer: peers[i / 3 % 2],
                 errno: [Some(111), None][i / 17 % 2],
                 phase: [Some(Phase::Connect), None][i / 19 % 2],
+                pass: Pass::ALL[i / 23 % Pass::ALL.len()],
             };
             for f in [Format::Json, Format::Html] {
                 for details in [false, true] {

@@ -12,7 +12,7 @@ use ngx::http::{
     NgxHttpUpstreamModule,
 };
 
-use crate::cause::{classify, Event, Facts};
+use crate::cause::{classify, Event, Facts, Pass};
 use crate::conf::{LocConf, MainConf};
 use crate::module::Module;
 use crate::record::{self, Record, Try};
@@ -450,11 +450,17 @@ unsafe fn record(
         *rec = record::get_or_create(r).unwrap_or(ptr::null_mut());
     }
     if !rec.is_null() {
+        let u = (*r).upstream;
         (**rec).push(Try {
             cause: v.cause,
             phase: v.phase,
             errno: v.errno,
             peer,
+            pass: if u.is_null() {
+                Pass::Any
+            } else {
+                Pass::from_schema((*u).schema.as_bytes())
+            },
         });
     }
     let req = state::RequestInfo {

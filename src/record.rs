@@ -11,7 +11,7 @@ use core::{mem, ptr};
 
 use ngx::ffi::*;
 
-use crate::cause::{Cause, Phase};
+use crate::cause::{Cause, Pass, Phase};
 
 /// Tries kept per request (`proxy_next_upstream_tries` is rarely above a handful).
 pub const MAX_TRIES: usize = 16;
@@ -22,6 +22,10 @@ pub struct Try {
     pub phase: Phase,
     pub errno: Option<i32>,
     pub peer: ngx_str_t,
+    /// The upstream module it went through (the directives its hint names). One byte, in
+    /// what would be padding: the record stays small enough for the request pool's first
+    /// block (a `u->schema` kept here instead cost every failed request a new pool block).
+    pub pass: Pass,
 }
 
 pub struct Record {
