@@ -1,0 +1,90 @@
+#!/usr/bin/perl
+# triage_fallback among the filters operators have on anyway: the page goes through nginx's
+# header and body filters like any response. `gzip` leaves it alone, as it leaves every 502
+# (it compresses 200, 403 and 404 only); `ssi on` reads the HTML page and sends it chunked
+# (the length dropped), whole, with the connection kept; `add_header ... always` adds its
+# headers (plain `add_header` does not, as for any 502); `charset` adds no second charset.
+#   Run alone: prove -v t/fallback_filters.t
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use Test::More;
+use JSON::PP ();
+use Triage::Harness;
+use Triage::Backend;
+
+my $t = Triage::Harness->new;
+my $closed = Triage::Backend::closed_port();
+
+$t->start(<<'CONF', CLOSED => $closed);
+%%LOAD_MODULE%%
+worker_processes 1;
+events { worker_connections 128; }
+http {
+    gzip on;
+    gzip_types application/json;
+    gzip_min_length 20;
+    charset utf-8;
+
+    server {
+        listen 127.0.0.1:%%PORT_main%%;
+        triage_fallback json;
+        add_header X-Frame-Options DENY always;
+        add_header X-Only-Success yes;
+
+        location /json { proxy_pass http://127.0.0.1:%%CLOSED%%; }
+        location /html { triage_fallback html; proxy_pass http://127.0.0.1:%%CLOSED%%; }
+        location /ssi  { triage_fallback html; ssi on; proxy_pass http://127.0.0.1:%%CLOSED%%; }
+    }
+}
+CONF
+
+# gzip: a 502 is not compressed (nginx's rule), and the page keeps its length
+{
+    my $r = $t->http('main', '/json/1', headers => { 'Accept-Encoding' => 'gzip' });
+    is($r->{status}, 502, 'gzip on, Accept-Encoding: gzip: 502');
+    is($r->{headers}{'content-encoding'}, undef, 'gzip: a 502 is not compressed, as nginx does for every 502');
+    is($r->{headers}{'content-length'}, length $r->{body}, 'gzip: Content-Length is the body\'s');
+    like($r->{body}, qr/"cause":"connect_refused"/, 'gzip: the JSON page');
+}
+
+# ssi: the page goes through the SSI filter, which drops the length: chunked, whole, and the
+# connection carries on
+{
+    my $c = $t->conn('main');
+    my $r = $c->request(GET => '/ssi/1');
+    is($r->{status}, 502, 'ssi on: 502');
+    is($r->{headers}{'transfer-encoding'}, 'chunked', 'ssi on: chunked (the SSI filter drops the length)');
+    is($r->{headers}{'content-length'}, undef, 'ssi on: no Content-Length');
+    like($r->{body}, qr/temporarily unavailable.*<\/html>\s*\z/is, 'ssi on: the whole HTML page');
+    my $r2 = $c->request(GET => '/json/2');
+    is($r2->{status}, 502, 'the next request on the connection answers');
+    is($r2->{headers}{'content-length'}, length $r2->{body}, 'the next request: its own page, with its length');
+    like($r2->{body}, qr/^\{"status":502/, 'the next request: nothing of the previous response left over');
+    $c->close;
+}
+
+# add_header: `always` applies to the page, plain add_header (2xx/3xx only) does not
+{
+    my $r = $t->http('main', '/json/3');
+    is($r->{headers}{'x-frame-options'}, 'DENY', 'add_header ... always: on the fallback page');
+    is($r->{headers}{'x-only-success'}, undef, 'add_header without always: not on a 502');
+}
+
+# charset: the HTML page already says utf-8; nginx's charset filter adds nothing
+{
+    my $r = $t->http('main', '/html/1');
+    is($r->{status}, 502, 'html: 502');
+    is($r->{headers}{'content-type'}, 'text/html; charset=utf-8', 'html: one charset');
+    like($r->{body}, qr/temporarily unavailable/i, 'html: the page');
+    my $j = $t->http('main', '/json/4');
+    is($j->{headers}{'content-type'}, 'application/json', 'json: charset does not touch application/json');
+}
+
+my @bad = grep { /\[(alert|crit|emerg)\]|signal \d+|exited on/ } $t->log_lines('error.log');
+is(scalar @bad, 0, 'no alert, crit or crashed worker') or diag(join "\n", @bad);
+
+done_testing();
