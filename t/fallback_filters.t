@@ -4,6 +4,8 @@
 # (it compresses 200, 403 and 404 only); `ssi on` reads the HTML page and sends it chunked
 # (the length dropped), whole, with the connection kept; `add_header ... always` adds its
 # headers (plain `add_header` does not, as for any 502); `charset` adds no second charset.
+# And our own body filter: with `upstream_errors=on`, a backend's 502 with a 2 MB body
+# (buffered and unbuffered) is dropped as it comes, and the page goes out once.
 #   Run alone: prove -v t/fallback_filters.t
 
 use strict;
@@ -18,8 +20,12 @@ use Triage::Backend;
 
 my $t = Triage::Harness->new;
 my $closed = Triage::Backend::closed_port();
+my $big_body = 'x' x (2 * 1024 * 1024);
+my $big = $t->backend('custom', then => 'close', respond =>
+    "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: "
+    . length($big_body) . "\r\n\r\n$big_body");
 
-$t->start(<<'CONF', CLOSED => $closed);
+$t->start(<<'CONF', CLOSED => $closed, BIG => $big->addr);
 %%LOAD_MODULE%%
 worker_processes 1;
 events { worker_connections 128; }
@@ -38,6 +44,15 @@ http {
         location /json { proxy_pass http://127.0.0.1:%%CLOSED%%; }
         location /html { triage_fallback html; proxy_pass http://127.0.0.1:%%CLOSED%%; }
         location /ssi  { triage_fallback html; ssi on; proxy_pass http://127.0.0.1:%%CLOSED%%; }
+        location /big/buffered {
+            triage_fallback json upstream_errors=on;
+            proxy_pass http://%%BIG%%;
+        }
+        location /big/unbuffered {
+            triage_fallback json upstream_errors=on;
+            proxy_buffering off;
+            proxy_pass http://%%BIG%%;
+        }
     }
 }
 CONF
@@ -82,6 +97,19 @@ CONF
     like($r->{body}, qr/temporarily unavailable/i, 'html: the page');
     my $j = $t->http('main', '/json/4');
     is($j->{headers}{'content-type'}, 'application/json', 'json: charset does not touch application/json');
+}
+
+# the backend's own 502 with a 2 MB body: dropped, the page sent once, the connection kept
+for my $p ('/big/buffered', '/big/unbuffered') {
+    my $c = $t->conn('main');
+    for my $n (1, 2) {
+        my $r = $c->request(GET => "$p?$n", timeout => 10);
+        is($r->{status}, 502, "$p ($n on the connection): 502");
+        is($r->{headers}{'content-length'}, length $r->{body}, "$p ($n): Content-Length of the page");
+        like($r->{body}, qr/^\{"status":502,"error":"bad_gateway","cause":"upstream_502"/,
+            "$p ($n): the page, nothing of the backend's 2 MB");
+    }
+    $c->close;
 }
 
 my @bad = grep { /\[(alert|crit|emerg)\]|signal \d+|exited on/ } $t->log_lines('error.log');
