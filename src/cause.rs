@@ -115,25 +115,31 @@ impl Cause {
     }
 
     /// The hint for a try through `pass` that failed with `errno`: the cause's own, or one the
-    /// errno makes sharper where the cause alone says little. The directives it names are
-    /// those of `pass` (`fastcgi_read_timeout` for fastcgi_pass).
+    /// errno makes sharper ([`Cause::errno_hint`]). The directives it names are those of
+    /// `pass` (`fastcgi_read_timeout` for fastcgi_pass).
     pub fn hint_in(self, errno: Option<i32>, pass: Pass) -> &'static str {
+        self.errno_hint(errno).unwrap_or_else(|| {
+            static HINTS: std::sync::OnceLock<Vec<Vec<String>>> = std::sync::OnceLock::new();
+            let all = HINTS.get_or_init(|| {
+                Pass::ALL
+                    .iter()
+                    .map(|&p| Cause::ALL.iter().map(|c| c.hint_text(p)).collect())
+                    .collect()
+            });
+            &all[pass as usize][self.index()]
+        })
+    }
+
+    /// A hint the errno makes sharper where the cause alone says little; None: the cause's
+    /// own applies. These name no directive, so they serve every upstream module.
+    pub fn errno_hint(self, errno: Option<i32>) -> Option<&'static str> {
         match (self, errno) {
             // connect() to a unix socket whose listen queue is full (the TCP equivalent is a
             // connect timeout): "11: Resource temporarily unavailable"
-            (Cause::Other, Some(libc::EAGAIN)) => {
-                "the backend's listen queue is full (EAGAIN on its unix socket): it is overloaded; raise its backlog (php-fpm listen.backlog, net.core.somaxconn) or its workers (pm.max_children)"
-            }
-            _ => {
-                static HINTS: std::sync::OnceLock<Vec<Vec<String>>> = std::sync::OnceLock::new();
-                let all = HINTS.get_or_init(|| {
-                    Pass::ALL
-                        .iter()
-                        .map(|&p| Cause::ALL.iter().map(|c| c.hint_text(p)).collect())
-                        .collect()
-                });
-                &all[pass as usize][self.index()]
-            }
+            (Cause::Other, Some(libc::EAGAIN)) => Some(
+                "the backend's listen queue is full (EAGAIN on its unix socket): it is overloaded; raise its backlog (php-fpm listen.backlog, net.core.somaxconn) or its workers (pm.max_children)",
+            ),
+            _ => None,
         }
     }
 

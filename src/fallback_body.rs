@@ -466,7 +466,7 @@ impl Known {
                     .collect()
             })
             .collect();
-        // the errno-specific hints (`Cause::hint_in`) name no directive: one module will do
+        // the errno-specific hints (`Cause::errno_hint`) name no directive: one module will do
         let by_errno = Cause::ALL.iter().map(|&c| {
             let p = Page {
                 errno: Some(libc::EAGAIN),
@@ -603,9 +603,7 @@ impl Template {
                     }
                 }
                 Chunk::Hole(Hole::Cause) => out.write_all(&k.cause[p.cause.index()])?,
-                Chunk::Hole(Hole::Hint)
-                    if p.cause.hint_in(p.errno, p.pass) == p.cause.hint_in(None, p.pass) =>
-                {
+                Chunk::Hole(Hole::Hint) if p.cause.errno_hint(p.errno).is_none() => {
                     out.write_all(&k.hint[p.pass as usize][p.cause.index()])?
                 }
                 Chunk::Hole(Hole::Phase) if p.phase.is_some() => {
