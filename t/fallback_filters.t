@@ -17,6 +17,7 @@ use Test::More;
 use JSON::PP ();
 use Triage::Harness;
 use Triage::Backend;
+use Triage::Checks qw(crash_lines);
 
 my $t = Triage::Harness->new;
 my $closed = Triage::Backend::closed_port();
@@ -112,7 +113,7 @@ for my $p ('/big/buffered', '/big/unbuffered') {
     $c->close;
 }
 
-my @bad = grep { /\[(alert|crit|emerg)\]|signal \d+|exited on/ } $t->log_lines('error.log');
+my @bad = crash_lines($t);
 is(scalar @bad, 0, 'no alert, crit or crashed worker') or diag(join "\n", @bad);
 
 done_testing();

@@ -17,6 +17,7 @@ use Test::More;
 use JSON::PP ();
 use Triage::Harness qw(log_format_directive);
 use Triage::Backend;
+use Triage::Checks qw(crash_lines);
 
 my $t = Triage::Harness->new;
 my $closed = Triage::Backend::closed_port();
@@ -190,7 +191,7 @@ for my $case ([ 'TLS (ALPN h2)', \@TLS, $tls, 1, 'tls' ],
     unlike($o->{body}, qr/backend's own 502/, "$name: backend's own body dropped");
 }
 
-my @bad = grep { /\[(alert|crit|emerg)\]|signal \d+|exited on/ } $t->log_lines('error.log');
+my @bad = crash_lines($t);
 is(scalar @bad, 0, 'no alert, crit or crashed worker in error.log') or diag(join "\n", @bad);
 
 done_testing();

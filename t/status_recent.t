@@ -14,6 +14,7 @@ use JSON::PP ();
 use Test::More;
 use Triage::Harness qw(wait_until);
 use Triage::Backend;
+use Triage::Checks qw(status_json peer crash_lines);
 
 my $t = Triage::Harness->new;
 my $closed = Triage::Backend::closed_port();
@@ -37,14 +38,11 @@ http {
 }
 CONF
 
-sub status {
-    my $r = $t->http('main', '/__upstream_status');
-    return eval { JSON::PP::decode_json($r->{body}) } || {};
-}
+sub status { status_json($t, '/__upstream_status') }
 
 sub failures_total {
     my ($j) = @_;
-    my ($p) = grep { $_->{name} eq "127.0.0.1:$closed" } @{ $j->{upstreams}{app}{peers} || [] };
+    my $p = peer($j, 'app', "127.0.0.1:$closed");
     return $p ? $p->{failures}{total} : -1;
 }
 
@@ -107,7 +105,7 @@ is(scalar @last_round, scalar @$rf, 'the entries are from the last round')
 my @times = map { $_->{time} } @$rf;
 is_deeply(\@times, [ sort { $b cmp $a } @times ], 'newest first');
 
-my @crash = grep { /signal|exited on/ } $t->log_lines('error.log');
-is(scalar @crash, 0, 'no worker crashed') or diag(join "\n", @crash);
+my @crash = crash_lines($t);
+is(scalar @crash, 0, 'no alert, crit or crashed worker') or diag(join "\n", @crash);
 
 done_testing();

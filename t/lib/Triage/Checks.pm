@@ -1,7 +1,8 @@
 package Triage::Checks;
 
-# Helpers for the active health-check tests (t/checks_*.t): read a peer's `health` from the
-# triage status JSON, wait for a state, count what a backend received.
+# Helpers for the active health-check tests (t/checks_*.t), and for any test that reads the
+# triage status JSON or checks error.log for crashes: read a peer (and its `health`), wait
+# for a state, count what a backend received.
 #
 #   my $j = status_json($t, '/status');                  # decoded triage status (or {})
 #   my $p = peer($j, 'backend', '127.0.0.1:8081');       # the peer's object, or undef
