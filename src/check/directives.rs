@@ -316,6 +316,25 @@ pub unsafe extern "C" fn set_expect_body(
     }
 }
 
+/// `bytes` copied into `pool` with a NUL after them, which the length leaves out: nginx reads
+/// some names as C strings (a file name it opens, a PCRE1 pattern), as it may since its own
+/// configuration arguments are all NUL-terminated.
+///
+/// # Safety
+/// `pool` must be a valid pool.
+pub(super) unsafe fn c_string(pool: *mut ngx_pool_t, bytes: &[u8]) -> Option<ngx_str_t> {
+    let p = ngx_pnalloc(pool, bytes.len() + 1) as *mut u8;
+    if p.is_null() {
+        return None;
+    }
+    ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
+    *p.add(bytes.len()) = 0;
+    Some(ngx_str_t {
+        len: bytes.len(),
+        data: p,
+    })
+}
+
 #[cfg(ngx_feature = "pcre")]
 fn compile(
     cf: *mut ngx_conf_t,
@@ -327,7 +346,7 @@ fn compile(
     let mut rc: ngx_regex_compile_t = unsafe { core::mem::zeroed() };
     // SAFETY: cf is valid during parsing; the pattern is copied into its pool.
     unsafe {
-        let Some(p) = ngx_str_t::from_bytes((*cf).pool, pattern) else {
+        let Some(p) = c_string((*cf).pool, pattern) else {
             return Err(ConfError("out of memory".into()));
         };
         rc.pattern = p;

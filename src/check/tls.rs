@@ -42,7 +42,7 @@ pub unsafe fn context(cf: *mut ngx_conf_t, e: &UpstreamCheck) -> Option<*mut c_v
     (*cln).data = ssl.cast();
     if e.ssl_verify == Some(true) {
         let file = e.ssl_trusted.as_deref().unwrap_or_default();
-        let mut s = ngx_str_t::from_bytes((*cf).pool, file)?;
+        let mut s = super::directives::c_string((*cf).pool, file)?;
         if ngx_ssl_trusted_certificate(cf, ssl, &mut s, 1) != NGX_OK as ngx_int_t {
             return None;
         }
