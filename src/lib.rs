@@ -161,6 +161,7 @@ mod module {
         type_: NGX_HTTP_MODULE as ngx_uint_t,
         init_module: Some(state::init_module),
         init_process: Some(check::worker::init_process),
+        exit_process: Some(check::worker::exit_process),
         ..ngx_module_t::default()
     };
 

@@ -30,10 +30,12 @@ sub cert {
 cert($_) for qw(good.test sni.test other.test);
 
 my $plain = $t->backend('plain');
+# accepts, never answers: a TLS handshake that stays in flight (for the reload at the end)
+my $silent = $t->backend('silent');
 my $check = 'check interval=200 rise=1 fall=1 timeout=1000';
 my $send = 'check_http_send "GET /health HTTP/1.0\r\n\r\n";';
 
-$t->start(<<'CONF', DIR => $dir, PLAIN => $plain->addr, CHECK => $check, SEND => $send);
+my $conf = <<'CONF';
 %%LOAD_MODULE%%
 worker_processes 2;
 events { worker_connections 128; }
@@ -90,6 +92,14 @@ http {
         server %%PLAIN%%;
         %%CHECK%% type=ssl_hello;
     }
+    upstream https_silent {
+        server %%SILENT%%;
+        check interval=200 rise=1 fall=1 timeout=60000 type=https;
+    }
+    upstream hello_silent {
+        server %%SILENT%%;
+        check interval=200 rise=1 fall=1 timeout=60000 type=ssl_hello;
+    }
     upstream http_on_tls {
         server 127.0.0.1:%%PORT_tls%%;
         %%CHECK%% type=http;
@@ -115,6 +125,9 @@ http {
     }
 }
 CONF
+my %vars = (DIR => $dir, PLAIN => $plain->addr, SILENT => $silent->addr, CHECK => $check,
+    SEND => $send);
+$t->start($conf, %vars);
 
 my $tls = '127.0.0.1:' . $t->port('tls');
 
@@ -146,6 +159,17 @@ is($p && $p->{health}{last_error}, 'tls_handshake_failed', 'ssl_hello against a 
 
 $p = settled($t, 'http_on_tls', $tls, 'unhealthy', 'bad_status');
 is($p && $p->{health}{last_status}, 400, 'plain http against the TLS port: nginx answers 400, bad_status');
+
+# A reload while handshakes are in flight (the silent peer's, deadline 60 s): the old workers
+# exit at once (a check never holds up a graceful shutdown) and close their probes' sockets.
+ok(wait_until(sub { $silent->connections >= 2 }, 5, 0.05),
+    'both TLS probes of the silent peer are connected, their handshakes in flight');
+my $mark = $t->error_log_mark;
+my $t0 = time;
+$t->reload($conf, %vars);
+cmp_ok(time - $t0, '<', 10, 'reload: the old workers did not wait for the in-flight handshakes');
+is(join("\n", grep { /open socket|aborting/ } split /\n/, $t->error_log_since($mark)), '',
+    'reload: no socket left open by an in-flight handshake');
 
 is(scalar(crash_lines($t)), 0, 'no alert, crit or crash in error.log') or diag(join "\n", crash_lines($t));
 $t->stop;

@@ -19,7 +19,7 @@ use super::health::{Outcome, Reason};
 use super::worker::{self, Target};
 use crate::cause::Cause;
 
-struct Probe {
+pub(super) struct Probe {
     pc: ngx_peer_connection_t,
     /// The deadline of the whole probe.
     timer: ngx_event_t,
@@ -53,7 +53,6 @@ pub unsafe fn start(t: *mut Target) {
     let uc = &*(*t).uc;
     let peer = &*(*t).peer;
     let c = uc.conf();
-    (*t).busy = true;
     let p = Box::into_raw(Box::new(Probe {
         // SAFETY (both): all-zero is nginx's initial state for these structures.
         pc: core::mem::zeroed(),
@@ -70,6 +69,7 @@ pub unsafe fn start(t: *mut Target) {
         reused: false,
         got_bytes: false,
     }));
+    (*t).probe = p;
     let tm = ptr::addr_of_mut!((*p).timer);
     (*tm).handler = Some(on_timeout);
     (*tm).data = p.cast();
@@ -351,6 +351,7 @@ unsafe fn release(p: *mut Probe) -> *mut Target {
         (*p).pc.connection = ptr::null_mut();
     }
     let t = (*p).target;
+    (*t).probe = ptr::null_mut();
     drop(Box::from_raw(p));
     t
 }
@@ -402,6 +403,24 @@ unsafe fn finish(p: *mut Probe, o: Outcome) {
 unsafe fn abort(p: *mut Probe) {
     let t = release(p);
     worker::release(t);
+}
+
+/// The worker exits: close the probe of `t` still in flight and its kept connection.
+/// nginx's graceful shutdown closes the connections marked idle through their read handler,
+/// which ends a probe in any phase but the TLS handshake: there the handler is OpenSSL's,
+/// which only retries. What is left open when the worker exits nginx reports as an alert.
+///
+/// # Safety
+/// `t` must be a target of this worker.
+pub unsafe fn close_all(t: *mut Target) {
+    if !(*t).probe.is_null() {
+        abort((*t).probe);
+    }
+    let idle = (*t).idle;
+    if !idle.is_null() {
+        (*t).idle = ptr::null_mut();
+        close(idle);
+    }
 }
 
 /// Kept connections must not starve client traffic: keep one only while a quarter of the

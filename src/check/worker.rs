@@ -5,7 +5,7 @@
 //! holds nothing: the due time it set is claimed by whoever wakes next.
 //!
 //! The timer stops when the worker is exiting (reload, quit), and is cancelable, so it never
-//! holds up a graceful shutdown.
+//! holds up a graceful shutdown; what the checks still hold open then is closed at exit.
 
 use core::cell::UnsafeCell;
 use core::ptr;
@@ -29,8 +29,8 @@ pub struct Target {
     pub rec: *const Record,
     pub uc: *const UpstreamCheck,
     pub peer: *const CheckedPeer,
-    /// A probe of this worker is running.
-    pub busy: bool,
+    /// The probe of this worker running now, if any.
+    pub(super) probe: *mut probe::Probe,
     /// A connection kept for the next check (`check_keepalive_requests`), and the checks it
     /// carried.
     pub idle: *mut ngx_connection_t,
@@ -90,7 +90,7 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
                     rec: p.rec,
                     uc,
                     peer: p,
-                    busy: false,
+                    probe: ptr::null_mut(),
                     idle: ptr::null_mut(),
                     uses: 0,
                 });
@@ -125,6 +125,22 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         (1 + ngx_random() as u64 % (*w).granularity) as ngx_msec_t,
     );
     NGX_OK as ngx_int_t
+}
+
+/// exit_process: close what the checks hold open (probes in flight, kept connections) before
+/// nginx looks for sockets left open, which it reports as alerts on a graceful exit.
+///
+/// # Safety
+/// Called by nginx in the exiting process.
+pub unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
+    let w = get();
+    if w.is_null() {
+        return;
+    }
+    let n = (*w).targets.len();
+    for i in 0..n {
+        probe::close_all((*w).targets.as_mut_ptr().add(i));
+    }
 }
 
 /// Bring the balancers' peers (`down`) in line with the shared health state, if it changed
@@ -165,7 +181,7 @@ unsafe extern "C" fn on_tick(ev: *mut ngx_event_t) {
     let n = (*w).targets.len();
     for i in 0..n {
         let t = (*w).targets.as_mut_ptr().add(i);
-        if (*t).busy {
+        if !(*t).probe.is_null() {
             continue;
         }
         let rec = &*(*t).rec;
@@ -224,6 +240,5 @@ pub unsafe fn finished(t: *mut Target, o: &Outcome) {
 /// # Safety
 /// `t` must be a target of this worker.
 pub unsafe fn release(t: *mut Target) {
-    (*t).busy = false;
     (*(*t).rec).lease_until.store(0, Ordering::Release);
 }
