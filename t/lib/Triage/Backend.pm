@@ -31,6 +31,11 @@ package Triage::Backend;
 #                  (with unix => $path: connects fail at once, "11: Resource temporarily
 #                  unavailable", as php-fpm's socket does when its backlog is full)
 #   dns_nxdomain   UDP DNS server answering NXDOMAIN to every query
+#   fuzz           answers each request with an HTTP response picked from a set of valid,
+#                  odd and broken ones (a backend's own 502, chunked, cut, 1xx, huge or
+#                  invalid headers, garbage, nothing) with up to 3 random byte edits, then
+#                  keeps, closes (FIN) or resets the connection; opt seed => N (the
+#                  sequence is the same for the same seed and order of requests)
 # Options: unix => $path (listen on a unix socket instead; its dir must be
 # traversable by "nobody"), mode => 0000 (chmod of the socket, default 0666), dir => $dir (state files; default a dir under t/tmp), protocol => 'raw'.
 
@@ -240,6 +245,40 @@ sub _blackhole_unix {
     return $l;
 }
 
+# The responses the fuzz backend starts from.
+my @FUZZ = (
+    "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 5\r\n\r\nhello",
+    "HTTP/1.1 502 Bad Gateway\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort",
+    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    "HTTP/1.0 502\r\n\r\nbody until close",
+    "HTTP/1.1 504 Gateway Timeout\r\nContent-Length: 0\r\n\r\n",
+    "HTTP/1.1 502 X\r\nX-Bad Header: 1\r\n\r\n",
+    "HTTP/1.1 502 X\r\nX: " . ('a' x 70000) . "\r\n\r\n",
+    "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 502 Bad\r\nContent-Length: 2\r\n\r\nok",
+    "HTTP/1.1 502 Bad\r\nContent-Length: 99999999999999999999\r\n\r\nx",
+    "HTTP/1.1 502 Bad\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+    "HTTP/1.1 502 Bad\r\nLocation: \x00\x01\r\n\r\n",
+    "garbage\r\n\r\n",
+    "",
+);
+
+# Up to 3 random edits of $b: a byte replaced, bytes deleted, bytes inserted, cut short.
+sub _mutate {
+    my ($b) = @_;
+    for (1 .. int rand 4) {
+        last unless length $b;
+        my $i = int rand length $b;
+        my $op = rand;
+        if    ($op < 0.3) { substr($b, $i, 1) = chr int rand 256 }
+        elsif ($op < 0.5) { substr($b, $i, 1 + int rand 10) = '' }
+        elsif ($op < 0.7) { substr($b, $i, 0) = join '', map { chr int rand 256 } 0 .. int rand 8 }
+        else              { $b = substr($b, 0, $i) }
+    }
+    return $b;
+}
+
 sub _respond_bytes {
     my ($self) = @_;
     my $t = $self->{type};
@@ -269,12 +308,16 @@ sub _respond_bytes {
     if ($t eq 'custom') {
         return ($self->{respond} // '', $self->{then} // 'close');
     }
+    if ($t eq 'fuzz') {
+        return (_mutate($FUZZ[int rand @FUZZ]), (qw(keep close reset))[int rand 3]);
+    }
     croak "unknown backend type $t";
 }
 
 # Select loop over the listener and its connections.
 sub _serve {
     my ($self, $l) = @_;
+    srand($self->{seed}) if defined $self->{seed};
     my $raw = $self->{protocol} ? $self->{protocol} eq 'raw' : $RAW_DEFAULT{ $self->{type} };
     my $sel = IO::Select->new($l);
     my %st;    # fileno => { sock, buf, last, silent }
