@@ -12,22 +12,14 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use Test::More;
-use Triage::Harness qw(wait_until);
+use Triage::Harness qw(wait_until self_signed_cert);
 use Triage::Backend;
 use Triage::Checks qw(status_json peer settled crash_lines);
 
 my $t = Triage::Harness->new;
 my $dir = $t->subdir('tls');
 
-sub cert {
-    my ($name) = @_;
-    my @cmd = ('openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
-        '-nodes', '-days', '2', '-subj', "/CN=$name", '-addext', "subjectAltName=DNS:$name",
-        '-keyout', "$dir/$name.key", '-out', "$dir/$name.crt");
-    system("@cmd >$dir/openssl.log 2>&1") == 0 or BAIL_OUT("openssl req failed: " . `cat $dir/openssl.log`);
-    chmod 0644, "$dir/$name.key", "$dir/$name.crt";
-}
-cert($_) for qw(good.test sni.test other.test);
+self_signed_cert($dir, $_) for qw(good.test sni.test other.test);
 
 my $plain = $t->backend('plain');
 # accepts, never answers: a TLS handshake that stays in flight (for the reload at the end)

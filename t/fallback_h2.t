@@ -15,7 +15,7 @@ use lib "$FindBin::Bin/lib";
 
 use Test::More;
 use JSON::PP ();
-use Triage::Harness qw(log_format_directive);
+use Triage::Harness qw(log_format_directive self_signed_cert);
 use Triage::Backend;
 use Triage::Checks qw(crash_lines);
 
@@ -27,10 +27,7 @@ my $dir = $t->subdir('tls');
 
 system("curl --version 2>/dev/null | grep -q HTTP2") == 0
     or BAIL_OUT('curl without HTTP/2 support (nghttp2)');
-my @cmd = ('openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
-    '-nodes', '-days', '2', '-subj', '/CN=localhost', '-keyout', "$dir/localhost.key",
-    '-out', "$dir/localhost.crt");
-system("@cmd >$dir/openssl.log 2>&1") == 0 or BAIL_OUT('openssl req failed: ' . `cat $dir/openssl.log`);
+self_signed_cert($dir, 'localhost');
 
 my @F = qw(request_uri status triage_cause request_id connection server_protocol);
 $t->start(<<'CONF', CLOSED => $closed, CLOSED2 => $closed2, OWN502 => $own502->addr, DIR => $dir, LOG_FORMAT => log_format_directive('h2', @F));

@@ -248,7 +248,6 @@ is_deeply([crash_lines($t)], [], 'no alert, crit or crash in error.log');
 
 # --- 3. health checks against it ------------------------------------------------------
 
-my $mark = $t->error_log_mark;
 $t->reload(<<'CONF', FUZZ => $fuzz->addr);
 %%LOAD_MODULE%%
 worker_processes 2;

@@ -21,7 +21,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use Test::More;
-use Triage::Harness qw(wait_until);
+use Triage::Harness qw(wait_until self_signed_cert);
 use Triage::Backend;
 use Triage::Checks qw(status_json peer crash_lines);
 
@@ -48,11 +48,7 @@ chmod 0755, $wrapper;
 
 my $t = Triage::Harness->new(nginx => $wrapper);
 my $tls = $t->subdir('tls');
-system("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 "
-    . "-subj /CN=good.test -addext subjectAltName=DNS:good.test "
-    . "-keyout $tls/good.test.key -out $tls/good.test.crt >$tls/openssl.log 2>&1") == 0
-    or BAIL_OUT("openssl req failed: " . `cat $tls/openssl.log`);
-chmod 0644, "$tls/good.test.key", "$tls/good.test.crt";
+self_signed_cert($tls, 'good.test');
 open my $fb, '>', $t->prefix . '/conf/sorry.json' or die $!;
 print $fb qq({"sorry": true}\n);
 close $fb;

@@ -37,6 +37,7 @@ package Triage::Harness;
 #   my $c = $t->conn('main'); $c->request(GET => '/a'); $c->request(GET => '/b');  # keep-alive
 #   my $rec = $t->find_access('access.log', \@fields, uri => '/path');   # hashref or undef
 #   my $line = $t->wait_error_log(qr/connect\(\) failed/);               # line or undef
+#   self_signed_cert($dir, 'good.test');      # $dir/good.test.crt and .key (openssl CLI)
 #   $t->reload($new_conf, %vars); $t->worker_pids; $t->stop;
 #   my ($rc, $out) = $t->test_config($conf);                             # nginx -t
 
@@ -56,7 +57,7 @@ use POSIX qw(WNOHANG);
 use Time::HiRes qw(time sleep);
 
 use Exporter 'import';
-our @EXPORT_OK = qw(wait_until log_format_directive);
+our @EXPORT_OK = qw(wait_until log_format_directive self_signed_cert);
 
 my $T_DIR = abs_path(dirname(__FILE__) . '/../..');    # .../t
 my $REPO  = dirname($T_DIR);
@@ -110,6 +111,19 @@ sub log_format_directive {
     my ($name, @fields) = @_;
     my @v = map { $ENV{TRIAGE_STOCK} && /^triage_/ ? '-' : "\$$_" } @fields;
     return "log_format $name '" . join('|', @v) . "';";
+}
+
+# self_signed_cert($dir, $name): $dir/$name.crt and $dir/$name.key, an EC certificate for
+# CN and subjectAltName DNS:$name, made by the openssl CLI and readable by the workers
+# ("nobody"). Dies with openssl's output if it fails.
+sub self_signed_cert {
+    my ($dir, $name) = @_;
+    my @cmd = ('openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
+        '-nodes', '-days', '2', '-subj', "/CN=$name", '-addext', "subjectAltName=DNS:$name",
+        '-keyout', "$dir/$name.key", '-out', "$dir/$name.crt");
+    system("@cmd >$dir/openssl.log 2>&1") == 0
+        or croak "openssl req failed: " . do { local (@ARGV, $/) = ("$dir/openssl.log"); <> };
+    chmod 0644, "$dir/$name.key", "$dir/$name.crt";
 }
 
 # Allocate a free TCP port on 127.0.0.1 (bind to 0, read, close).
