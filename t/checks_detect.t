@@ -183,4 +183,34 @@ ok(count_requests($b, qr{^GET /app/before}) > 0, 'healthy: peer B receives traff
 
 is(scalar(crash_lines($t)), 0, 'no alert, crit or crash in error.log');
 $t->stop;
+
+# --- the probes' own error lines ----------------------------------------------------------
+# At nginx's usual levels they stay out of error.log (the checks report them); with
+# `error_log ... info` nginx writes them, ending with the peer and upstream being checked.
+for my $level (qw(notice info)) {
+    my $t = Triage::Harness->new(name => "checks_detect_log_$level");
+    my $reset = $t->backend('reset');
+    $t->start(<<'CONF', RESET => $reset->addr, LEVEL => $level);
+%%LOAD_MODULE%%
+error_log logs/error.log %%LEVEL%%;
+events { worker_connections 64; }
+http {
+    access_log off;
+    upstream resets {
+        server %%RESET%%;
+        check interval=100 rise=1 fall=1 timeout=1000 type=http;
+    }
+    server { listen 127.0.0.1:%%PORT_main%%; location = /status { triage_status; } }
+}
+CONF
+    ok(wait_until(sub { $reset->count >= 3 }, 5, 0.05), "$level: the peer got 3 probes");
+    ok($t->wait_error_log(qr/upstream resets peer \S+ is unhealthy/), "$level: the transition is logged");
+    my $re = qr/\[error\] .*\(104: Connection reset by peer\) while checking peer \Q${\ $reset->addr}\E of upstream "resets"$/m;
+    if ($level eq 'info') {
+        ok($t->wait_error_log($re), 'info: a probe\'s reset is logged, naming the peer and the upstream');
+    } else {
+        unlike($t->error_log_since(0), qr/Connection reset/, 'notice: probes\' resets stay out of error.log');
+    }
+    $t->stop;
+}
 done_testing;

@@ -70,6 +70,8 @@ pub unsafe fn start(t: *mut Target) {
         got_bytes: false,
     }));
     (*t).probe = p;
+    (*p).log.handler = Some(log_context);
+    (*p).log.data = p.cast();
     let tm = ptr::addr_of_mut!((*p).timer);
     (*tm).handler = Some(on_timeout);
     (*tm).data = p.cast();
@@ -89,6 +91,22 @@ pub unsafe fn start(t: *mut Target) {
         return;
     }
     connect(p);
+}
+
+/// What the probe's error lines end with (the log's handler, as a request's lines end with
+/// its client and upstream): which peer of which upstream was being checked. nginx writes
+/// them only when `error_log` is at `info` or more verbose (see `Worker::log`).
+unsafe extern "C" fn log_context(log: *mut ngx_log_t, buf: *mut u_char, len: usize) -> *mut u_char {
+    // SAFETY: the handler is set on a probe's own log, whose data is the probe (start()).
+    let t = (*((*log).data as *const Probe)).target;
+    let text = format!(
+        " while checking peer {} of upstream \"{}\"",
+        String::from_utf8_lossy(&(*(*t).peer).name),
+        String::from_utf8_lossy(&(*(*t).uc).name)
+    );
+    let n = text.len().min(len);
+    ptr::copy_nonoverlapping(text.as_ptr(), buf, n);
+    buf.add(n)
 }
 
 /// Open a new connection to the peer.
