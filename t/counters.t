@@ -12,6 +12,7 @@ use Test::More;
 use Time::Local qw(timegm);
 use Triage::Harness;
 use Triage::Backend;
+use Triage::Checks qw(peer);
 
 my $t = Triage::Harness->new;
 my $silent = $t->backend('silent');
@@ -119,18 +120,11 @@ sub status_json {
     return $j;
 }
 
-sub peer_of {
-    my ($j, $up, $name) = @_;
-    my $u = $j->{upstreams}{$up} or return undef;
-    my ($p) = grep { ($_->{name} // '') eq $name } @{ $u->{peers} || [] };
-    return $p;
-}
-
 sub nonzero { my $h = shift || {}; return { map { $h->{$_} ? ($_ => $h->{$_}) : () } keys %$h } }
 
 sub check_peer {
     my ($j, $up, $name, $total, $by_cause, $what) = @_;
-    my $p = peer_of($j, $up, $name);
+    my $p = peer($j, $up, $name);
     ok($p, "$what: upstream $up has peer $name") or return;
     is($p->{failures}{total}, $total, "$what: $up/$name total $total");
     is_deeply(nonzero($p->{failures}{by_cause}), $by_cause, "$what: $up/$name by_cause");
@@ -169,7 +163,7 @@ sub check_all {
     }
     check_peer($j, $implicit, $implicit, 2, { connect_refused => 2 },
                "$what (implicit upstream named $implicit)");
-    if (my $po = peer_of($j, 'app_ok', $ok->addr)) {
+    if (my $po = peer($j, 'app_ok', $ok->addr)) {
         is($po->{failures}{total} // 0, 0, "$what: app_ok peer has no failures");
     }
 }

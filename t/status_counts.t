@@ -10,10 +10,10 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
-use JSON::PP ();
 use Test::More;
 use Triage::Harness qw(wait_until);
 use Triage::Backend;
+use Triage::Checks qw(status_json peer);
 
 my $t = Triage::Harness->new;
 my $ok = $t->backend('ok');
@@ -45,16 +45,7 @@ http {
 }
 CONF
 
-sub status {
-    my $r = $t->http('main', '/__upstream_status');
-    return eval { JSON::PP::decode_json($r->{body}) } || {};
-}
-
-sub peer {
-    my ($j, $up, $name) = @_;
-    my ($p) = grep { $_->{name} eq $name } @{ $j->{upstreams}{$up}{peers} || [] };
-    return $p || {};
-}
+sub status { status_json($t, '/__upstream_status') }
 
 # 10 requests with proxy_next_upstream error over {ok, refused}: each request ends at the
 # OK peer; those that started at the refused one made two tries.
