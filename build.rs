@@ -20,6 +20,14 @@ fn main() {
     if version.is_none_or(|v| v >= 1_023_000) {
         println!("cargo::rustc-cfg=ngx_header_lists");
     }
+    // nginx 1.27.3 added `server name resolve` to open-source upstreams with a `zone`: peers
+    // added at run time (`ngx_http_upstream_rr_peer_t.host`, the list's `config` counter).
+    println!("cargo::rustc-check-cfg=cfg(ngx_upstream_resolve)");
+    let zone = std::env::var("DEP_NGINX_FEATURES")
+        .is_ok_and(|f| f.split(',').any(|f| f == "http_upstream_zone"));
+    if zone && version.is_some_and(|v| v >= 1_027_003) {
+        println!("cargo::rustc-cfg=ngx_upstream_resolve");
+    }
     println!("cargo::rerun-if-env-changed=DEP_NGINX_VERSION_NUMBER");
     println!("cargo::rerun-if-env-changed=DEP_NGINX_FEATURES");
     println!("cargo::rerun-if-env-changed=DEP_NGINX_OS");

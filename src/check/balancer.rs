@@ -13,7 +13,7 @@ use ngx::ffi::*;
 use ngx::http::HttpModule;
 
 use super::directives::{CheckedPeer, Checks, UpstreamCheck};
-use super::worker;
+use super::{dynamic, worker};
 use crate::conf::MainConf;
 use crate::module::Module;
 
@@ -29,9 +29,13 @@ unsafe extern "C" fn init_peer(
 ) -> ngx_int_t {
     // SAFETY: our main conf exists in every http{} request context.
     let mcf = &*(*(*r).main_conf.add(Module::module().ctx_index) as *const MainConf);
-    let Some(orig) = mcf.checks.find(us).and_then(|c| c.orig_init) else {
+    let Some(uc) = mcf.checks.find(us) else {
         return NGX_ERROR as ngx_int_t;
     };
+    let Some(orig) = uc.orig_init else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    worker::rescan_upstream(uc);
     worker::sync_if_changed();
     orig(r, us)
 }
@@ -47,13 +51,21 @@ pub unsafe fn sync_all(checks: &Checks) {
 }
 
 /// Our settings for the balancer's `i`-th peer: the same position when the list is the
-/// configured one (the usual case), else found by name (peers of a shared zone changed).
-fn lookup<'a>(
-    uc: &'a UpstreamCheck,
+/// configured one (the usual case), else found by name (peers of a shared zone changed);
+/// for a peer nginx added at run time, this worker's copy (`dynamic`).
+unsafe fn lookup(
+    uc: &UpstreamCheck,
     i: usize,
-    server: &[u8],
-    name: &[u8],
-) -> Option<&'a CheckedPeer> {
+    p: *const ngx_http_upstream_rr_peer_t,
+) -> Option<&CheckedPeer> {
+    let (server, name) = ((*p).server.as_bytes(), (*p).name.as_bytes());
+    if dynamic::resolved(p) {
+        let w = worker::get();
+        return (!w.is_null())
+            .then(|| (*w).dynamic.find(uc, server, name))
+            .flatten()
+            .map(|d| &d.peer);
+    }
     match uc.peers.get(i) {
         Some(cp) if cp.name == name && cp.server == server => Some(cp),
         _ => uc
@@ -72,18 +84,18 @@ unsafe fn sync_upstream(uc: &UpstreamCheck) {
     if locked {
         ngx_rwlock_wlock(&mut (*first).rwlock);
     }
-    let mut peers: Vec<(*mut ngx_http_upstream_rr_peer_t, Option<&CheckedPeer>)> = Vec::new();
+    type Entry<'a> = (
+        *mut ngx_http_upstream_rr_peers_t,
+        *mut ngx_http_upstream_rr_peer_t,
+        Option<&'a CheckedPeer>,
+    );
+    let mut peers: Vec<Entry> = Vec::new();
     let mut list = first;
     while !list.is_null() {
         let mut p = (*list).peer;
         while !p.is_null() {
-            let cp = lookup(
-                uc,
-                peers.len(),
-                (*p).server.as_bytes(),
-                (*p).name.as_bytes(),
-            );
-            peers.push((p, cp));
+            let cp = lookup(uc, peers.len(), p);
+            peers.push((list, p, cp));
             p = (*p).next;
         }
         list = (*list).next;
@@ -91,15 +103,24 @@ unsafe fn sync_upstream(uc: &UpstreamCheck) {
     let up = |cp: &CheckedPeer| cp.rec.is_null() || (*cp.rec).state().up;
     let mut eligible = peers
         .iter()
-        .filter_map(|(_, cp)| *cp)
+        .filter_map(|(_, _, cp)| *cp)
         .filter(|cp| !cp.configured_down)
         .peekable();
     let all_down = eligible.peek().is_some() && eligible.all(|cp| !up(cp));
     let open = uc.conf().fail_open && all_down;
-    for (p, cp) in peers {
+    for (list, p, cp) in peers {
         if let Some(cp) = cp {
-            let down = cp.configured_down || (!open && !up(cp));
-            (*p).down = down as ngx_uint_t;
+            let down = (cp.configured_down || (!open && !up(cp))) as ngx_uint_t;
+            if dynamic::resolved(p) && (*p).down != down {
+                // nginx counts the list's peers not down in `tries`, and takes one off when
+                // it removes a peer that is not down: keep the count true.
+                if down != 0 {
+                    (*list).tries = (*list).tries.saturating_sub(1);
+                } else {
+                    (*list).tries += 1;
+                }
+            }
+            (*p).down = down;
         }
     }
     if locked {

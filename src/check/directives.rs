@@ -675,7 +675,7 @@ unsafe fn collect_peers(e: &mut UpstreamCheck, c: &Check) -> bool {
 }
 
 /// Set the port of an AF_INET / AF_INET6 socket address (others are left alone).
-fn set_port(sa: &mut [u8], port: u16) {
+pub(super) fn set_port(sa: &mut [u8], port: u16) {
     if sa.len() < 4 {
         return;
     }

@@ -11,6 +11,8 @@
 //!   instance) over the pure [`schedule`];
 //! - probing: `probe` (connect, TLS through nginx's OpenSSL in `tls`, send, read, deadline)
 //!   driving the pure [`exchange`] and [`http_parse`];
+//! - peers nginx adds at run time (`server ... resolve`): `dynamic` makes them targets of
+//!   each worker as they come and drops them as they go;
 //! - taking peers out of rotation: `balancer` sets `down` on the balancer's peers from the
 //!   shared state (each worker's copy without `zone`, the shared copy with it);
 //! - showing: `status` (the `check_status` handler in UCM's formats, rendered by the pure
@@ -29,6 +31,8 @@ pub mod ucm;
 pub mod balancer;
 #[cfg(not(test))]
 pub mod directives;
+#[cfg(not(test))]
+pub mod dynamic;
 #[cfg(not(test))]
 mod probe;
 #[cfg(not(test))]

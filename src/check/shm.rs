@@ -413,6 +413,21 @@ impl Header {
         Some((&*r, true))
     }
 
+    /// The record of a peer that nginx added at run time (`server ... resolve`), for a worker
+    /// that starts checking it: made on first sight, like a configured peer new to the
+    /// configuration, and kept while nginx keeps resolving the address (also across reloads:
+    /// each configuration that sees it marks it seen). None when the zone is full.
+    pub fn adopt(&self, key: [&[u8]; 3], default_down: bool, interval_ms: u64) -> Option<&Record> {
+        let (r, fresh) = self.slot(key)?;
+        let gen = self.generation.load(Ordering::Acquire);
+        let seen = r.seen.swap(gen, Ordering::AcqRel);
+        if fresh || seen + 1 < gen {
+            let now = crate::state::now_ms();
+            r.reset(default_down, now, first_due(now, interval_ms));
+        }
+        Some(r)
+    }
+
     fn log_full(&self) {
         if !self.full_logged.swap(true, Ordering::Relaxed) {
             // SAFETY: the cycle log is valid in any nginx process.

@@ -47,9 +47,16 @@ unsafe fn serve(r: *mut ngx_http_request_t, default: Format) -> ngx_int_t {
     let q = ucm::parse_query((*r).args.as_bytes());
     let format = q.format.unwrap_or(default);
     let mut rows = Vec::new();
+    // peers nginx added or removed at run time since this worker last looked
+    super::worker::rescan();
+    let w = super::worker::get();
     for uc in &main_conf(r).checks.list {
         let c = uc.conf();
-        for p in uc.peers.iter().filter(|p| !p.rec.is_null()) {
+        let dynamic = (!w.is_null())
+            .then(|| (*w).dynamic.of(uc).map(|d| &d.peer))
+            .into_iter()
+            .flatten();
+        for p in uc.peers.iter().chain(dynamic).filter(|p| !p.rec.is_null()) {
             let s = (*p.rec).state();
             rows.push(Row {
                 upstream: String::from_utf8_lossy(&uc.name).into_owned(),
@@ -89,10 +96,18 @@ pub unsafe fn peer(
     now: u64,
 ) -> Option<(PeerState, Health)> {
     let uc: &UpstreamCheck = main_conf(r).checks.find(uscf)?;
-    let cp: &CheckedPeer = uc
-        .index
-        .get(&(server.to_vec(), name.to_vec()))
-        .map(|&i| &uc.peers[i])?;
+    let cp: &CheckedPeer = match uc.index.get(&(server.to_vec(), name.to_vec())) {
+        Some(&i) => &uc.peers[i],
+        None => {
+            // a peer nginx added at run time (`server ... resolve`)
+            super::worker::rescan_upstream(uc);
+            let w = super::worker::get();
+            if w.is_null() {
+                return None;
+            }
+            &(*w).dynamic.find(uc, server, name)?.peer
+        }
+    };
     if cp.rec.is_null() {
         return None;
     }

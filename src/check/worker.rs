@@ -17,6 +17,7 @@ use ngx::http::HttpModuleMainConf;
 use ngx::ngx_log_error;
 
 use super::directives::{CheckedPeer, Checks, UpstreamCheck};
+use super::dynamic::{self, Dynamic};
 use super::health::{transition_message, Outcome};
 use super::shm::Record;
 use super::{balancer, probe, schedule};
@@ -39,7 +40,10 @@ pub struct Target {
 
 pub struct Worker {
     tick: ngx_event_t,
+    /// The configured peers' targets (made at start; probes point into this list).
     pub targets: Vec<Target>,
+    /// Peers nginx added at run time (`server ... resolve`), each target in its own box.
+    pub dynamic: Dynamic,
     pub checks: *const Checks,
     granularity: u64,
     /// `changes` of the zone when the balancers' peers were last synchronised.
@@ -106,6 +110,7 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         // SAFETY: an all-zero ngx_event_t is nginx's initial state for an event.
         tick: core::mem::zeroed(),
         targets,
+        dynamic: Dynamic::default(),
         checks,
         granularity: schedule::granularity(checks.min_interval),
         synced: u64::MAX,
@@ -118,6 +123,7 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     (*ev).log = (*cycle).log;
     (*ev).data = w.cast();
     (*ev).set_cancelable(1);
+    rescan();
     sync_if_changed();
     // Workers start together: a random first delay spreads their first claims.
     ngx_add_timer(
@@ -140,6 +146,55 @@ pub unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
     let n = (*w).targets.len();
     for i in 0..n {
         probe::close_all((*w).targets.as_mut_ptr().add(i));
+    }
+    for d in (*w).dynamic.peers.iter_mut() {
+        probe::close_all(&mut d.target);
+    }
+}
+
+/// Look for peers nginx added or removed at run time (`server ... resolve`): one load per
+/// checked upstream when nothing changed. After a change, the balancers' peers are
+/// synchronised again (a new peer gets its `down` from its health at once).
+///
+/// Not from within a walk over the targets: a target whose peer is gone is freed.
+pub fn rescan() {
+    let w = get();
+    if w.is_null() {
+        return;
+    }
+    let mut changed = false;
+    // SAFETY: w is this worker's state (see Global); its checks live as long as the cycle.
+    unsafe {
+        for i in 0..(*(*w).checks).list.len() {
+            changed |= dynamic::rescan(w, i);
+        }
+        if changed {
+            (*w).synced = u64::MAX;
+            sync_if_changed();
+        }
+    }
+}
+
+/// Rescan the checked upstream `uc` only (see [`rescan`]).
+pub fn rescan_upstream(uc: &UpstreamCheck) {
+    let w = get();
+    if w.is_null() {
+        return;
+    }
+    // SAFETY: as in rescan(); uc is an entry of this worker's checks (checked: its position
+    // in the list must be one).
+    unsafe {
+        let list = &(*(*w).checks).list;
+        let size = core::mem::size_of::<UpstreamCheck>();
+        let off = (uc as *const UpstreamCheck as usize).wrapping_sub(list.as_ptr() as usize);
+        let i = off / size;
+        if off % size != 0 || i >= list.len() {
+            return;
+        }
+        if dynamic::rescan(w, i) {
+            (*w).synced = u64::MAX;
+            sync_if_changed();
+        }
     }
 }
 
@@ -175,12 +230,22 @@ unsafe extern "C" fn on_tick(ev: *mut ngx_event_t) {
         return;
     }
     let w = (*ev).data as *mut Worker;
+    rescan();
     sync_if_changed();
     let now = now_ms();
     let mut earliest: Option<u64> = None;
     let n = (*w).targets.len();
-    for i in 0..n {
-        let t = (*w).targets.as_mut_ptr().add(i);
+    // The configured peers' targets, then the run-time ones (neither list changes during
+    // the walk: a rescan happens only before it).
+    let configured = (*w).targets.as_mut_ptr();
+    let mut all: Vec<*mut Target> = (0..n).map(|i| configured.add(i)).collect();
+    all.extend(
+        (*w).dynamic
+            .peers
+            .iter_mut()
+            .map(|d| &mut d.target as *mut Target),
+    );
+    for t in all {
         if !(*t).probe.is_null() {
             continue;
         }

@@ -31,12 +31,17 @@ package Triage::Backend;
 #                  (with unix => $path: connects fail at once, "11: Resource temporarily
 #                  unavailable", as php-fpm's socket does when its backlog is full)
 #   dns_nxdomain   UDP DNS server answering NXDOMAIN to every query
+#   dns            UDP DNS server answering A queries for the names of opt answers =>
+#                  { 'app.test' => ['127.0.0.1', '127.0.0.2'] } (TTL 1 s), which
+#                  $b->set_answers(name => [addresses]) changes while it runs; other
+#                  types of a known name get no records, unknown names NXDOMAIN
 #   fuzz           answers each request with an HTTP response picked from a set of valid,
 #                  odd and broken ones (a backend's own 502, chunked, cut, 1xx, huge or
 #                  invalid headers, garbage, nothing) with up to 3 random byte edits, then
 #                  keeps, closes (FIN) or resets the connection; opt seed => N (the
 #                  sequence is the same for the same seed and order of requests)
-# Options: unix => $path (listen on a unix socket instead; its dir must be
+# Options: host => '127.0.0.3' and port => N (TCP types: listen there instead of
+# 127.0.0.1 and a free port; loopback only), unix => $path (listen on a unix socket instead; its dir must be
 # traversable by "nobody"), mode => 0000 (chmod of the socket, default 0666), dir => $dir (state files; default a dir under t/tmp), protocol => 'raw'.
 
 use strict;
@@ -87,7 +92,7 @@ sub start {
     close $fh;
 
     my $sock;
-    if ($type eq 'dns_nxdomain') {
+    if ($type eq 'dns_nxdomain' || $type eq 'dns') {
         $sock = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
             Proto => 'udp') or croak "udp bind: $!";
         $self->{port} = $sock->sockport;
@@ -102,10 +107,12 @@ sub start {
         # default 0666: nginx workers run as "nobody" and need write permission
         chmod $opt{mode} // 0666, $opt{unix};
     } else {
-        $sock = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+        $sock = IO::Socket::INET->new(LocalAddr => $self->host, LocalPort => $opt{port} // 0,
             Proto => 'tcp', Listen => 128, ReuseAddr => 1) or croak "bind: $!";
         $self->{port} = $sock->sockport;
     }
+
+    $self->set_answers(%{ $opt{answers} }) if $type eq 'dns';
 
     my $pid = fork // croak "fork: $!";
     if ($pid == 0) {
@@ -113,7 +120,7 @@ sub start {
         $SIG{$_} = 'DEFAULT' for qw(INT TERM HUP);
         $SIG{PIPE} = 'IGNORE';
         eval {
-            if ($type eq 'dns_nxdomain') { $self->_dns($sock) }
+            if ($type eq 'dns_nxdomain' || $type eq 'dns') { $self->_dns($sock) }
             elsif ($type eq 'blackhole') { sleep 1 while 1 }
             else { $self->_serve($sock) }
         };
@@ -129,7 +136,8 @@ sub start {
 
 sub port { $_[0]{port} }
 sub pid  { $_[0]{pid} }
-sub addr { defined $_[0]{unix} ? "unix:$_[0]{unix}" : "127.0.0.1:$_[0]{port}" }
+sub host { $_[0]{host} // '127.0.0.1' }
+sub addr { defined $_[0]{unix} ? "unix:$_[0]{unix}" : $_[0]->host . ":$_[0]{port}" }
 
 sub _events {
     my ($self) = @_;
@@ -147,6 +155,17 @@ sub set_health {
     if (!defined $code) { unlink $f; return 1 }
     open my $fh, '>', "$f.tmp" or croak "$f: $!";
     print $fh "$code\n";
+    close $fh;
+    rename "$f.tmp", $f or croak "rename $f: $!";
+    return 1;
+}
+
+# type dns: what the server answers from now on (name => [addresses], for every name).
+sub set_answers {
+    my ($self, %answers) = @_;
+    my $f = "$self->{dir}/answers";
+    open my $fh, '>', "$f.tmp" or croak "$f: $!";
+    print $fh join(' ', lc $_, @{ $answers{$_} }), "\n" for sort keys %answers;
     close $fh;
     rename "$f.tmp", $f or croak "rename $f: $!";
     return 1;
@@ -423,7 +442,21 @@ sub _rst {
     close $s;
 }
 
-# Minimal DNS server: every query gets NXDOMAIN (RCODE 3) with the question echoed.
+# The answers file of type dns, read at each query (set_answers replaces it whole).
+sub _answers {
+    my ($self) = @_;
+    my %a;
+    open my $fh, '<', "$self->{dir}/answers" or return \%a;
+    while (my $l = <$fh>) {
+        my ($name, @addr) = split ' ', $l;
+        $a{$name} = \@addr if defined $name;
+    }
+    return \%a;
+}
+
+# Minimal DNS server, the question echoed in every answer. dns_nxdomain: NXDOMAIN (RCODE 3)
+# to every query. dns: A records for the names it knows (no records for other types of
+# them), NXDOMAIN for the others.
 sub _dns {
     my ($self, $u) = @_;
     while (1) {
@@ -444,8 +477,14 @@ sub _dns {
         my ($qtype) = unpack 'n', substr($pkt, $off, 2);
         my $question = substr($pkt, 12, $off + 4 - 12);
         $self->_event('query ' . join('.', @labels) . ' ' . ($qtype // '?'));
-        my $rflags = 0x8000 | ($flags & 0x7800) | ($flags & 0x0100) | 0x0080 | 3;
-        my $resp = pack('n n n n n n', $id, $rflags, 1, 0, 0, 0) . $question;
+        my $known = $self->{type} eq 'dns' ? $self->_answers->{lc join('.', @labels)} : undef;
+        my @addr = $known && ($qtype // 0) == 1 ? @$known : ();
+        my $rcode = $known ? 0 : 3;
+        my $rflags = 0x8000 | ($flags & 0x7800) | ($flags & 0x0100) | 0x0080 | $rcode;
+        # each A record: a pointer to the name in the question (offset 12), type A, class IN,
+        # TTL 1 s, 4 bytes of address
+        my $records = join '', map { pack('n n n N n', 0xc00c, 1, 1, 1, 4) . inet_aton($_) } @addr;
+        my $resp = pack('n n n n n n', $id, $rflags, 1, scalar @addr, 0, 0) . $question . $records;
         send($u, $resp, 0, $from);
     }
 }

@@ -1,0 +1,207 @@
+//! Peers that nginx adds at run time: `server name resolve` in an upstream with a `zone`
+//! (nginx 1.27.3+). nginx keeps them in the zone's peer list, adds and removes them as the
+//! DNS answers change, and counts every change of the list in its `config` counter.
+//!
+//! Each worker compares that counter with what it saw last (one load: in the checked
+//! upstreams' `peer.init` wrapper, on its timer, and before it shows the checks) and, when
+//! it moved, rescans the list under the read lock:
+//! - a peer it has no target for becomes one: a copy of what a probe needs (names and
+//!   address; nginx may free the peer at any time) and a record in the checks' zone, made
+//!   or found again like a configured peer's (`shm::Header::adopt`), `down` synchronised at
+//!   once (`default_down`, as for a configured peer new to the configuration);
+//! - a target whose peer nginx removed is closed (its probe, its kept connection) and
+//!   dropped.
+//!
+//! Every worker has its own targets; the claim on the record keeps it to one probe per
+//! interval for all of them, as for configured peers.
+
+use core::ptr;
+
+use super::directives::{CheckedPeer, UpstreamCheck};
+use super::worker::{Target, Worker};
+
+/// A run-time peer and this worker's target for it. The target points at the peer: both
+/// live in one box, which stays where it is while the list of boxes changes.
+pub struct DynPeer {
+    pub uc: *const UpstreamCheck,
+    pub peer: CheckedPeer,
+    pub target: Target,
+}
+
+/// This worker's run-time peers.
+#[derive(Default)]
+pub struct Dynamic {
+    pub peers: Vec<Box<DynPeer>>,
+    /// The `config` counter of each checked upstream's peer list when this worker last
+    /// scanned it, by position in `Checks::list` (None: never).
+    seen: Vec<Option<usize>>,
+}
+
+impl Dynamic {
+    /// The run-time peer (`server`, `name`) of `uc`, if this worker checks it.
+    pub fn find(&self, uc: *const UpstreamCheck, server: &[u8], name: &[u8]) -> Option<&DynPeer> {
+        self.peers
+            .iter()
+            .map(|d| &**d)
+            .find(|d| ptr::eq(d.uc, uc) && d.peer.server == server && d.peer.name == name)
+    }
+
+    /// The run-time peers of `uc` this worker checks.
+    pub fn of(&self, uc: *const UpstreamCheck) -> impl Iterator<Item = &DynPeer> {
+        self.peers
+            .iter()
+            .map(|d| &**d)
+            .filter(move |d| ptr::eq(d.uc, uc))
+    }
+}
+
+/// What a rescan found of one run-time peer.
+#[cfg(ngx_upstream_resolve)]
+struct Found {
+    server: Vec<u8>,
+    name: Vec<u8>,
+    sockaddr: Vec<u8>,
+    backup: bool,
+    configured_down: bool,
+}
+
+/// Rescan the peer list of the `i`-th checked upstream if nginx changed it since this
+/// worker last looked; true if it did.
+///
+/// # Safety
+/// `w` must be this worker's state; no target of it may be in use by the caller (a target
+/// whose peer is gone is freed).
+#[cfg(ngx_upstream_resolve)]
+pub unsafe fn rescan(w: *mut Worker, i: usize) -> bool {
+    use ngx::ffi::*;
+
+    let checks = &*(*w).checks;
+    let uc = &checks.list[i];
+    let first = (*uc.uscf).peer.data as *mut ngx_http_upstream_rr_peers_t;
+    if first.is_null() || (*first).shpool.is_null() || (*first).config.is_null() {
+        return false; // no zone: nothing is added at run time
+    }
+    let d = &mut (*w).dynamic;
+    if d.seen.len() != checks.list.len() {
+        d.seen = vec![None; checks.list.len()];
+    }
+    // Written under the list's write lock; a stale read only delays the rescan to the next
+    // look.
+    if d.seen[i] == Some(ptr::read_volatile((*first).config)) {
+        return false;
+    }
+
+    let mut found = Vec::new();
+    ngx_rwlock_rlock(&mut (*first).rwlock);
+    let config = *(*first).config;
+    let mut list = first;
+    let mut backup = false;
+    while !list.is_null() {
+        let mut p = (*list).peer;
+        while !p.is_null() {
+            let host = (*p).host;
+            if !host.is_null() {
+                // The server's own settings stay on its template, which is not in this list
+                // (the `down` of the peers in it is the checks' to set).
+                let template = (*host).peer;
+                found.push(Found {
+                    server: (*p).server.as_bytes().to_vec(),
+                    name: (*p).name.as_bytes().to_vec(),
+                    sockaddr: core::slice::from_raw_parts(
+                        (*p).sockaddr as *const u8,
+                        (*p).socklen as usize,
+                    )
+                    .to_vec(),
+                    backup,
+                    configured_down: !template.is_null() && (*template).down != 0,
+                });
+            }
+            p = (*p).next;
+        }
+        list = (*list).next;
+        backup = true;
+    }
+    ngx_rwlock_unlock(&mut (*first).rwlock);
+    d.seen[i] = Some(config);
+
+    let uc_ptr: *const UpstreamCheck = uc;
+    d.peers.retain_mut(|dp| {
+        if !ptr::eq(dp.uc, uc_ptr)
+            || found
+                .iter()
+                .any(|f| f.server == dp.peer.server && f.name == dp.peer.name)
+        {
+            return true;
+        }
+        // SAFETY: the target is this worker's, and nobody holds it (see above).
+        super::probe::close_all(&mut dp.target);
+        false
+    });
+
+    let Some(h) = checks.header() else {
+        return true;
+    };
+    let c = uc.conf();
+    for f in found {
+        if d.find(uc_ptr, &f.server, &f.name).is_some() {
+            continue;
+        }
+        let key = [&uc.name[..], &f.server[..], &f.name[..]];
+        let Some(rec) = h.adopt(key, c.default_down, c.interval_ms) else {
+            continue; // the zone is full (logged once)
+        };
+        let mut sockaddr = f.sockaddr;
+        if c.port != 0 {
+            super::directives::set_port(&mut sockaddr, c.port);
+        }
+        let mut dp = Box::new(DynPeer {
+            uc: uc_ptr,
+            peer: CheckedPeer {
+                server: f.server,
+                name: f.name,
+                sockaddr,
+                backup: f.backup,
+                configured_down: f.configured_down,
+                rec,
+            },
+            target: Target {
+                rec,
+                uc: uc_ptr,
+                peer: ptr::null(),
+                probe: ptr::null_mut(),
+                idle: ptr::null_mut(),
+                uses: 0,
+            },
+        });
+        dp.target.peer = &dp.peer;
+        d.peers.push(dp);
+    }
+    true
+}
+
+/// nginx without `server ... resolve`: no peer is added at run time.
+///
+/// # Safety
+/// None needed; unsafe for the same signature as the real one.
+#[cfg(not(ngx_upstream_resolve))]
+pub unsafe fn rescan(_w: *mut Worker, _i: usize) -> bool {
+    false
+}
+
+/// The balancer's peer `p` was added at run time (by `server ... resolve`).
+///
+/// # Safety
+/// `p` must be a peer of a live balancer list.
+#[cfg(ngx_upstream_resolve)]
+pub unsafe fn resolved(p: *const ngx::ffi::ngx_http_upstream_rr_peer_t) -> bool {
+    !(*p).host.is_null()
+}
+
+/// nginx without `server ... resolve`: every peer is configured.
+///
+/// # Safety
+/// None needed.
+#[cfg(not(ngx_upstream_resolve))]
+pub unsafe fn resolved(_p: *const ngx::ffi::ngx_http_upstream_rr_peer_t) -> bool {
+    false
+}

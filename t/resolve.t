@@ -1,0 +1,206 @@
+#!/usr/bin/perl
+# Peers that nginx adds and removes at run time: `server NAME resolve` in an upstream with a
+# zone (nginx 1.27.3+), resolved through a local DNS server whose answers the test changes.
+#
+# Counting (upstream app): DNS names two addresses for its one server, 127.0.0.1 where a
+# backend listens and 127.0.0.2 where nothing does (connect refused):
+# - both peers in the status, named by address, with `server` as written;
+# - refused tries counted on the 127.0.0.2 peer, named in $triage_peer;
+# - DNS drops 127.0.0.2: it leaves the status, every request succeeds;
+# - DNS brings it back: its counters are still there, and new failures add to them (the
+#   peer's memory in the zone is new, so the per-worker cache must not trust old addresses).
+#
+# Active checks (upstream checked, `check type=http`): DNS adds the OK peer, the refused one
+# and 127.0.0.3 where a backend accepts and never answers:
+# - each run-time peer is checked: up, unhealthy (connect_refused), unhealthy (read_timeout);
+#   the unhealthy ones get no request; check_status lists all three;
+# - DNS drops two of them while their checks are in flight: they leave the status and
+#   check_status, and nothing is left open (no alert at the reload below);
+# - DNS brings the refused one back: it is unhealthy at once (its health was kept);
+# - a reload keeps the run-time peers' health, as it does for configured peers;
+# - no worker crashes, with 2 workers.
+# Run alone: prove -v t/resolve.t
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use JSON::PP ();
+use Test::More;
+use Triage::Harness qw(wait_until);
+use Triage::Backend;
+use Triage::Checks qw(status_json peer crash_lines);
+
+my $t = Triage::Harness->new;
+my @v = split /\./, $t->nginx_version;
+plan skip_all => "server ... resolve needs nginx 1.27.3 or newer (this is " . $t->nginx_version . ")"
+    if ($v[0] * 1000 + $v[1]) * 1000 + $v[2] < 1027003;
+
+my $ok = $t->backend('ok', body => 'ok');
+my $P = $ok->port;
+my ($live, $dead, $mute) = ("127.0.0.1:$P", "127.0.0.2:$P", "127.0.0.3:$P");
+my $silent = $t->backend('silent', host => '127.0.0.3', port => $P);
+my %answers = ('app.test' => ['127.0.0.1', '127.0.0.2'],
+               'chk.test' => ['127.0.0.1', '127.0.0.2', '127.0.0.3']);
+my $dns = $t->backend('dns', answers => \%answers);
+# dns(name => [addresses]): change what DNS answers for that name, keep the others
+sub dns { my %new = @_; %answers = (%answers, %new); $dns->set_answers(%answers) }
+
+$t->start(<<'CONF', DNS => $dns->port, P => $P);
+%%LOAD_MODULE%%
+worker_processes 2;
+events { worker_connections 128; }
+http {
+    log_format t '$uri|$status|$triage_cause|$triage_peer|$upstream_addr';
+    access_log logs/access.log t;
+    resolver 127.0.0.1:%%DNS%% valid=1s ipv6=off;
+    resolver_timeout 2s;
+    upstream app {
+        zone app 64k;
+        server app.test:%%P%% resolve max_fails=0;
+    }
+    upstream checked {
+        zone checked 64k;
+        server chk.test:%%P%% resolve max_fails=0;
+        check interval=200 rise=1 fall=1 timeout=1000 type=http;
+    }
+    server {
+        listen 127.0.0.1:%%PORT_main%%;
+        proxy_next_upstream off;
+        location /app { proxy_pass http://app; }
+        location /checked { proxy_pass http://checked; }
+        location = /status { triage_status; access_log off; }
+        location = /check_status { check_status json; access_log off; }
+    }
+}
+CONF
+
+sub peers_of {
+    my ($up) = @_;
+    my $u = status_json($t)->{upstreams}{$up} or return ();
+    return sort map { $_->{name} } @{ $u->{peers} || [] };
+}
+
+# nginx resolves in the background: wait until the status shows both peers.
+ok(wait_until(sub { join(',', peers_of('app')) eq join(',', sort $live, $dead) }, 10),
+   'app: both resolved addresses are peers in the status')
+    or diag explain [peers_of('app')], [$dns->queries];
+my $j = status_json($t);
+is(peer($j, 'app', $_)->{server}, "app.test:$P", "$_: server as written") for $live, $dead;
+
+# Requests alternate between the two (round robin in the zone, shared by the workers).
+sub requests {
+    my ($path, $n) = @_;
+    my %st;
+    $st{ $t->http('main', $path)->{status} }++ for 1 .. $n;
+    return \%st;
+}
+my $st = requests('/app/1', 8);
+ok($st->{200} && $st->{502} && $st->{200} + $st->{502} == 8, 'app: 200s and 502s, nothing else')
+    or diag explain $st;
+my $lines = $t->wait_access_log('access.log', 8, fields => [qw(uri status cause peer addr)]);
+my @bad = grep { $_->{status} eq '502' } @$lines;
+is(scalar @bad, $st->{502}, 'every 502 is in the access log');
+is_deeply([ map { "$_->{cause} $_->{peer}" } @bad ], [ ("connect_refused $dead") x @bad ],
+          'each 502: connect_refused at the 127.0.0.2 peer ($triage_cause, $triage_peer)');
+is_deeply([ sort map { $_->{addr} } grep { $_->{status} eq '200' } @$lines ],
+          [ ($live) x $st->{200} ], 'each 200: from the 127.0.0.1 peer');
+
+my $failures = $st->{502};
+my $p = wait_until(sub {
+    my $p = peer(status_json($t), 'app', $dead);
+    $p && ($p->{failures}{total} // 0) >= $failures ? $p : undef;
+}, 5) || {};
+is($p->{failures}{total}, $failures, "status: $dead has the $failures failures");
+is_deeply($p->{failures}{by_cause}, { connect_refused => $failures }, "status: all connect_refused");
+
+# DNS drops 127.0.0.2: nginx re-resolves once the answer's 1 s is up, and removes that peer.
+dns('app.test' => ['127.0.0.1']);
+ok(wait_until(sub { join(',', peers_of('app')) eq $live }, 10),
+   'DNS without 127.0.0.2: the peer leaves the status') or diag explain [peers_of('app')];
+is_deeply(requests('/app/2', 6), { 200 => 6 }, 'every request now succeeds');
+
+# DNS brings it back: same address, new peer memory in the zone.
+dns('app.test' => ['127.0.0.1', '127.0.0.2']);
+ok(wait_until(sub { join(',', peers_of('app')) eq join(',', sort $live, $dead) }, 10),
+   'DNS with 127.0.0.2 again: the peer is back') or diag explain [peers_of('app')];
+is(peer(status_json($t), 'app', $dead)->{failures}{total}, $failures,
+   'its counters were kept while it was gone');
+$st = requests('/app/3', 8);
+ok($st->{502}, 'the peer is tried again, and refused') or diag explain $st;
+$failures += $st->{502} // 0;
+$p = wait_until(sub {
+    my $p = peer(status_json($t), 'app', $dead);
+    $p && ($p->{failures}{total} // 0) >= $failures ? $p : undef;
+}, 5) || {};
+is($p->{failures}{total}, $failures, "new failures add to them ($failures in all)");
+my $pl = peer(status_json($t), 'app', $live) || {};
+is($pl->{failures}{total}, 0, "$live: no failures");
+
+# --- active checks of run-time peers (upstream checked)
+
+# The peer's `health` in the status ({} while it has none), with its peer `state` added.
+sub health_of {
+    my ($name) = @_;
+    my $p = peer(status_json($t), 'checked', $name) or return {};
+    return { %{ $p->{health} || {} }, peer_state => $p->{state} };
+}
+sub ucm_peers {
+    my $r = $t->http('main', '/check_status');
+    my $j = eval { JSON::PP::decode_json($r->{body}) } || {};
+    return sort map { $_->{name} } grep { $_->{upstream} eq 'checked' }
+        @{ $j->{servers}{server} || [] };
+}
+
+my $h = wait_until(sub {
+    my %h = map { $_ => health_of($_) } $live, $dead, $mute;
+    ($h{$live}{state} // '') eq 'up' && ($h{$dead}{last_error} // '') eq 'connect_refused'
+        && ($h{$mute}{last_error} // '') eq 'read_timeout' ? \%h : undef;
+}, 10) || { map { $_ => health_of($_) } $live, $dead, $mute };
+is($h->{$live}{state}, 'up', "checked: $live is checked and up") or diag explain $h;
+is_deeply([ @{ $h->{$dead} }{qw(state last_error)} ], [ 'unhealthy', 'connect_refused' ],
+          "checked: $dead is checked and unhealthy (connect_refused)");
+is_deeply([ @{ $h->{$mute} }{qw(state last_error)} ], [ 'unhealthy', 'read_timeout' ],
+          "checked: $mute is checked and unhealthy (read_timeout)");
+is($h->{$live}{type}, 'http', 'checked: health names the check type');
+is_deeply(requests('/checked', 8), { 200 => 8 }, 'checked: no request reaches an unhealthy peer');
+is(scalar(grep { m{^GET /checked} } $silent->requests), 0,
+   'the silent peer got no client request (only checks, which it never answers)');
+ok(scalar(grep { m{^GET / } } $silent->requests), 'it does get the checks');
+is_deeply([ ucm_peers() ], [ sort $live, $dead, $mute ], 'check_status lists the three run-time peers');
+
+# DNS drops the two unhealthy peers, whose checks are in flight most of the time (the silent
+# one holds each for its 1 s timeout).
+dns('chk.test' => ['127.0.0.1']);
+ok(wait_until(sub { join(',', peers_of('checked')) eq $live }, 10),
+   'DNS drops them: they leave the status') or diag explain [peers_of('checked')];
+is_deeply([ ucm_peers() ], [ $live ], 'and check_status');
+my $checks = $h->{$dead}{checks};
+
+dns('chk.test' => ['127.0.0.1', '127.0.0.2']);
+my $back = wait_until(sub {
+    grep({ $_ eq $dead } peers_of('checked')) ? health_of($dead) : undef
+}, 10) || {};
+is_deeply([ @$back{qw(state peer_state)} ], [ 'unhealthy', 'unhealthy' ],
+          "DNS brings $dead back: unhealthy at first sight (health kept)");
+cmp_ok($back->{checks} // -1, '>=', $checks, 'its check count goes on');
+is_deeply(requests('/checked', 6), { 200 => 6 }, 'and it gets no request');
+
+# A reload: new workers find the run-time peers' health where the old ones left it.
+my $before = health_of($dead);
+$t->reload;
+my $after = wait_until(sub {
+    my $p = health_of($dead);
+    defined $p->{state} ? $p : undef;
+}, 10) || {};
+is($after->{state}, 'unhealthy', 'after a reload: still unhealthy');
+cmp_ok($after->{checks} // -1, '>=', $before->{checks} // 0, 'after a reload: the check count goes on');
+ok(defined $before->{since} && $after->{since} eq $before->{since},
+   'after a reload: unhealthy since the same time') or diag explain [ $before, $after ];
+is(health_of($live)->{state}, 'up', "after a reload: $live still up");
+is_deeply(requests('/checked', 6), { 200 => 6 }, 'after a reload: no request to the unhealthy peer');
+
+is_deeply([ crash_lines($t) ], [], 'no alert, crit or crashed worker in error.log');
+
+done_testing;
