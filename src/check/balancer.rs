@@ -29,13 +29,13 @@ unsafe extern "C" fn init_peer(
 ) -> ngx_int_t {
     // SAFETY: our main conf exists in every http{} request context.
     let mcf = &*(*(*r).main_conf.add(Module::module().ctx_index) as *const MainConf);
-    let Some(uc) = mcf.checks.find(us) else {
+    let Some(i) = mcf.checks.position(us) else {
         return NGX_ERROR as ngx_int_t;
     };
-    let Some(orig) = uc.orig_init else {
+    let Some(orig) = mcf.checks.list[i].orig_init else {
         return NGX_ERROR as ngx_int_t;
     };
-    worker::rescan_upstream(uc);
+    worker::rescan_upstream(i);
     worker::sync_if_changed();
     orig(r, us)
 }

@@ -129,10 +129,14 @@ impl UpstreamCheck {
 impl Checks {
     /// The settings of an upstream block (binary search: sorted after postconfiguration).
     pub fn find(&self, uscf: *const ngx_http_upstream_srv_conf_t) -> Option<&UpstreamCheck> {
+        self.position(uscf).map(|i| &self.list[i])
+    }
+
+    /// The position in `list` of the checks of `uscf`.
+    pub fn position(&self, uscf: *const ngx_http_upstream_srv_conf_t) -> Option<usize> {
         self.list
             .binary_search_by_key(&(uscf as usize), |c| c.uscf as usize)
             .ok()
-            .map(|i| &self.list[i])
     }
 }
 

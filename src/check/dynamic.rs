@@ -32,9 +32,10 @@ pub struct DynPeer {
 #[derive(Default)]
 pub struct Dynamic {
     pub peers: Vec<Box<DynPeer>>,
-    /// The `config` counter of each checked upstream's peer list when this worker last
-    /// scanned it, by position in `Checks::list` (None: never).
-    seen: Vec<Option<usize>>,
+    /// By position in `Checks::list`: the `config` counter of the upstream's peer list (null
+    /// without a zone: nothing is added at run time) and its value when this worker last
+    /// scanned the list (None: never). Made at the first rescan.
+    watch: Vec<(*const usize, Option<usize>)>,
 }
 
 impl Dynamic {
@@ -72,24 +73,40 @@ struct Found {
 /// `w` must be this worker's state; no target of it may be in use by the caller (a target
 /// whose peer is gone is freed).
 #[cfg(ngx_upstream_resolve)]
+#[inline]
 pub unsafe fn rescan(w: *mut Worker, i: usize) -> bool {
+    // The usual case, on every request to a checked upstream: nothing changed.
+    let watch = &(*w).dynamic.watch;
+    if let Some(&(counter, seen)) = watch.get(i) {
+        // Written under the list's write lock; a stale read only delays the rescan to the
+        // next look.
+        if counter.is_null() || seen == Some(ptr::read_volatile(counter)) {
+            return false;
+        }
+    }
+    rescan_changed(w, i)
+}
+
+/// [`rescan`] once the counter moved (or on the first look).
+#[cfg(ngx_upstream_resolve)]
+#[cold]
+#[inline(never)]
+unsafe fn rescan_changed(w: *mut Worker, i: usize) -> bool {
     use ngx::ffi::*;
 
     let checks = &*(*w).checks;
-    let uc = &checks.list[i];
-    let first = (*uc.uscf).peer.data as *mut ngx_http_upstream_rr_peers_t;
-    if first.is_null() || (*first).shpool.is_null() || (*first).config.is_null() {
-        return false; // no zone: nothing is added at run time
-    }
     let d = &mut (*w).dynamic;
-    if d.seen.len() != checks.list.len() {
-        d.seen = vec![None; checks.list.len()];
+    if d.watch.len() != checks.list.len() {
+        d.watch = checks.list.iter().map(|uc| (counter(uc), None)).collect();
     }
-    // Written under the list's write lock; a stale read only delays the rescan to the next
-    // look.
-    if d.seen[i] == Some(ptr::read_volatile((*first).config)) {
+    let Some(&(counter, seen)) = d.watch.get(i) else {
+        return false;
+    };
+    if counter.is_null() || seen == Some(ptr::read_volatile(counter)) {
         return false;
     }
+    let uc = &checks.list[i];
+    let first = (*uc.uscf).peer.data as *mut ngx_http_upstream_rr_peers_t;
 
     let mut found = Vec::new();
     ngx_rwlock_rlock(&mut (*first).rwlock);
@@ -122,7 +139,7 @@ pub unsafe fn rescan(w: *mut Worker, i: usize) -> bool {
         backup = true;
     }
     ngx_rwlock_unlock(&mut (*first).rwlock);
-    d.seen[i] = Some(config);
+    d.watch[i].1 = Some(config);
 
     let uc_ptr: *const UpstreamCheck = uc;
     d.peers.retain_mut(|dp| {
@@ -179,11 +196,26 @@ pub unsafe fn rescan(w: *mut Worker, i: usize) -> bool {
     true
 }
 
+/// The change counter of `uc`'s peer list: null without a zone.
+///
+/// # Safety
+/// `uc` must be a checked upstream of the running configuration.
+#[cfg(ngx_upstream_resolve)]
+unsafe fn counter(uc: &UpstreamCheck) -> *const usize {
+    use ngx::ffi::ngx_http_upstream_rr_peers_t;
+    let first = (*uc.uscf).peer.data as *const ngx_http_upstream_rr_peers_t;
+    if first.is_null() || (*first).shpool.is_null() {
+        return ptr::null();
+    }
+    (*first).config as *const usize
+}
+
 /// nginx without `server ... resolve`: no peer is added at run time.
 ///
 /// # Safety
 /// None needed; unsafe for the same signature as the real one.
 #[cfg(not(ngx_upstream_resolve))]
+#[inline]
 pub unsafe fn rescan(_w: *mut Worker, _i: usize) -> bool {
     false
 }

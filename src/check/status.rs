@@ -95,12 +95,14 @@ pub unsafe fn peer(
     unavailable: bool,
     now: u64,
 ) -> Option<(PeerState, Health)> {
-    let uc: &UpstreamCheck = main_conf(r).checks.find(uscf)?;
+    let checks = &main_conf(r).checks;
+    let at = checks.position(uscf)?;
+    let uc: &UpstreamCheck = &checks.list[at];
     let cp: &CheckedPeer = match uc.index.get(&(server.to_vec(), name.to_vec())) {
         Some(&i) => &uc.peers[i],
         None => {
             // a peer nginx added at run time (`server ... resolve`)
-            super::worker::rescan_upstream(uc);
+            super::worker::rescan_upstream(at);
             let w = super::worker::get();
             if w.is_null() {
                 return None;

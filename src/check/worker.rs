@@ -175,22 +175,15 @@ pub fn rescan() {
     }
 }
 
-/// Rescan the checked upstream `uc` only (see [`rescan`]).
-pub fn rescan_upstream(uc: &UpstreamCheck) {
+/// Rescan the `i`-th checked upstream only (see [`rescan`]). This runs for every request
+/// to a checked upstream: when nothing changed, it reads one counter.
+pub fn rescan_upstream(i: usize) {
     let w = get();
     if w.is_null() {
         return;
     }
-    // SAFETY: as in rescan(); uc is an entry of this worker's checks (checked: its position
-    // in the list must be one).
+    // SAFETY: as in rescan(); dynamic::rescan checks that i is a position in the list.
     unsafe {
-        let list = &(*(*w).checks).list;
-        let size = core::mem::size_of::<UpstreamCheck>();
-        let off = (uc as *const UpstreamCheck as usize).wrapping_sub(list.as_ptr() as usize);
-        let i = off / size;
-        if off % size != 0 || i >= list.len() {
-            return;
-        }
         if dynamic::rescan(w, i) {
             (*w).synced = u64::MAX;
             sync_if_changed();
