@@ -17,7 +17,8 @@
 # - DNS drops two of them while their checks are in flight: they leave the status and
 #   check_status, and nothing is left open (no alert at the reload below);
 # - DNS brings the refused one back: it is unhealthy at once (its health was kept);
-# - a reload keeps the run-time peers' health, as it does for configured peers;
+# - a reload keeps the run-time peers' health, as it does for configured peers, also one
+#   that re-creates the checks' zone (check_shm_size);
 # - no worker crashes, with 2 workers.
 # Run alone: prove -v t/resolve.t
 
@@ -47,7 +48,7 @@ my $dns = $t->backend('dns', answers => \%answers);
 # dns(name => [addresses]): change what DNS answers for that name, keep the others
 sub dns { my %new = @_; %answers = (%answers, %new); $dns->set_answers(%answers) }
 
-$t->start(<<'CONF', DNS => $dns->port, P => $P);
+my $conf = <<'CONF';
 %%LOAD_MODULE%%
 worker_processes 2;
 events { worker_connections 128; }
@@ -56,6 +57,7 @@ http {
     access_log logs/access.log t;
     resolver 127.0.0.1:%%DNS%% valid=1s ipv6=off;
     resolver_timeout 2s;
+    %%HTTP%%
     upstream app {
         zone app 64k;
         server app.test:%%P%% resolve max_fails=0;
@@ -75,6 +77,8 @@ http {
     }
 }
 CONF
+my %vars = (DNS => $dns->port, P => $P, HTTP => '');
+$t->start($conf, %vars);
 
 sub peers_of {
     my ($up) = @_;
@@ -200,6 +204,20 @@ ok(defined $before->{since} && $after->{since} eq $before->{since},
    'after a reload: unhealthy since the same time') or diag explain [ $before, $after ];
 is(health_of($live)->{state}, 'up', "after a reload: $live still up");
 is_deeply(requests('/checked', 6), { 200 => 6 }, 'after a reload: no request to the unhealthy peer');
+
+# A reload that makes nginx re-create the checks' zone (larger): the state of run-time peers
+# is carried into the new zone with that of the configured ones.
+$before = health_of($dead);
+$t->reload($conf, %vars, HTTP => 'check_shm_size 4m;');
+$after = wait_until(sub {
+    my $p = health_of($dead);
+    defined $p->{state} ? $p : undef;
+}, 10) || {};
+is($after->{state}, 'unhealthy', 'new zone size: still unhealthy');
+cmp_ok($after->{checks} // -1, '>=', $before->{checks} // 0, 'new zone size: the check count goes on');
+ok(defined $before->{since} && ($after->{since} // '') eq $before->{since},
+   'new zone size: unhealthy since the same time') or diag explain [ $before, $after ];
+is_deeply(requests('/checked', 6), { 200 => 6 }, 'new zone size: no request to the unhealthy peer');
 
 is_deeply([ crash_lines($t) ], [], 'no alert, crit or crashed worker in error.log');
 

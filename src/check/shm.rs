@@ -313,6 +313,11 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> 
             p.rec = r;
         }
     }
+    // Peers that nginx added at run time (`server ... resolve`) are in no configuration: the
+    // new workers adopt them as DNS gives them again, and find their state carried over.
+    if let Some(o) = old {
+        o.carry_over(h, gen);
+    }
     // The balancers' peers start from the configuration: every worker syncs.
     h.changes.fetch_add(1, Ordering::Release);
     NGX_OK as ngx_int_t
@@ -411,6 +416,33 @@ impl Header {
         self.index()[at].store(r, Ordering::Release);
         self.count.fetch_add(1, Ordering::Relaxed);
         Some((&*r, true))
+    }
+
+    /// Copy into `new` (a zone made for a new configuration) the records of this old zone
+    /// that its last configuration had and `new` has not registered: the peers added at run
+    /// time, and configured peers that left the configuration. They are marked seen by the
+    /// configuration before `gen`, so that a run-time peer adopted again keeps its state and
+    /// a configured peer that comes back later starts anew, as in a zone that was kept.
+    fn carry_over(&self, new: &Header, gen: u64) {
+        let last = self.generation.load(Ordering::Acquire);
+        for slot in self.index() {
+            let r = slot.load(Ordering::Acquire);
+            if r.is_null() {
+                continue;
+            }
+            // SAFETY: published records are fully written first, and never freed; the old
+            // zone stays mapped while its configuration runs (this runs in the master, during
+            // the load of the next one).
+            let r = unsafe { &*r };
+            if r.seen.load(Ordering::Relaxed) != last {
+                continue;
+            }
+            let (a, b, c) = r.key();
+            if let Some((n, true)) = new.slot([a, b, c]) {
+                n.inherit(r);
+                n.seen.store(gen - 1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// The record of a peer that nginx added at run time (`server ... resolve`), for a worker
