@@ -191,33 +191,31 @@ is_deeply([ @$back{qw(state peer_state)} ], [ 'unhealthy', 'unhealthy' ],
 cmp_ok($back->{checks} // -1, '>=', $checks, 'its check count goes on');
 is_deeply(requests('/checked', 6), { 200 => 6 }, 'and it gets no request');
 
+# kept_across($what, @reload): reload (with $t->reload's arguments), then the refused
+# run-time peer has the health it had before (state, check count, since) and still gets no
+# request, and the OK one is still up.
+sub kept_across {
+    my ($what, @reload) = @_;
+    my $before = health_of($dead);
+    $t->reload(@reload);
+    my $after = wait_until(sub {
+        my $p = health_of($dead);
+        defined $p->{state} ? $p : undef;
+    }, 10) || {};
+    is($after->{state}, 'unhealthy', "$what: still unhealthy");
+    cmp_ok($after->{checks} // -1, '>=', $before->{checks} // 0, "$what: the check count goes on");
+    ok(defined $before->{since} && ($after->{since} // '') eq $before->{since},
+       "$what: unhealthy since the same time") or diag explain [ $before, $after ];
+    is(health_of($live)->{state}, 'up', "$what: $live still up");
+    is_deeply(requests('/checked', 6), { 200 => 6 }, "$what: no request to the unhealthy peer");
+}
+
 # A reload: new workers find the run-time peers' health where the old ones left it.
-my $before = health_of($dead);
-$t->reload;
-my $after = wait_until(sub {
-    my $p = health_of($dead);
-    defined $p->{state} ? $p : undef;
-}, 10) || {};
-is($after->{state}, 'unhealthy', 'after a reload: still unhealthy');
-cmp_ok($after->{checks} // -1, '>=', $before->{checks} // 0, 'after a reload: the check count goes on');
-ok(defined $before->{since} && $after->{since} eq $before->{since},
-   'after a reload: unhealthy since the same time') or diag explain [ $before, $after ];
-is(health_of($live)->{state}, 'up', "after a reload: $live still up");
-is_deeply(requests('/checked', 6), { 200 => 6 }, 'after a reload: no request to the unhealthy peer');
+kept_across('after a reload');
 
 # A reload that makes nginx re-create the checks' zone (larger): the state of run-time peers
 # is carried into the new zone with that of the configured ones.
-$before = health_of($dead);
-$t->reload($conf, %vars, HTTP => 'check_shm_size 4m;');
-$after = wait_until(sub {
-    my $p = health_of($dead);
-    defined $p->{state} ? $p : undef;
-}, 10) || {};
-is($after->{state}, 'unhealthy', 'new zone size: still unhealthy');
-cmp_ok($after->{checks} // -1, '>=', $before->{checks} // 0, 'new zone size: the check count goes on');
-ok(defined $before->{since} && ($after->{since} // '') eq $before->{since},
-   'new zone size: unhealthy since the same time') or diag explain [ $before, $after ];
-is_deeply(requests('/checked', 6), { 200 => 6 }, 'new zone size: no request to the unhealthy peer');
+kept_across('new zone size', $conf, %vars, HTTP => 'check_shm_size 4m;');
 
 is_deeply([ crash_lines($t) ], [], 'no alert, crit or crashed worker in error.log');
 

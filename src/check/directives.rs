@@ -57,6 +57,35 @@ pub struct CheckedPeer {
     pub rec: *const Record,
 }
 
+impl CheckedPeer {
+    /// What a check needs of the balancer's peer `q` (a copy: the balancer may free a peer
+    /// added at run time): its names, and the address probed, with `port=` of `c` applied.
+    /// Its record is set later.
+    ///
+    /// # Safety
+    /// `q` must be a peer of a live balancer list (its sockaddr valid for socklen bytes).
+    pub unsafe fn of(
+        q: &ngx_http_upstream_rr_peer_t,
+        c: &Check,
+        backup: bool,
+        configured_down: bool,
+    ) -> CheckedPeer {
+        let mut sockaddr =
+            core::slice::from_raw_parts(q.sockaddr as *const u8, q.socklen as usize).to_vec();
+        if c.port != 0 {
+            set_port(&mut sockaddr, c.port);
+        }
+        CheckedPeer {
+            server: q.server.as_bytes().to_vec(),
+            name: q.name.as_bytes().to_vec(),
+            sockaddr,
+            backup,
+            configured_down,
+            rec: ptr::null(),
+        }
+    }
+}
+
 /// The checks of one upstream block.
 pub struct UpstreamCheck {
     pub uscf: *mut ngx_http_upstream_srv_conf_t,
@@ -655,21 +684,11 @@ unsafe fn collect_peers(e: &mut UpstreamCheck, c: &Check) -> bool {
         let mut p = (*peers).peer as *const ngx_http_upstream_rr_peer_t;
         while !p.is_null() {
             let q = &*p;
-            let mut sa =
-                core::slice::from_raw_parts(q.sockaddr as *const u8, q.socklen as usize).to_vec();
-            if c.port != 0 {
-                set_port(&mut sa, c.port);
-            }
-            let key = (q.server.as_bytes().to_vec(), q.name.as_bytes().to_vec());
-            e.index.entry(key.clone()).or_insert(e.peers.len());
-            e.peers.push(CheckedPeer {
-                server: key.0,
-                name: key.1,
-                sockaddr: sa,
-                backup,
-                configured_down: q.down != 0,
-                rec: ptr::null(),
-            });
+            let cp = CheckedPeer::of(q, c, backup, q.down != 0);
+            e.index
+                .entry((cp.server.clone(), cp.name.clone()))
+                .or_insert(e.peers.len());
+            e.peers.push(cp);
             p = q.next;
         }
         peers = (*peers).next;
@@ -679,7 +698,7 @@ unsafe fn collect_peers(e: &mut UpstreamCheck, c: &Check) -> bool {
 }
 
 /// Set the port of an AF_INET / AF_INET6 socket address (others are left alone).
-pub(super) fn set_port(sa: &mut [u8], port: u16) {
+fn set_port(sa: &mut [u8], port: u16) {
     if sa.len() < 4 {
         return;
     }

@@ -56,16 +56,6 @@ impl Dynamic {
     }
 }
 
-/// What a rescan found of one run-time peer.
-#[cfg(ngx_upstream_resolve)]
-struct Found {
-    server: Vec<u8>,
-    name: Vec<u8>,
-    sockaddr: Vec<u8>,
-    backup: bool,
-    configured_down: bool,
-}
-
 /// Rescan the peer list of the `i`-th checked upstream if nginx changed it since this
 /// worker last looked; true if it did.
 ///
@@ -106,9 +96,10 @@ unsafe fn rescan_changed(w: *mut Worker, i: usize) -> bool {
         return false;
     }
     let uc = &checks.list[i];
+    let c = uc.conf();
     let first = (*uc.uscf).peer.data as *mut ngx_http_upstream_rr_peers_t;
 
-    let mut found = Vec::new();
+    let mut found: Vec<CheckedPeer> = Vec::new();
     ngx_rwlock_rlock(&mut (*first).rwlock);
     let config = *(*first).config;
     let mut list = first;
@@ -121,17 +112,8 @@ unsafe fn rescan_changed(w: *mut Worker, i: usize) -> bool {
                 // The server's own settings stay on its template, which is not in this list
                 // (the `down` of the peers in it is the checks' to set).
                 let template = (*host).peer;
-                found.push(Found {
-                    server: (*p).server.as_bytes().to_vec(),
-                    name: (*p).name.as_bytes().to_vec(),
-                    sockaddr: core::slice::from_raw_parts(
-                        (*p).sockaddr as *const u8,
-                        (*p).socklen as usize,
-                    )
-                    .to_vec(),
-                    backup,
-                    configured_down: !template.is_null() && (*template).down != 0,
-                });
+                let down = !template.is_null() && (*template).down != 0;
+                found.push(CheckedPeer::of(&*p, c, backup, down));
             }
             p = (*p).next;
         }
@@ -158,29 +140,18 @@ unsafe fn rescan_changed(w: *mut Worker, i: usize) -> bool {
     let Some(h) = checks.header() else {
         return true;
     };
-    let c = uc.conf();
-    for f in found {
-        if d.find(uc_ptr, &f.server, &f.name).is_some() {
+    for mut peer in found {
+        if d.find(uc_ptr, &peer.server, &peer.name).is_some() {
             continue;
         }
-        let key = [&uc.name[..], &f.server[..], &f.name[..]];
+        let key = [&uc.name[..], &peer.server[..], &peer.name[..]];
         let Some(rec) = h.adopt(key, c.default_down, c.interval_ms) else {
             continue; // the zone is full (logged once)
         };
-        let mut sockaddr = f.sockaddr;
-        if c.port != 0 {
-            super::directives::set_port(&mut sockaddr, c.port);
-        }
+        peer.rec = rec;
         let mut dp = Box::new(DynPeer {
             uc: uc_ptr,
-            peer: CheckedPeer {
-                server: f.server,
-                name: f.name,
-                sockaddr,
-                backup: f.backup,
-                configured_down: f.configured_down,
-                rec,
-            },
+            peer,
             target: Target {
                 rec,
                 uc: uc_ptr,
