@@ -723,13 +723,16 @@ impl Shared {
         ring::publish(&ring[at].seq, n);
     }
 
-    /// The ring, newest first (entries being written or overwritten are skipped).
+    /// The ring, newest first (entries being written or overwritten are skipped). In ring
+    /// order, entries of two workers can stand a millisecond the wrong way round (each
+    /// worker stamps its entry from its own cached clock, then claims a place): sorted by
+    /// time, ring order kept among equal times.
     pub fn recent_failures(&self) -> Vec<RecentFailure> {
         let ring = self.ring();
         let next = self.recent_next.load(Ordering::Acquire);
         let n = (next as usize).min(ring.len());
         let lossy = |b: &[u8], len: u8| String::from_utf8_lossy(&b[..len as usize]).into_owned();
-        (1..=n as u64)
+        let mut out = (1..=n as u64)
             .filter_map(|k| {
                 let at = next - k;
                 let e = &ring[(at % ring.len() as u64) as usize];
@@ -750,7 +753,9 @@ impl Shared {
                     request_id: lossy(&d.request_id, d.lens[4]),
                 })
             })
-            .collect()
+            .collect::<Vec<_>>();
+        out.sort_by_key(|f| core::cmp::Reverse(f.time_ms));
+        out
     }
 }
 
