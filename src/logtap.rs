@@ -91,9 +91,14 @@ unsafe extern "C" fn writer(log: *mut ngx_log_t, level: ngx_uint_t, buf: *mut u_
         ctx.log.errno = seen.errno;
     }
     ctx.log.out_of_connections |= seen.out_of_connections;
-    if ctx.pre && seen.errno.is_some() {
-        // A failure while the content handler runs, before we hooked its upstream.
-        crate::peer::early_failure(ctx);
+    if ctx.pre {
+        if seen.errno.is_some() {
+            // A failure while the content handler runs, before we hooked its upstream.
+            crate::peer::early_failure(ctx);
+        }
+    } else if ctx.dynamic && ctx.saved.is_none() {
+        // A run-time upstream whose peers did not exist when we hooked it.
+        crate::peer::peers_built(ctx);
     }
 
     // Forward unchanged.

@@ -122,22 +122,43 @@ unsafe fn hook(
     w.zone = zone;
     w.stats = stats;
     w.finalize = (*u).finalize_request;
-    if (*u).peer.get.is_some() {
-        w.saved = Some(Saved {
-            data: (*u).peer.data,
-            get: (*u).peer.get,
-            free: (*u).peer.free,
-            set_session: (*u).peer.set_session,
-            save_session: (*u).peer.save_session,
-        });
-        (*u).peer.data = wp as *mut c_void;
-        (*u).peer.get = Some(GET_PEER);
-        (*u).peer.free = Some(free_peer);
-        (*u).peer.set_session = Some(set_session);
-        (*u).peer.save_session = Some(save_session);
-    }
+    hook_peer(u, wp);
     (*u).finalize_request = Some(FINALIZE);
     logtap::install(wp);
+}
+
+/// Wrap get/free (and the TLS session hooks) of `u`'s balancer, if it has set them up.
+unsafe fn hook_peer(u: *mut ngx_http_upstream_t, wp: *mut Watch) {
+    if (*u).peer.get.is_none() {
+        return;
+    }
+    (*wp).saved = Some(Saved {
+        data: (*u).peer.data,
+        get: (*u).peer.get,
+        free: (*u).peer.free,
+        set_session: (*u).peer.set_session,
+        save_session: (*u).peer.save_session,
+    });
+    (*u).peer.data = wp as *mut c_void;
+    (*u).peer.get = Some(GET_PEER);
+    (*u).peer.free = Some(free_peer);
+    (*u).peer.set_session = Some(set_session);
+    (*u).peer.save_session = Some(save_session);
+}
+
+/// The tap of a run-time upstream hooked before its peers existed saw a line. nginx resolves
+/// a name it has not cached asynchronously, then builds the peers in the resolver's handler
+/// and connects at once: nothing of ours runs in between. A failing try is logged before
+/// nginx frees its peer, so wrapping get/free here counts that try, and every later one,
+/// like those of any other upstream.
+///
+/// # Safety
+/// `w` must be the watch of a tap set by [`hook`], called from its log writer.
+pub unsafe fn peers_built(w: *mut Watch) {
+    let u = (*w).u;
+    if (*(*w).r).upstream == u {
+        hook_peer(u, w);
+    }
 }
 
 /// Give the peer hooks back to the balancer (the last `free`, which nginx calls after

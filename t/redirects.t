@@ -3,7 +3,9 @@
 # redirect (error_page ... = @fallback), a second upstream after it, a mirror subrequest
 # whose upstream runs at the same time on the same connection, and names that fail to
 # resolve synchronously (no resolver defined; nginx does not cache NXDOMAIN, so an answer
-# from a DNS server always comes asynchronously: t/causes_proxy.t).   Run alone: prove -v t/redirects.t
+# from a DNS server always comes asynchronously: t/causes_proxy.t), and a name with two
+# addresses whose first lookup nginx answers asynchronously, building the peers and trying
+# them all before any of our hooks runs.   Run alone: prove -v t/redirects.t
 
 use strict;
 use warnings;
@@ -20,6 +22,9 @@ my $t = Triage::Harness->new;
 my %b = map { $_ => $t->backend($_) } qw(ok silent);
 my $closed  = Triage::Backend::closed_port();
 my $closed2 = Triage::Backend::closed_port();
+# two.test: two loopback addresses where nothing listens on the closed port
+my @two = map { "127.0.0.$_:$closed2" } 2, 3;
+$b{dns} = $t->backend('dns', answers => { 'two.test' => ['127.0.0.2', '127.0.0.3'] });
 
 $t->start(<<'CONF', LOG_FORMAT => log_format_directive('triage', @F),
 %%LOAD_MODULE%%
@@ -51,11 +56,20 @@ http {
         # a name that fails before any address is tried, inside the content handler
         location /noresolver { proxy_pass http://$arg_h:%%CLOSED2%%; }
 
+        # a name with two addresses, resolved at run time: every try is seen
+        location /two {
+            resolver 127.0.0.1:%%DNS%% valid=60s ipv6=off;
+            proxy_next_upstream error;
+            set $two two.test;
+            proxy_pass http://$two:%%CLOSED2%%;
+        }
+
         location = /status { triage_status; access_log off; }
     }
 }
 CONF
-    CLOSED => $closed, CLOSED2 => $closed2, OK => $b{ok}->addr, SILENT => $b{silent}->addr);
+    CLOSED => $closed, CLOSED2 => $closed2, OK => $b{ok}->addr, SILENT => $b{silent}->addr,
+    DNS => $b{dns}->port);
 
 sub access { $t->find_access('access.log', \@F, request_uri => $_[0]) }
 
@@ -126,6 +140,45 @@ sub status_json {
     is($rec && $rec->{triage_peer}, '', '/noresolver: no peer was tried');
     ok($t->wait_error_log(qr/no resolver defined to resolve nothere\.invalid/),
        '/noresolver: error.log says no resolver is defined');
+}
+
+# A name with two addresses, both refused. The first request waits for the DNS answer: nginx
+# builds the peers in the resolver's handler and connects at once, so the first try fails
+# before anything of ours sees the peers (only the log tap set at the content handler runs).
+# The second request finds the answer in nginx's cache and builds the peers synchronously.
+# Each time both tries are counted, on their own peers.
+{
+    my %seen;
+    for my $n (1, 2) {
+        my $uri = "/two?n=$n";
+        my $r = $t->http('main', $uri);
+        is($r->{status}, 502, "$uri: 502 once both addresses refused");
+        my $rec = access($uri) || {};
+        is($rec->{triage_causes}, 'connect_refused,connect_refused',
+           "$uri: \$triage_causes lists both tries");
+        my @addr = split /, /, $rec->{upstream_addr} // '';
+        is_deeply([ sort @addr ], \@two, "$uri: nginx tried both addresses") or diag explain \@addr;
+        is($rec->{triage_peer}, $addr[-1] // 'none', "$uri: \$triage_peer is the last one tried");
+        $seen{$_}++ for @addr;
+        my $q = () = $b{dns}->queries;
+        if ($n == 1) {
+            ok($q >= 1, "$uri: nginx asked the DNS server (an asynchronous answer)");
+            $seen{queries} = $q;
+        } else {
+            is($q, $seen{queries}, "$uri: nginx answered from its cache (no new query)");
+        }
+        my $u = wait_until(sub {
+            my $u = status_json()->{upstreams}{"two.test:$closed2"} or return;
+            my %f = map { $_->{name} => $_->{failures}{by_cause}{connect_refused} // 0 }
+                @{ $u->{peers} || [] };
+            (grep { ($f{$_} // 0) == $seen{$_} } @two) == 2 ? \%f : undef;
+        }, 5);
+        ok($u, "$uri: status: each address has its refused tries counted")
+            or diag explain status_json()->{upstreams}{"two.test:$closed2"};
+    }
+    my $refused = qr/connect\(\) failed \(111: Connection refused\) while connecting to upstream.*"GET \/two\?n=/;
+    ok(wait_until(sub { (() = $t->error_log_since(0) =~ /$refused/g) == 4 }, 5),
+       'error.log: four refused connects for the two requests');
 }
 
 $t->stop;
