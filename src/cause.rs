@@ -193,14 +193,16 @@ impl Cause {
             Cause::AddressUnavailable => {
                 "no local address/port available to connect: too many TIME-WAIT sockets, enable upstream keepalive".into()
             }
-            Cause::TlsHandshakeFailed => format!(
-                "the TLS handshake with the backend failed: does the backend speak TLS on that port, and do {} settings match?",
+            Cause::TlsHandshakeFailed => {
                 // fastcgi has no TLS to the backend
-                match p {
-                    Pass::Any => "proxy_ssl_*".into(),
-                    p => p.directive("ssl_*"),
-                }
-            ),
+                let ssl = match p {
+                    Pass::Any => "proxy_ssl".into(),
+                    p => p.directive("ssl"),
+                };
+                format!(
+                    "the TLS handshake with the backend failed: does the backend speak TLS on that port, and do {ssl}_* settings match? With {ssl}_verify on, its certificate must be trusted by {ssl}_trusted_certificate and name {ssl}_name"
+                )
+            }
             Cause::WorkerConnections => {
                 "nginx ran out of connections: raise worker_connections (and the open files limit)".into()
             }
@@ -353,6 +355,18 @@ pub enum Event {
     BodyFailed,
 }
 
+/// TLS on the upstream connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Tls {
+    /// Not in use (or nginx built without SSL).
+    #[default]
+    Off,
+    /// Started, the handshake not complete.
+    Handshaking,
+    /// The handshake completed.
+    Established,
+}
+
 /// Raw observations about one failed try, gathered by the FFI layer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Facts {
@@ -365,8 +379,7 @@ pub struct Facts {
     pub read_eof: bool,
     pub read_pending_eof: bool,
     pub read_error: bool,
-    /// TLS was in use on the connection and the handshake did not complete.
-    pub tls_incomplete: bool,
+    pub tls: Tls,
     /// The response header buffer was full (`u->buffer.last == u->buffer.end`).
     pub header_buffer_full: bool,
     /// Bytes of response received into the header buffer.
@@ -454,7 +467,7 @@ pub fn classify(f: &Facts) -> Verdict {
             v(Cause::ConnectTimeout, Phase::Connect, timed_out)
         };
     }
-    if f.tls_incomplete {
+    if f.tls == Tls::Handshaking {
         if f.read_timedout {
             return v(Cause::ConnectTimeout, Phase::Connect, timed_out);
         }
@@ -468,6 +481,12 @@ pub fn classify(f: &Facts) -> Verdict {
     }
     if f.read_timedout {
         return v(Cause::ReadTimeout, after_connect, timed_out);
+    }
+    // The handshake completed and the request never went out (nginx sends it right after):
+    // nginx refused the backend's certificate (`proxy_ssl_verify`: not trusted, or not for
+    // `proxy_ssl_name`).
+    if f.tls == Tls::Established && !f.request_sent {
+        return v(Cause::TlsHandshakeFailed, Phase::Connect, f.errno);
     }
 
     // The connection never got established (asynchronous connect failed).
@@ -778,12 +797,34 @@ mod tests {
     #[test]
     fn tls() {
         let f = Facts {
-            tls_incomplete: true,
+            tls: Tls::Handshaking,
             read_eof: true,
             ..failed()
         };
         assert_eq!(classify(&f).cause, Cause::TlsHandshakeFailed);
         assert_eq!(classify(&f).phase, Phase::Connect);
+        // Handshake done, request not sent: the certificate failed verification (nothing
+        // tells it apart from a refused connect but the TLS state).
+        let unverified = Facts {
+            tls: Tls::Established,
+            ..failed()
+        };
+        assert_eq!(classify(&unverified).cause, Cause::TlsHandshakeFailed);
+        assert_eq!(classify(&unverified).phase, Phase::Connect);
+        assert_eq!(classify(&unverified).errno, None);
+        let plain = Facts {
+            tls: Tls::Off,
+            ..failed()
+        };
+        assert_eq!(classify(&plain).cause, Cause::ConnectRefused);
+        // Once the request went out, TLS says nothing more.
+        let sent = Facts {
+            tls: Tls::Established,
+            request_sent: true,
+            read_eof: true,
+            ..failed()
+        };
+        assert_eq!(classify(&sent).cause, Cause::PrematureClose);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use ngx::http::{
     NgxHttpUpstreamModule,
 };
 
-use crate::cause::{classify, Event, Facts, Pass};
+use crate::cause::{classify, Event, Facts, Pass, Tls};
 use crate::conf::{LocConf, MainConf};
 use crate::module::Module;
 use crate::record::{self, Record, Try};
@@ -428,7 +428,7 @@ unsafe fn gather(
         f.read_eof = rd.eof() != 0;
         f.read_pending_eof = rd.pending_eof() != 0;
         f.read_error = rd.error() != 0;
-        f.tls_incomplete = tls_incomplete(c);
+        f.tls = tls(c);
     }
     f.errno = logged_errno.or_else(|| {
         // A synchronous connect() failure leaves errno set (unix sockets).
@@ -438,17 +438,23 @@ unsafe fn gather(
     f
 }
 
-/// TLS was started on the upstream connection and the handshake did not complete.
+/// TLS on the upstream connection.
 #[cfg(ngx_feature = "ssl")]
-unsafe fn tls_incomplete(c: *const ngx_connection_t) -> bool {
+unsafe fn tls(c: *const ngx_connection_t) -> Tls {
     let ssl = (*c).ssl;
-    !ssl.is_null() && (*ssl).handshaked() == 0
+    if ssl.is_null() {
+        Tls::Off
+    } else if (*ssl).handshaked() == 0 {
+        Tls::Handshaking
+    } else {
+        Tls::Established
+    }
 }
 
 /// nginx built without SSL: no upstream TLS.
 #[cfg(not(ngx_feature = "ssl"))]
-unsafe fn tls_incomplete(_c: *const ngx_connection_t) -> bool {
-    false
+unsafe fn tls(_c: *const ngx_connection_t) -> Tls {
+    Tls::Off
 }
 
 /// Classify, remember in the request's record, count in shared memory.

@@ -10,7 +10,7 @@ use lib "$FindBin::Bin/lib";
 
 use Test::More;
 use JSON::PP ();
-use Triage::Harness qw(log_format_directive);
+use Triage::Harness qw(log_format_directive self_signed_cert);
 use Triage::Backend;
 
 my @F = qw(request_uri status triage_cause triage_causes triage_errno triage_phase
@@ -35,6 +35,10 @@ $b{full} = $t->backend('blackhole', unix => $full_sock);
 my $closed  = Triage::Backend::closed_port();
 my $closed2 = Triage::Backend::closed_port();
 my $closed3 = Triage::Backend::closed_port();
+# a TLS backend (a server of the same nginx) whose certificate is for good.test, and a
+# certificate nginx is told to trust instead for /tls_untrusted
+my $certs = $t->subdir('tls');
+self_signed_cert($certs, $_) for qw(good.test other.test);
 
 $t->start(<<'CONF', LOG_FORMAT => $LOG_FORMAT,
 %%LOAD_MODULE%%
@@ -77,6 +81,29 @@ http {
             proxy_pass http://$backend_host:%%CLOSED%%;
         }
         location /tls      { proxy_pass https://%%PLAIN%%; }
+        # the handshake completes, then nginx refuses the certificate (proxy_ssl_verify);
+        # without session reuse (a session resumed from /tls_verified keeps its verify result)
+        location /tls_verified {
+            proxy_pass https://127.0.0.1:%%PORT_tls%%;
+            proxy_ssl_session_reuse off;
+            proxy_ssl_verify on;
+            proxy_ssl_name good.test;
+            proxy_ssl_trusted_certificate %%CERTS%%/good.test.crt;
+        }
+        location /tls_untrusted {
+            proxy_pass https://127.0.0.1:%%PORT_tls%%;
+            proxy_ssl_session_reuse off;
+            proxy_ssl_verify on;
+            proxy_ssl_name good.test;
+            proxy_ssl_trusted_certificate %%CERTS%%/other.test.crt;
+        }
+        location /tls_wrongname {
+            proxy_pass https://127.0.0.1:%%PORT_tls%%;
+            proxy_ssl_session_reuse off;
+            proxy_ssl_verify on;
+            proxy_ssl_name bad.test;
+            proxy_ssl_trusted_certificate %%CERTS%%/good.test.crt;
+        }
         # run-time upstreams: nginx builds their peers without peer.init
         location /var_refused { set $b 127.0.0.1:%%CLOSED3%%; proxy_pass http://$b; }
         location = /status    { triage_status; access_log off; }
@@ -95,6 +122,13 @@ http {
         location /next     { proxy_next_upstream error timeout; proxy_pass http://next_try; }
         location /dead     { proxy_next_upstream error timeout; proxy_pass http://dead; }
     }
+    server {
+        listen 127.0.0.1:%%PORT_tls%% ssl;
+        ssl_certificate %%CERTS%%/good.test.crt;
+        ssl_certificate_key %%CERTS%%/good.test.key;
+        access_log off;
+        location / { return 200 "tls ok\n"; }
+    }
 }
 CONF
     OK => $b{ok}->addr, CLOSED => $closed, CLOSED2 => $closed2, CLOSED3 => $closed3,
@@ -102,7 +136,7 @@ CONF
     RESET => $b{reset}->addr, INVALID => $b{invalid_header}->addr, BIG => $b{big_header}->addr,
     OWN502 => $b{bad_gateway}->addr, DENIED => $perm_sock, MISSING => $missing_sock,
     DENIED2 => $perm_sock2, MISSING2 => $missing_sock2, FULL => $full_sock,
-    DNS => $b{dns_nxdomain}->port, PLAIN => $b{plain}->addr);
+    DNS => $b{dns_nxdomain}->port, PLAIN => $b{plain}->addr, CERTS => $certs);
 
 # errno => undef: not checked. Timeouts report 110, as nginx's own error.log line does.
 my @cases = (
@@ -160,6 +194,15 @@ my @cases = (
     { uri => '/tls', status => 502, cause => 'tls_handshake_failed', errno => undef,
       phase => 'connect', peer => $b{plain}->addr,
       err => qr/\[error\] .*SSL_do_handshake\(\) failed .* while SSL handshaking to upstream/ },
+    # TLS to the backend works, and its certificate is refused: the handshake completed,
+    # the request never went out, the connection looks refused but for its TLS state
+    { uri => '/tls_untrusted', status => 502, cause => 'tls_handshake_failed', errno => '',
+      phase => 'connect', peer => qr/^127\.0\.0\.1:\d+$/,
+      hint => qr/proxy_ssl_verify on, its certificate must be trusted by proxy_ssl_trusted_certificate/,
+      err => qr/\[error\] .*upstream SSL certificate verify error: \(18:self.signed certificate\) while SSL handshaking to upstream/ },
+    { uri => '/tls_wrongname', status => 502, cause => 'tls_handshake_failed', errno => '',
+      phase => 'connect', peer => qr/^127\.0\.0\.1:\d+$/, hint => qr/and name proxy_ssl_name$/,
+      err => qr/\[error\] .*upstream SSL certificate does not match "bad\.test" while SSL handshaking to upstream/ },
     { uri => '/next', status => 504, cause => 'read_timeout', causes => 'connect_refused,read_timeout',
       errno => 110, phase => 'read_header', peer => $b{silent}->addr,
       err => qr/\[error\] .*connect\(\) failed \(111: Connection refused\) while connecting to upstream/,
@@ -217,6 +260,14 @@ sub check_error_log {
     my $rec = $t->find_access('access.log', \@F, request_uri => '/ok');
     check_record({ uri => '/ok', status => 200, cause => '', errno => '', phase => '', peer => '' }, $rec);
     is($rec && $rec->{upstream_addr}, $b{ok}->addr, '/ok: went to the OK backend');
+}
+
+# The TLS backend with the right trust and name: verification passes (so the /tls_untrusted
+# and /tls_wrongname failures below are the certificate's, not the setup's).
+{
+    my $r = $t->http('main', '/tls_verified');
+    is($r->{status}, 200, '/tls_verified: 200 through a verified TLS connection');
+    is($r->{body}, "tls ok\n", '/tls_verified: the TLS server answered');
 }
 
 # All single-request faults concurrently (the timeouts overlap: ~1 s in total).
