@@ -153,6 +153,14 @@ fires('upstream server on a loopback port nothing listens on',
         LOCATION => 'proxy_pass http://app;' },
       'nothing-listening', qr/server 127\.0\.0\.1:$closed;/,
       qr/^nothing listens on 127\.0\.0\.1:$closed \(server "127\.0\.0\.1:$closed" of upstream "app"\)/);
+# nginx in front of itself: at nginx -t (and the first start) nothing listens there yet
+silent('proxy_pass to an address a server of the same configuration listens on',
+      { HTTP => "server {\n        listen 127.0.0.1:$closed;\n        return 204;\n    }",
+        LOCATION => "proxy_pass http://127.0.0.1:$closed;" });
+silent('upstream server on a port a server of the same configuration listens on (all addresses)',
+      { HTTP => "upstream app {\n        server 127.0.0.1:$closed;\n    }\n"
+              . "    server {\n        listen $closed;\n        return 204;\n    }",
+        LOCATION => 'proxy_pass http://app;' });
 silent('proxy_pass and upstream servers where backends listen',
       { HTTP => "upstream app {\n        server %%OK%%;\n        server %%OK2%%;\n    }",
         SERVER => "location /direct {\n            proxy_pass http://%%OK%%/;\n        }",

@@ -27,12 +27,14 @@ use core::ffi::{c_char, c_void, CStr};
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Mutex;
 
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::*;
 use ngx::http::{
-    HttpModuleLocationConf, HttpModuleServerConf, NgxHttpCoreModule, NgxHttpUpstreamModule,
+    HttpModuleLocationConf, HttpModuleMainConf, HttpModuleServerConf, NgxHttpCoreModule,
+    NgxHttpUpstreamModule,
 };
 use ngx::ngx_conf_log_error;
 
@@ -355,6 +357,7 @@ pub unsafe fn finish(cf: *mut ngx_conf_t, mcf: &mut MainConf) {
     let cfg = Config {
         upstreams,
         locations: c.locations,
+        listens: listens(cf),
         http_ignore,
         worker: worker(cf),
     };
@@ -367,6 +370,52 @@ pub unsafe fn finish(cf: *mut ngx_conf_t, mcf: &mut MainConf) {
             0,
             f.render().as_bytes(),
         );
+    }
+}
+
+/// The TCP addresses the http{} servers listen on, as nginx has gathered them by
+/// postconfiguration (every server merged, a server without `listen` given nginx's default).
+/// A `quic` listen counts too: the rule then stays silent rather than wrong.
+unsafe fn listens(cf: *mut ngx_conf_t) -> Vec<SocketAddr> {
+    let Some(cmcf) = NgxHttpCoreModule::main_conf(&*cf) else {
+        return Vec::new();
+    };
+    let ports = cmcf.ports;
+    if ports.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: cmcf->ports is an array of ngx_http_conf_port_t, each with an array of
+    // ngx_http_conf_addr_t, alive until the configuration is done.
+    let ports =
+        core::slice::from_raw_parts((*ports).elts as *const ngx_http_conf_port_t, (*ports).nelts);
+    ports
+        .iter()
+        .flat_map(|p| {
+            core::slice::from_raw_parts(p.addrs.elts as *const ngx_http_conf_addr_t, p.addrs.nelts)
+        })
+        .filter_map(|a| socket_addr(a.opt.sockaddr))
+        .collect()
+}
+
+/// An AF_INET / AF_INET6 socket address as Rust's (others: None).
+unsafe fn socket_addr(sa: *const sockaddr) -> Option<SocketAddr> {
+    if sa.is_null() {
+        return None;
+    }
+    match i32::from((*sa).sa_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says what the address is.
+            let s = &*(sa as *const libc::sockaddr_in);
+            let ip = Ipv4Addr::from(u32::from_be(s.sin_addr.s_addr));
+            Some(SocketAddr::new(ip.into(), u16::from_be(s.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above.
+            let s = &*(sa as *const libc::sockaddr_in6);
+            let ip = Ipv6Addr::from(s.sin6_addr.s6_addr);
+            Some(SocketAddr::new(ip.into(), u16::from_be(s.sin6_port)))
+        }
+        _ => None,
     }
 }
 

@@ -2,6 +2,8 @@
 //! locations that pass requests to a backend (with the settings in effect there, after nginx's
 //! inheritance), the worker user. No FFI: the glue builds it, unit tests write it by hand.
 
+use std::net::SocketAddr;
+
 use crate::lint::code::Code;
 
 /// Where a directive was written.
@@ -132,6 +134,9 @@ pub struct Worker {
 pub struct Config {
     pub upstreams: Vec<Upstream>,
     pub locations: Vec<Location>,
+    /// The TCP addresses the http{} servers of this configuration listen on (`listen`, or
+    /// nginx's default): nginx itself serves a backend there once it runs.
+    pub listens: Vec<SocketAddr>,
     /// Codes silenced at http{} level (apply to upstream findings too).
     pub http_ignore: Vec<Code>,
     /// `None` when the worker user could not be determined (socket-permission is skipped).

@@ -189,6 +189,7 @@ pub(crate) mod testing {
         Config {
             upstreams: vec![],
             locations: vec![],
+            listens: vec![],
             http_ignore: vec![],
             worker: Some(Worker {
                 name: "nobody".into(),

@@ -1,7 +1,9 @@
 //! `nothing-listening` and `selinux-network-connect`: TCP targets that will be refused.
 //! - A literal loopback `IP:port` (127.0.0.0/8, ::1) where no socket is listening right now,
 //!   read from the kernel's table (never by connecting): the deploy mistake of an app moved
-//!   from :8000 to :8001. A hint — the backend may simply start after nginx.
+//!   from :8000 to :8001. A hint — the backend may simply start after nginx. Not for an
+//!   address a server of the same configuration listens on (nginx in front of itself: at the
+//!   first start nothing listens there yet).
 //! - SELinux enforcing with `httpd_can_network_connect` off: nginx (httpd_t) may not connect
 //!   to ports not labelled `http_port_t`; connect() fails with 13: Permission denied.
 
@@ -28,7 +30,11 @@ pub(super) fn nothing_listening(ix: &Index, sys: &dyn SystemView, r: &mut Report
         let Target::Inet(addr) = d.target else {
             continue;
         };
-        if !listeners.iter().any(|l| serves(l, &addr)) {
+        if !listeners
+            .iter()
+            .chain(&ix.cfg.listens)
+            .any(|l| serves(l, &addr))
+        {
             r.emit(
                 Code::NothingListening,
                 d.site,
@@ -129,6 +135,21 @@ mod tests {
             "nothing listens on 127.0.0.1:8000 (proxy_pass in location \"/\") at the moment"
         ));
         assert!(found(&cfg, &listening(&["127.0.0.1:8000"])).is_empty());
+    }
+
+    #[test]
+    fn nginx_in_front_of_itself() {
+        // a server of the same configuration listens there: at the first start, nothing yet
+        let mut cfg = config();
+        cfg.locations
+            .push(location("/", PassKind::Proxy, "http://127.0.0.1:8000", 9));
+        cfg.listens = vec!["0.0.0.0:8000".parse().unwrap()];
+        assert!(found(&cfg, &listening(&[])).is_empty());
+        cfg.listens = vec!["127.0.0.1:8001".parse().unwrap()];
+        assert_eq!(
+            found(&cfg, &listening(&[])),
+            vec![(Code::NothingListening, 9)]
+        );
     }
 
     #[test]
