@@ -139,6 +139,10 @@ impl Cause {
             (Cause::Other, Some(libc::EAGAIN)) => Some(
                 "the backend's listen queue is full (EAGAIN on its unix socket): it is overloaded; raise its backlog (php-fpm listen.backlog, net.core.somaxconn) or its workers (pm.max_children)",
             ),
+            // "could not be resolved (110: Operation timed out)": no answer, not a missing name
+            (Cause::HostNotFound, Some(errno::ETIMEDOUT)) => Some(
+                "the DNS server of the resolver directive did not answer within resolver_timeout: is it running, and reachable from nginx?",
+            ),
             _ => None,
         }
     }
@@ -443,7 +447,11 @@ pub fn classify(f: &Facts) -> Verdict {
     match f.event {
         Event::NoLivePeers => return v(Cause::NoLiveUpstreams, Phase::Select, None),
         Event::OutOfConnections => return v(Cause::WorkerConnections, Phase::Connect, f.errno),
-        Event::ResolveFailed => return v(Cause::HostNotFound, Phase::Resolve, None),
+        // A resolver's answer code is no errno, but for a timeout nginx uses ETIMEDOUT.
+        Event::ResolveFailed => {
+            let timed_out = f.errno.filter(|&e| e == errno::ETIMEDOUT);
+            return v(Cause::HostNotFound, Phase::Resolve, timed_out);
+        }
         Event::PeerFailed | Event::BodyFailed => {}
     }
 
@@ -559,10 +567,10 @@ pub fn parse_log_line(line: &[u8]) -> LogLine {
             {
                 break;
             }
-            // "could not be resolved (3: Host not found)" carries a resolver code (1 to 5, or
-            // 110 for a timeout), not an errno.
-            let resolver = matches!(n, 1..=5 | 110)
-                && find(&line[..start], b"could not be resolved", 18).is_some();
+            // "could not be resolved (3: Host not found)" carries a resolver code (1 to 5), not
+            // an errno; for a timeout nginx's code is ETIMEDOUT itself (110), kept.
+            let resolver =
+                matches!(n, 1..=5) && find(&line[..start], b"could not be resolved", 18).is_some();
             if !resolver {
                 out.errno = Some(n);
             }
@@ -795,6 +803,39 @@ mod tests {
     }
 
     #[test]
+    fn resolve() {
+        let nx = Facts {
+            event: Event::ResolveFailed,
+            ..Default::default()
+        };
+        let v = classify(&nx);
+        assert_eq!(
+            (v.cause, v.phase, v.errno),
+            (Cause::HostNotFound, Phase::Resolve, None)
+        );
+        assert_eq!(
+            Cause::HostNotFound.hint_for(v.errno),
+            Cause::HostNotFound.hint()
+        );
+        // the DNS server did not answer: the same cause, its own errno and hint
+        let silent = Facts {
+            errno: Some(errno::ETIMEDOUT),
+            ..nx
+        };
+        let v = classify(&silent);
+        assert_eq!((v.cause, v.errno), (Cause::HostNotFound, Some(110)));
+        assert!(Cause::HostNotFound
+            .hint_for(v.errno)
+            .contains("did not answer within resolver_timeout"));
+        // any other number left over from a connect is not the resolver's
+        let other = Facts {
+            errno: Some(errno::ECONNREFUSED),
+            ..nx
+        };
+        assert_eq!(classify(&other).errno, None);
+    }
+
+    #[test]
     fn tls() {
         let f = Facts {
             tls: Tls::Handshaking,
@@ -945,6 +986,9 @@ mod tests {
         assert_eq!(l.errno, None);
         let l = parse_log_line(b"2026/04/24 [error] 1#0: *1 nx.test could not be resolved (3: Host not found), client: 127.0.0.1");
         assert_eq!(l.errno, None);
+        // nginx's resolver reports a timeout as ETIMEDOUT
+        let l = parse_log_line(b"2026/04/24 [error] 1#0: *1 app.test could not be resolved (110: Operation timed out), client: 127.0.0.1");
+        assert_eq!(l.errno, Some(110));
         let l = parse_log_line(
             b"2026/04/24 [alert] 1#0: *1 8 worker_connections are not enough while connecting to upstream, client: 127.0.0.1",
         );

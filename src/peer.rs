@@ -623,6 +623,8 @@ unsafe fn classify_at_finalize(
                 w,
                 &Facts {
                     event: Event::ResolveFailed,
+                    // the resolver's line: 110 when the DNS server did not answer
+                    errno: w.log.errno,
                     ..Default::default()
                 },
                 ngx_str_t::empty(),

@@ -10,6 +10,7 @@ use lib "$FindBin::Bin/lib";
 
 use Test::More;
 use JSON::PP ();
+use IO::Socket::INET;
 use Triage::Harness qw(log_format_directive self_signed_cert);
 use Triage::Backend;
 
@@ -37,6 +38,9 @@ my $closed2 = Triage::Backend::closed_port();
 my $closed3 = Triage::Backend::closed_port();
 # a TLS backend (a server of the same nginx) whose certificate is for good.test, and a
 # certificate nginx is told to trust instead for /tls_untrusted
+# a DNS server that is down with its port still open: queries reach it, nothing answers
+my $mute_dns = IO::Socket::INET->new(Proto => 'udp', LocalAddr => '127.0.0.1', LocalPort => 0)
+    or die "udp socket: $!";
 my $certs = $t->subdir('tls');
 self_signed_cert($certs, $_) for qw(good.test other.test);
 
@@ -78,6 +82,12 @@ http {
             resolver 127.0.0.1:%%DNS%% valid=1s ipv6=off;
             resolver_timeout 1s;
             set $backend_host nx.invalid;
+            proxy_pass http://$backend_host:%%CLOSED%%;
+        }
+        location /dns_silent {
+            resolver 127.0.0.1:%%MUTE_DNS%% ipv6=off;
+            resolver_timeout 1s;
+            set $backend_host app.test;
             proxy_pass http://$backend_host:%%CLOSED%%;
         }
         location /tls      { proxy_pass https://%%PLAIN%%; }
@@ -136,7 +146,8 @@ CONF
     RESET => $b{reset}->addr, INVALID => $b{invalid_header}->addr, BIG => $b{big_header}->addr,
     OWN502 => $b{bad_gateway}->addr, DENIED => $perm_sock, MISSING => $missing_sock,
     DENIED2 => $perm_sock2, MISSING2 => $missing_sock2, FULL => $full_sock,
-    DNS => $b{dns_nxdomain}->port, PLAIN => $b{plain}->addr, CERTS => $certs);
+    DNS => $b{dns_nxdomain}->port, PLAIN => $b{plain}->addr, CERTS => $certs,
+    MUTE_DNS => $mute_dns->sockport);
 
 # errno => undef: not checked. Timeouts report 110, as nginx's own error.log line does.
 my @cases = (
@@ -174,6 +185,10 @@ my @cases = (
     { uri => '/nxdomain', status => 502, cause => 'host_not_found', errno => '',
       phase => 'resolve', peer => '',
       err => qr/\[error\] .*nx\.invalid could not be resolved \(3: Host not found\)/ },
+    # the same cause when the DNS server does not answer, with nginx's ETIMEDOUT and its hint
+    { uri => '/dns_silent', status => 502, cause => 'host_not_found', errno => 110,
+      phase => 'resolve', peer => '', hint => qr/DNS server of the resolver directive did not answer within resolver_timeout/,
+      err => qr/\[error\] .*app\.test could not be resolved \(110: Operation timed out\)/ },
     { uri => '/var_refused', status => 502, cause => 'connect_refused', errno => 111,
       phase => 'connect', peer => "127.0.0.1:$closed3",
       err => qr/\[error\] .*connect\(\) failed \(111: Connection refused\) while connecting to upstream/ },
