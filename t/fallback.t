@@ -15,13 +15,17 @@ use JSON::PP ();
 use Triage::Harness qw(log_format_directive);
 use Triage::Backend;
 
-my @F = qw(request_uri status triage_cause request_id connection connection_requests);
+my @F = qw(request_uri status triage_cause request_id connection connection_requests
+           upstream_cache_status);
 my $t = Triage::Harness->new;
 my %b = (
     silent => $t->backend('silent'),
     own502 => $t->backend('bad_gateway'),
     cut    => $t->backend('cut_body'),
     cut502 => $t->backend('cut_body', status => 502),
+    # cacheable for one second (then stopped: the cache serves its copy stale)
+    cached => $t->backend('custom', then => 'close',
+        respond => "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nCache-Control: max-age=1\r\n\r\ncached\n"),
 );
 my $closed  = Triage::Backend::closed_port();
 my $closed2 = Triage::Backend::closed_port();
@@ -76,6 +80,7 @@ http {
     proxy_connect_timeout 2s;
     proxy_read_timeout 1s;
     proxy_next_upstream off;
+    proxy_cache_path %%PREFIX%%/cache keys_zone=stale:1m;
 
     triage_fallback json;
 
@@ -125,6 +130,13 @@ http {
             triage_fallback json upstream_errors=on;
             proxy_pass http://%%OWN502%%;
         }
+        # the backend is gone and the cache answers with its stale copy: a 200, not replaced
+        location /stale {
+            proxy_cache stale;
+            proxy_cache_key $uri;  # one copy for /stale?N: each request its own log line
+            proxy_cache_use_stale error timeout;
+            proxy_pass http://%%CACHED%%;
+        }
         # the backend's own 502 cut mid-body, replaced from its header on
         location /cut502_on    { triage_fallback json upstream_errors=on; proxy_pass http://%%CUT502%%; }
     }
@@ -146,10 +158,11 @@ http {
 }
 CONF
 
-$t->start($CONF, LOG_FORMAT => log_format_directive('triage', @F),
+my %VARS = (LOG_FORMAT => log_format_directive('triage', @F),
     UPSTREAMS => $upstreams, LOCATIONS => $locations, CLOSED => $closed,
     SILENT => $b{silent}->addr, OWN502 => $b{own502}->addr, CUT => $b{cut}->addr,
-    CUT502 => $b{cut502}->addr);
+    CUT502 => $b{cut502}->addr, CACHED => $b{cached}->addr);
+$t->start($CONF, %VARS);
 
 sub access { $t->find_access('access.log', \@F, request_uri => $_[0]) }
 
@@ -375,6 +388,26 @@ check_fallback('file without extension', $t->http('main', '/types/noext'), mode 
     ok(!defined $r->{headers}{'cache-control'}, 'return 502: untouched');
 }
 
+# proxy_cache_use_stale: the refused backend is hidden by the cache's stale copy. The answer is
+# the cache's 200, not replaced; $triage_cause says why it is stale.
+{
+    my $r = $t->http('main', '/stale?fill');
+    is("$r->{status} $r->{body}", "200 cached\n", 'stale: the backend fills the cache');
+    $b{cached}->stop;
+    my ($n, $rec) = (0, undef);
+    # fresh for a second (HIT: the backend is not asked), STALE once the copy has expired
+    Triage::Harness::wait_until(sub {
+        $r = $t->http('main', '/stale?' . ++$n);
+        $rec = access("/stale?$n");
+        $rec && $rec->{upstream_cache_status} eq 'STALE';
+    }, 5);
+    is($rec && $rec->{upstream_cache_status}, 'STALE', 'stale: the cache answered with its expired copy');
+    is("$r->{status} $r->{body}", "200 cached\n", 'stale: 200 with the cached body, no fallback');
+    is($r->{headers}{'cache-control'}, 'max-age=1',
+       "stale: the backend's own Cache-Control, not the fallback's no-store");
+    is($rec && $rec->{triage_cause}, 'connect_refused', 'stale: $triage_cause says why it is stale');
+}
+
 # inheritance: http{} json; server html, status 503, Retry-After 7; location off / json;
 # nested location with details
 check_fallback('inherited from http', $t->http('main', '/inherit_http'),
@@ -401,10 +434,7 @@ check_fallback('json in an html server', $slow{json504}->read_response(timeout =
 {
     my $new = qq({"status": "maintenance", "message": "reloaded"}\n);
     write_file("$conf_dir/fallback.json", $new);
-    $t->reload($CONF, LOG_FORMAT => log_format_directive('triage', @F),
-        UPSTREAMS => $upstreams, LOCATIONS => $locations, CLOSED => $closed,
-        SILENT => $b{silent}->addr, OWN502 => $b{own502}->addr, CUT => $b{cut}->addr,
-        CUT502 => $b{cut502}->addr);
+    $t->reload($CONF, %VARS);
     my $r = $t->http('main', '/file/refused?reloaded');
     is($r->{body}, $new, 'reload: the new file content is served');
 
