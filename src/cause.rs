@@ -106,19 +106,20 @@ impl Cause {
     /// One line of remediation, from the troubleshooting guides (shared/seeds/), for a try of
     /// any upstream module: where it names a directive, it names proxy's and fastcgi's.
     pub fn hint(self) -> &'static str {
-        self.hint_in(None, Pass::Any)
+        self.hint_in(None, false, Pass::Any)
     }
 
     /// The hint for a try that failed with `errno`, through any upstream module.
     pub fn hint_for(self, errno: Option<i32>) -> &'static str {
-        self.hint_in(errno, Pass::Any)
+        self.hint_in(errno, false, Pass::Any)
     }
 
-    /// The hint for a try through `pass` that failed with `errno`: the cause's own, or one the
-    /// errno makes sharper ([`Cause::errno_hint`]). The directives it names are those of
-    /// `pass` (`fastcgi_read_timeout` for fastcgi_pass).
-    pub fn hint_in(self, errno: Option<i32>, pass: Pass) -> &'static str {
-        self.errno_hint(errno).unwrap_or_else(|| {
+    /// The hint for a try through `pass` that failed with `errno`, on a kept-alive connection
+    /// nginx reused or not ([`Verdict::reused`]): the cause's own, or one those make sharper
+    /// ([`Cause::sharp_hint`]). The directives it names are those of `pass`
+    /// (`fastcgi_read_timeout` for fastcgi_pass).
+    pub fn hint_in(self, errno: Option<i32>, reused: bool, pass: Pass) -> &'static str {
+        self.sharp_hint(errno, reused).unwrap_or_else(|| {
             static HINTS: std::sync::OnceLock<Vec<Vec<String>>> = std::sync::OnceLock::new();
             let all = HINTS.get_or_init(|| {
                 Pass::ALL
@@ -130,9 +131,15 @@ impl Cause {
         })
     }
 
-    /// A hint the errno makes sharper where the cause alone says little; None: the cause's
-    /// own applies. These name no directive, so they serve every upstream module.
-    pub fn errno_hint(self, errno: Option<i32>) -> Option<&'static str> {
+    /// A hint the errno, or a reused connection, makes sharper where the cause alone says
+    /// little; None: the cause's own applies. These name no directive of an upstream module,
+    /// so they serve every one.
+    pub fn sharp_hint(self, errno: Option<i32>, reused: bool) -> Option<&'static str> {
+        if reused {
+            return Some(
+                "the backend closed a kept-alive connection just as nginx reused it: make keepalive_timeout in the upstream block shorter than the backend's idle timeout (Node.js keepAliveTimeout 5 s, gunicorn --keep-alive 2 s)",
+            );
+        }
         match (self, errno) {
             // connect() to a unix socket whose listen queue is full (the TCP equivalent is a
             // connect timeout): "11: Resource temporarily unavailable"
@@ -394,6 +401,8 @@ pub struct Facts {
     pub header_sent: bool,
     /// errno of the failure as nginx logged it, or as left by a synchronous call.
     pub errno: Option<i32>,
+    /// The try reused a kept-alive connection (`upstream { keepalive }`).
+    pub reused: bool,
 }
 
 /// errno values the taxonomy knows (Linux numbering).
@@ -416,6 +425,9 @@ pub struct Verdict {
     pub phase: Phase,
     /// errno to report (nginx's own: 110 for timeouts, as its error.log line says).
     pub errno: Option<i32>,
+    /// The backend closed or reset a kept-alive connection nginx had just reused, before any
+    /// byte of an answer: its idle timeout ran out first (the hint says which to shorten).
+    pub reused: bool,
 }
 
 /// A cause decided by errno alone, when the errno is specific enough.
@@ -433,10 +445,21 @@ pub fn cause_from_errno(errno: i32) -> Option<Cause> {
 
 /// Turn the facts of one failed try into a cause and a phase.
 pub fn classify(f: &Facts) -> Verdict {
+    let mut v = decide(f);
+    v.reused = f.reused
+        && f.bytes_received == 0
+        && !f.header_sent
+        && matches!(v.cause, Cause::PrematureClose | Cause::ConnectionReset);
+    v
+}
+
+/// Cause, phase and errno of a try.
+fn decide(f: &Facts) -> Verdict {
     let v = |cause, phase, errno| Verdict {
         cause,
         phase,
         errno,
+        reused: false,
     };
     let after_connect = if f.header_sent {
         Phase::ReadBody
@@ -676,7 +699,8 @@ mod tests {
             Verdict {
                 cause: Cause::ConnectRefused,
                 phase: Phase::Connect,
-                errno: Some(111)
+                errno: Some(111),
+                reused: false
             }
         );
         // Without the log tap the flags still say refused.
@@ -728,7 +752,8 @@ mod tests {
             Verdict {
                 cause: Cause::ConnectTimeout,
                 phase: Phase::Connect,
-                errno: Some(110)
+                errno: Some(110),
+                reused: false
             }
         );
         let f = Facts {
@@ -748,7 +773,8 @@ mod tests {
             Verdict {
                 cause: Cause::ReadTimeout,
                 phase: Phase::ReadHeader,
-                errno: Some(110)
+                errno: Some(110),
+                reused: false
             }
         );
         assert_eq!(Cause::ReadTimeout.status(), 504);
@@ -777,7 +803,8 @@ mod tests {
             Verdict {
                 cause: Cause::ConnectionReset,
                 phase: Phase::ReadHeader,
-                errno: Some(104)
+                errno: Some(104),
+                reused: false
             }
         );
         let f = Facts {
@@ -800,6 +827,51 @@ mod tests {
         assert_eq!(classify(&f).cause, Cause::Upstream502);
         assert!(!Cause::Upstream502.is_failure());
         assert_eq!(classify(&sent).cause, Cause::Other);
+    }
+
+    #[test]
+    fn reused_keepalive_connection() {
+        // the backend's idle timeout ran out as nginx reused the connection: it closed (FIN)
+        // or reset it before any byte of an answer
+        let closed = Facts {
+            request_sent: true,
+            read_eof: true,
+            reused: true,
+            ..failed()
+        };
+        let v = classify(&closed);
+        assert_eq!((v.cause, v.reused), (Cause::PrematureClose, true));
+        let reset = Facts {
+            errno: Some(errno::ECONNRESET),
+            ..closed
+        };
+        let v = classify(&reset);
+        assert_eq!((v.cause, v.reused), (Cause::ConnectionReset, true));
+        let h = Cause::PrematureClose.hint_in(None, true, Pass::Proxy);
+        assert!(h.contains("kept-alive connection") && h.contains("keepalive_timeout"));
+        assert_eq!(
+            Cause::ConnectionReset.hint_in(Some(104), true, Pass::Fastcgi),
+            h
+        );
+        assert!(!Cause::PrematureClose.hint().contains("keepalive_timeout"));
+        // a fresh connection, a partial answer, or another cause: not the race
+        for f in [
+            Facts {
+                reused: false,
+                ..closed
+            },
+            Facts {
+                bytes_received: 10,
+                ..closed
+            },
+            Facts {
+                read_eof: false,
+                read_timedout: true,
+                ..closed
+            },
+        ] {
+            assert!(!classify(&f).reused, "{f:?}");
+        }
     }
 
     #[test]
@@ -945,23 +1017,23 @@ mod tests {
         for (schema, pass) in schemas {
             assert_eq!(Pass::from_schema(schema), pass, "{schema:?}");
         }
-        let read = |p| Cause::ReadTimeout.hint_in(None, p);
+        let read = |p| Cause::ReadTimeout.hint_in(None, false, p);
         assert!(read(Pass::Fastcgi).ends_with("raise fastcgi_read_timeout"));
         assert!(read(Pass::Grpc).ends_with("raise grpc_read_timeout"));
         assert!(read(Pass::Any).ends_with("raise proxy_read_timeout / fastcgi_read_timeout"));
         assert_eq!(Cause::ReadTimeout.hint(), read(Pass::Any));
         assert!(Cause::ConnectRefused
-            .hint_in(None, Pass::Uwsgi)
+            .hint_in(None, false, Pass::Uwsgi)
             .contains("does uwsgi_pass match its listen port"));
         assert!(Cause::InvalidHeader
-            .hint_in(None, Pass::Fastcgi)
+            .hint_in(None, false, Pass::Fastcgi)
             .contains("not valid FastCGI: check that fastcgi_pass"));
         assert!(Cause::TlsHandshakeFailed
-            .hint_in(None, Pass::Any)
+            .hint_in(None, false, Pass::Any)
             .contains("proxy_ssl_*"));
         for &pass in &Pass::ALL {
             for &c in &Cause::ALL {
-                let h = c.hint_in(None, pass);
+                let h = c.hint_in(None, false, pass);
                 assert!(!h.is_empty() && !h.contains('{'), "{c} {pass:?}: {h}");
                 // a module's hint names no other module's directives
                 if pass == Pass::Fastcgi {

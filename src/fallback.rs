@@ -293,6 +293,8 @@ struct Failure {
     peer: ngx_str_t,
     /// The upstream module (the directives the hint names).
     pass: Pass,
+    /// The backend closed a kept-alive connection nginx reused.
+    reused: bool,
     /// The backend's own 502 (its headers and body are dropped).
     from_backend: bool,
 }
@@ -314,6 +316,7 @@ unsafe fn failure(r: *mut ngx_http_request_t, status: u16, spec: &Spec) -> Optio
             errno: t.errno,
             peer: t.peer,
             pass: t.pass,
+            reused: t.reused,
             from_backend: false,
         });
     }
@@ -337,6 +340,7 @@ unsafe fn failure(r: *mut ngx_http_request_t, status: u16, spec: &Spec) -> Optio
                 *pc.name
             },
             pass: Pass::from_schema((*u).schema.as_bytes()),
+            reused: false,
             from_backend: true,
         });
     }
@@ -383,6 +387,7 @@ unsafe fn replace(r: *mut ngx_http_request_t, status: u16) -> Option<ngx_int_t> 
                 errno: f.errno,
                 phase: f.phase,
                 pass: f.pass,
+                reused: f.reused,
             };
             // Filled straight into request pool memory of the page's largest size.
             let t = body::template(format, fb.details == 1);

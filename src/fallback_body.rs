@@ -190,6 +190,8 @@ pub struct Page<'a> {
     pub phase: Option<Phase>,
     /// The upstream module (`fastcgi_pass`...): the directives the hint names. Details only.
     pub pass: Pass,
+    /// The backend closed a kept-alive connection nginx reused (the hint says so). Details only.
+    pub reused: bool,
 }
 
 /// The JSON `error` for a gateway status.
@@ -278,7 +280,7 @@ fn json_value<'a>(h: Hole, p: &Page<'a>) -> Val<'a> {
         Hole::Peer => Val::Str(lossy(p.peer)),
         Hole::Errno => p.errno.map_or(Val::Null, |n| Val::Num(n.into())),
         Hole::Phase => p.phase.map_or(Val::Null, |ph| Val::Str(ph.as_str().into())),
-        Hole::Hint => Val::Str(p.cause.hint_in(p.errno, p.pass).into()),
+        Hole::Hint => Val::Str(p.cause.hint_in(p.errno, p.reused, p.pass).into()),
     }
 }
 
@@ -348,7 +350,7 @@ fn html_value(h: Hole, p: &Page<'_>, out: &mut String) {
         Hole::Peer => lossy(p.peer),
         Hole::Errno => p.errno.map_or("-".into(), |n| n.to_string().into()),
         Hole::Phase => p.phase.map_or("-", |ph| ph.as_str()).into(),
-        Hole::Hint => p.cause.hint_in(p.errno, p.pass).into(),
+        Hole::Hint => p.cause.hint_in(p.errno, p.reused, p.pass).into(),
     };
     html_escape(&text, out);
 }
@@ -426,7 +428,7 @@ struct Known {
     phase: Vec<Vec<u8>>,
     error_502: Vec<u8>,
     error_504: Vec<u8>,
-    /// The longest hint once encoded, errno-specific ones included (`Cause::hint_in`).
+    /// The longest hint once encoded, the sharper ones included (`Cause::hint_in`).
     hint_max: usize,
 }
 
@@ -442,6 +444,7 @@ impl Known {
             errno: None,
             phase: None,
             pass: Pass::Any,
+            reused: false,
         };
         let text = |h, p: &Page<'_>| {
             let mut out = Vec::new();
@@ -466,19 +469,29 @@ impl Known {
                     .collect()
             })
             .collect();
-        // the errno-specific hints (`Cause::errno_hint`) name no directive: one module will do
-        let by_errno = Cause::ALL.iter().map(|&c| {
-            let p = Page {
-                errno: Some(libc::EAGAIN),
-                ..with_cause(c)
-            };
-            text(Hole::Hint, &p).len()
+        // the sharper hints (`Cause::sharp_hint`) name no module's directive: one will do
+        let sharp = Cause::ALL.iter().flat_map(|&c| {
+            [
+                Page {
+                    errno: Some(libc::EAGAIN),
+                    ..with_cause(c)
+                },
+                Page {
+                    errno: Some(110),
+                    ..with_cause(c)
+                },
+                Page {
+                    reused: true,
+                    ..with_cause(c)
+                },
+            ]
+            .map(|p| text(Hole::Hint, &p).len())
         });
         let hint_max = hint
             .iter()
             .flatten()
             .map(Vec::len)
-            .chain(by_errno)
+            .chain(sharp)
             .max()
             .unwrap_or(0);
         Known {
@@ -603,7 +616,7 @@ impl Template {
                     }
                 }
                 Chunk::Hole(Hole::Cause) => out.write_all(&k.cause[p.cause.index()])?,
-                Chunk::Hole(Hole::Hint) if p.cause.errno_hint(p.errno).is_none() => {
+                Chunk::Hole(Hole::Hint) if p.cause.sharp_hint(p.errno, p.reused).is_none() => {
                     out.write_all(&k.hint[p.pass as usize][p.cause.index()])?
                 }
                 Chunk::Hole(Hole::Phase) if p.phase.is_some() => {
@@ -682,6 +695,7 @@ struct Key {
     errno: Option<i32>,
     phase: Option<Phase>,
     pass: Pass,
+    reused: bool,
 }
 
 impl PageCache {
@@ -707,7 +721,8 @@ impl PageCache {
                     || (k.peer == p.peer
                         && k.errno == p.errno
                         && k.phase == p.phase
-                        && k.pass == p.pass))
+                        && k.pass == p.pass
+                        && k.reused == p.reused))
         }) && self.rid_len == p.request_id.len()
             && plain(p.request_id);
         if hit {
@@ -738,6 +753,7 @@ impl PageCache {
                 errno: if details { p.errno } else { None },
                 phase: if details { p.phase } else { None },
                 pass: if details { p.pass } else { Pass::Any },
+                reused: details && p.reused,
             });
         }
         Ok(())
@@ -854,6 +870,7 @@ mod tests {
             errno: Some(111),
             phase: Some(Phase::Connect),
             pass: Pass::Proxy,
+            reused: false,
         }
     }
 
@@ -910,7 +927,10 @@ mod tests {
         assert_eq!(v["peer"], "127.0.0.1:8001");
         assert_eq!(v["errno"], 111);
         assert_eq!(v["phase"], "connect");
-        assert_eq!(v["hint"], Cause::ConnectRefused.hint_in(None, Pass::Proxy));
+        assert_eq!(
+            v["hint"],
+            Cause::ConnectRefused.hint_in(None, false, Pass::Proxy)
+        );
         let p = Page {
             cause: Cause::NoLiveUpstreams,
             peer: b"",
@@ -1006,13 +1026,16 @@ mod tests {
         for f in [Format::Json, Format::Html] {
             for details in [false, true] {
                 for (&cause, pass) in Cause::ALL.iter().flat_map(|c| Pass::ALL.map(|p| (c, p))) {
-                    for (retry_after, errno, v) in [
-                        (None, Some(i32::MIN), 0),
-                        (Some(1), Some(libc::EAGAIN), 0),
-                        (Some(u64::MAX), Some(i32::MIN), 1),
-                        (Some(u64::MAX), Some(libc::EAGAIN), 1),
+                    for (retry_after, errno, v, reused) in [
+                        (None, Some(i32::MIN), 0, false),
+                        (Some(1), Some(libc::EAGAIN), 0, false),
+                        (Some(u64::MAX), Some(i32::MIN), 1, false),
+                        (Some(u64::MAX), Some(libc::EAGAIN), 1, false),
+                        (Some(u64::MAX), Some(110), 1, false),
+                        (Some(u64::MAX), Some(i32::MIN), 1, true),
                     ] {
                         let p = Page {
+                            reused,
                             status: 599,
                             cause,
                             request_id: values[v],
@@ -1054,6 +1077,7 @@ mod tests {
                 errno: [Some(111), None][i / 17 % 2],
                 phase: [Some(Phase::Connect), None][i / 19 % 2],
                 pass: Pass::ALL[i / 23 % Pass::ALL.len()],
+                reused: i / 29 % 2 == 1,
             };
             for f in [Format::Json, Format::Html] {
                 for details in [false, true] {

@@ -415,6 +415,7 @@ unsafe fn gather(
         request_sent: (*u).request_sent() != 0,
         header_sent: (*u).header_sent() != 0,
         upstream_status: (*u).headers_in.status_n.clamp(0, 999) as u16,
+        reused: (*pc).cached() != 0,
         ..Default::default()
     };
     if !(*u).buffer.start.is_null() {
@@ -483,6 +484,7 @@ unsafe fn record(
             phase: v.phase,
             errno: v.errno,
             peer,
+            reused: v.reused,
             pass: if u.is_null() {
                 Pass::Any
             } else {

@@ -26,7 +26,14 @@ pub struct Try {
     /// what would be padding: the record stays small enough for the request pool's first
     /// block (a `u->schema` kept here instead cost every failed request a new pool block).
     pub pass: Pass,
+    /// The backend closed a kept-alive connection nginx reused (`Verdict::reused`). One byte
+    /// of padding too.
+    pub reused: bool,
 }
+
+// The one-byte fields of a try share the padding after errno and peer: the record keeps
+// fitting the request pool's first block.
+const _: () = assert!(mem::size_of::<Try>() == 32);
 
 pub struct Record {
     r: *mut ngx_http_request_t,

@@ -21,6 +21,9 @@ my $LOG_FORMAT = log_format_directive('triage', @F);
 my $t = Triage::Harness->new;
 my %b = map { $_ => $t->backend($_) }
     qw(ok silent close reset invalid_header big_header bad_gateway plain blackhole dns_nxdomain);
+# kept-alive connections the backend closes (FIN) or resets as nginx reuses them
+$b{ka_fin} = $t->backend('keepalive_race');
+$b{ka_rst} = $t->backend('keepalive_race', then => 'reset');
 my $sockdir = $t->subdir('sock');
 my $perm_sock    = "$sockdir/denied.sock";
 my $missing_sock = "$sockdir/missing.sock";
@@ -60,6 +63,8 @@ http {
         server 127.0.0.1:%%CLOSED%%;
         server %%SILENT%%;
     }
+    upstream ka_fin { server %%KA_FIN%%; keepalive 4; }
+    upstream ka_rst { server %%KA_RST%%; keepalive 4; }
     upstream dead {
         server 127.0.0.1:%%CLOSED%% max_fails=1 fail_timeout=30s;
         server 127.0.0.1:%%CLOSED2%% max_fails=1 fail_timeout=30s;
@@ -131,6 +136,14 @@ http {
         }
         location /next     { proxy_next_upstream error timeout; proxy_pass http://next_try; }
         location /dead     { proxy_next_upstream error timeout; proxy_pass http://dead; }
+        location ~ ^/ka_(fin|rst)/ {
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_next_upstream error timeout;
+            triage_fallback json;
+            triage_fallback_details on;
+            proxy_pass http://ka_$1;
+        }
     }
     server {
         listen 127.0.0.1:%%PORT_tls%% ssl;
@@ -147,6 +160,7 @@ CONF
     OWN502 => $b{bad_gateway}->addr, DENIED => $perm_sock, MISSING => $missing_sock,
     DENIED2 => $perm_sock2, MISSING2 => $missing_sock2, FULL => $full_sock,
     DNS => $b{dns_nxdomain}->port, PLAIN => $b{plain}->addr, CERTS => $certs,
+    KA_FIN => $b{ka_fin}->addr, KA_RST => $b{ka_rst}->addr,
     MUTE_DNS => $mute_dns->sockport);
 
 # errno => undef: not checked. Timeouts report 110, as nginx's own error.log line does.
@@ -160,10 +174,13 @@ my @cases = (
     { uri => '/silent', status => 504, cause => 'read_timeout', errno => 110,
       phase => 'read_header', peer => $b{silent}->addr,
       err => qr/\[error\] .*upstream timed out \(110: Connection timed out\) while reading response header from upstream/ },
+    # a fresh connection: not the kept-alive race below, the hint looks at the backend
     { uri => '/close', status => 502, cause => 'premature_close', errno => '',
+      hint => qr/^the backend closed the connection before answering: check its logs for crashes/,
       phase => 'read_header', peer => $b{close}->addr,
       err => qr/\[error\] .*upstream prematurely closed connection while reading response header from upstream/ },
     { uri => '/reset', status => 502, cause => 'connection_reset', errno => 104,
+      hint => qr/^the backend reset the connection: check its logs for crashes/,
       phase => 'read_header', peer => $b{reset}->addr,
       err => qr/\[error\] .*recv\(\) failed \(104: Connection reset by peer\) while reading response header from upstream/ },
     { uri => '/invalid', status => 502, cause => 'invalid_header', errno => '',
@@ -364,6 +381,38 @@ for my $c (@cases) {
     is($j->{errno}, 13, '/var_denied_fallback: errno 13');
     is($j->{peer}, "unix:$perm_sock2", '/var_denied_fallback: peer is the socket');
 }
+
+# The backend's idle timeout runs out just as nginx reuses a kept-alive connection (the
+# intermittent 502 of upstream keepalive in front of Node.js or gunicorn): the backend closes
+# (FIN) or resets it, unanswered. nginx retries a GET on a new connection; a POST it may not
+# retry gets the 502. The hint names the timeout to shorten, not a crash.
+my $KA_HINT = qr/^the backend closed a kept-alive connection just as nginx reused it: make keepalive_timeout in the upstream block shorter/;
+for my $v ([ 'fin', 'premature_close', '', qr/upstream prematurely closed connection/ ],
+           [ 'rst', 'connection_reset', 104, qr/recv\(\) failed \(104: Connection reset by peer\)/ ])
+{
+    my ($k, $cause, $errno, $err) = @$v;
+    my $r = $t->http('main', "/ka_$k/1");
+    is($r->{status}, 200, "/ka_$k/1: 200 on a new connection, kept alive");
+    $r = $t->http('main', "/ka_$k/2");
+    is($r->{status}, 200, "/ka_$k/2: 200, nginx retried on a new connection");
+    my $rec = $t->find_access('access.log', \@F, request_uri => "/ka_$k/2") || {};
+    is($rec->{triage_causes}, $cause, "/ka_$k/2: \$triage_causes lists the reused connection's $cause");
+    is($rec->{triage_cause}, '', "/ka_$k/2: \$triage_cause empty (the retry succeeded)");
+
+    my $c = $t->conn('main') or BAIL_OUT("connect: $!");
+    $c->send_request(POST => "/ka_$k/3", body => 'a=1');
+    $r = $c->read_response(timeout => 5);
+    $c->close;
+    is($r->{status}, 502, "/ka_$k/3: a POST is not retried: 502");
+    check_record({ uri => "/ka_$k/3", status => 502, cause => $cause, errno => $errno,
+                   phase => 'read_header', peer => $b{"ka_$k"}->addr, hint => $KA_HINT },
+                 $t->find_access('access.log', \@F, request_uri => "/ka_$k/3"));
+    my $j = eval { JSON::PP::decode_json($r->{body}) } || {};
+    like($j->{hint} // '', $KA_HINT, "/ka_$k/3: the fallback's details carry the same hint");
+    ok($t->wait_error_log(qr/$err while reading response header from upstream.*"POST \/ka_$k\/3 /),
+       "/ka_$k/3: error.log has nginx's line");
+}
+
 
 $t->stop;
 

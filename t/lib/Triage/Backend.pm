@@ -25,6 +25,9 @@ package Triage::Backend;
 #   cut_body       "200 OK" with Content-Length 1000, then 100 bytes and FIN (opt status => 502)
 #   plain          answers "HTTP/1.1 400" to anything and closes (for proxy_pass https://)
 #   custom         opt respond => $bytes, then => 'close' | 'keep' | 'reset'
+#   keepalive_race answers a connection's first request (200, keep-alive) and closes it when
+#                  a second one arrives, unanswered (opt then => 'reset' for RST): a backend
+#                  whose idle timeout ran out just as nginx reused the connection
 #   drip           writes opt respond => $bytes one byte every opt every => 0.2 s, for at
 #                  most opt for => 3 s, then closes (a slow peer; serves one at a time)
 #   blackhole      listen backlog 0, accept queue pre-filled, never accepts: connects time out
@@ -401,6 +404,11 @@ sub _handle {
     my $t = $self->{type};
 
     if ($t eq 'silent') { $c->{silent} = 1; return 'keep' }
+    if ($t eq 'keepalive_race') {
+        return $self->{then} // 'close' if $c->{served}++;
+        _write_all($s, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n");
+        return 'keep';
+    }
     if ($t eq 'close')  { shutdown($s, 1); return 'close' }
     if ($t eq 'reset')  { return 'reset' }
     if ($t eq 'ok') {
