@@ -16,7 +16,7 @@ use ngx::ffi::*;
 use ngx::http::{HttpModule, HttpModuleMainConf, NgxHttpUpstreamModule};
 use ngx::ngx_log_error;
 
-use crate::cause::{Cause, Phase};
+use crate::cause::{Cause, Phase, Verdict};
 use crate::conf::{MainConf, DEFAULT_ZONE_SIZE};
 use crate::module::Module;
 use crate::snapshot::{LastFailure, RecentFailure, Window};
@@ -306,7 +306,8 @@ impl Slot {
         let errno = ((info >> 32) as u32) as i64 - 1;
         Some(LastFailure {
             cause: Cause::from_index((info & 0xff) as usize)?,
-            phase: Phase::from_index(((info >> 8) & 0xff) as usize)?,
+            phase: Phase::from_index(((info >> 8) & 0x7f) as usize)?,
+            reused: info >> 15 & 1 == 1,
             status: ((info >> 16) & 0xffff) as u16,
             errno: (errno >= 0).then_some(errno as i32),
             time_ms: self.last_time_ms.load(Ordering::Relaxed),
@@ -541,18 +542,21 @@ pub struct RequestInfo<'a> {
 
 /// Count one classified try (a failure, or the backend's own 502). `tried`: the try was
 /// sent to `peer`, and is one of its requests too.
-#[allow(clippy::too_many_arguments)]
 pub fn count(
     upstream: &[u8],
     peer: &[u8],
     dynamic: bool,
-    cause: Cause,
-    phase: Phase,
-    errno: Option<i32>,
+    v: Verdict,
     status: u16,
     req: Option<&RequestInfo>,
     tried: bool,
 ) {
+    let Verdict {
+        cause,
+        phase,
+        errno,
+        reused,
+    } = v;
     let Some(sh) = shared() else { return };
     let Some(s) = slot_of(sh, upstream, peer, dynamic, true) else {
         return;
@@ -565,7 +569,12 @@ pub fn count(
         return;
     }
     let e = errno.map_or(0u64, |e| (e as u32 as u64).wrapping_add(1) & 0xffff_ffff);
-    let info = cause.index() as u64 | (phase as u64) << 8 | (status as u64) << 16 | e << 32;
+    // phase: 3 bits of its byte; the top bit says reused (old records read 0)
+    let info = cause.index() as u64
+        | (phase as u64) << 8
+        | u64::from(reused) << 15
+        | (status as u64) << 16
+        | e << 32;
     let now = now_ms();
     s.last_time_ms.store(now, Ordering::Relaxed);
     s.last_info.store(info, Ordering::Release);

@@ -411,6 +411,11 @@ for my $v ([ 'fin', 'premature_close', '', qr/upstream prematurely closed connec
     like($j->{hint} // '', $KA_HINT, "/ka_$k/3: the fallback's details carry the same hint");
     ok($t->wait_error_log(qr/$err while reading response header from upstream.*"POST \/ka_$k\/3 /),
        "/ka_$k/3: error.log has nginx's line");
+    # the status too: the peer's top cause, sharpened by its last failure
+    my $st = eval { JSON::PP::decode_json($t->http('main', '/status')->{body}) } || {};
+    my ($p) = @{ $st->{upstreams}{"ka_$k"}{peers} || [] };
+    is($p && $p->{failures}{by_cause}{$cause}, 2, "status: ka_$k's peer counts both");
+    like($p && $p->{hint} // '', $KA_HINT, "status: ka_$k's peer has the keepalive hint");
 }
 
 

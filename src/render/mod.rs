@@ -169,6 +169,7 @@ pub mod fixture {
             errno: Some(111),
             time_ms: 1_795_000_000_123,
             status: 502,
+            reused: false,
         });
         busy.window_1m = Window {
             requests: 8,
