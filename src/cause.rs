@@ -403,6 +403,9 @@ pub struct Facts {
     pub errno: Option<i32>,
     /// The try reused a kept-alive connection (`upstream { keepalive }`).
     pub reused: bool,
+    /// nginx logged, at level error, that it refused what the backend sent ("upstream sent
+    /// ..."): the verdict on the header, also when the backend closed the connection after.
+    pub sent_invalid: bool,
 }
 
 /// errno values the taxonomy knows (Linux numbering).
@@ -541,6 +544,9 @@ fn decide(f: &Facts) -> Verdict {
     if f.header_buffer_full && !f.header_sent {
         return v(Cause::HeaderTooBig, Phase::ReadHeader, None);
     }
+    if f.sent_invalid && !f.header_sent {
+        return v(Cause::InvalidHeader, Phase::ReadHeader, None);
+    }
     if f.read_eof || f.read_pending_eof {
         return v(Cause::PrematureClose, after_connect, None);
     }
@@ -560,6 +566,9 @@ pub struct LogLine {
     pub errno: Option<i32>,
     /// "worker_connections are not enough".
     pub out_of_connections: bool,
+    /// "upstream sent ...": nginx refused what the backend sent ("invalid header",
+    /// "unsupported FastCGI protocol version", "too large http2 frame"...).
+    pub sent_invalid: bool,
 }
 
 /// Parse one error.log line as nginx writes it:
@@ -604,6 +613,7 @@ pub fn parse_log_line(line: &[u8]) -> LogLine {
     // Logged without an errno, so looked for only when there is none.
     let msg = &line[..find(line, b", client: ", 0).unwrap_or(line.len())];
     out.out_of_connections = find(msg, b"worker_connections are not enough", 3).is_some();
+    out.sent_invalid = find(msg, b"upstream sent ", 0).is_some();
     out
 }
 
@@ -827,6 +837,43 @@ mod tests {
         assert_eq!(classify(&f).cause, Cause::Upstream502);
         assert!(!Cause::Upstream502.is_failure());
         assert_eq!(classify(&sent).cause, Cause::Other);
+    }
+
+    #[test]
+    fn refused_answer_then_close() {
+        // a FastCGI pass to an HTTP server: "HTTP/1.1 400 ..." is no FastCGI record, and the
+        // server closes after it; nginx's verdict is the header, not the close
+        let f = Facts {
+            request_sent: true,
+            read_eof: true,
+            bytes_received: 80,
+            sent_invalid: true,
+            ..failed()
+        };
+        let v = classify(&f);
+        assert_eq!(
+            (v.cause, v.phase),
+            (Cause::InvalidHeader, Phase::ReadHeader)
+        );
+        assert_eq!(
+            classify(&Facts {
+                sent_invalid: false,
+                ..f
+            })
+            .cause,
+            Cause::PrematureClose
+        );
+        let big = Facts {
+            header_buffer_full: true,
+            ..f
+        };
+        assert_eq!(classify(&big).cause, Cause::HeaderTooBig);
+        let body = Facts {
+            header_sent: true,
+            event: Event::BodyFailed,
+            ..f
+        };
+        assert_eq!(classify(&body).cause, Cause::PrematureClose);
     }
 
     #[test]
@@ -1058,6 +1105,11 @@ mod tests {
         assert_eq!(l.errno, None);
         let l = parse_log_line(b"2026/04/24 [error] 1#0: *1 nx.test could not be resolved (3: Host not found), client: 127.0.0.1");
         assert_eq!(l.errno, None);
+        // nginx refused what the backend sent; the request line is not read
+        let l = parse_log_line(b"2026/04/24 [error] 1#0: *1 upstream sent unsupported FastCGI protocol version: 72 while reading response header from upstream, client: 127.0.0.1");
+        assert!(l.sent_invalid && l.errno.is_none());
+        let l = parse_log_line(b"2026/04/24 [error] 1#0: *1 upstream prematurely closed connection while reading response header from upstream, client: 127.0.0.1, request: \"GET /upstream sent x\"");
+        assert!(!l.sent_invalid);
         // nginx's resolver reports a timeout as ETIMEDOUT
         let l = parse_log_line(b"2026/04/24 [error] 1#0: *1 app.test could not be resolved (110: Operation timed out), client: 127.0.0.1");
         assert_eq!(l.errno, Some(110));

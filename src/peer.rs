@@ -12,7 +12,7 @@ use ngx::http::{
     NgxHttpUpstreamModule,
 };
 
-use crate::cause::{classify, Event, Facts, Pass, Tls};
+use crate::cause::{classify, Event, Facts, LogLine, Pass, Tls};
 use crate::conf::{LocConf, MainConf};
 use crate::module::Module;
 use crate::record::{self, Record, Try};
@@ -370,7 +370,7 @@ unsafe extern "C" fn free_peer(
 ) {
     let (w, s) = saved(data);
     if state & NGX_PEER_FAILED as ngx_uint_t != 0 && !w.attempt_failed {
-        let facts = gather(w.r, pc, Event::PeerFailed, w.log.errno);
+        let facts = gather(w.r, pc, Event::PeerFailed, &w.log);
         let peer = if (*pc).name.is_null() {
             ngx_str_t::empty()
         } else {
@@ -405,7 +405,7 @@ unsafe fn gather(
     r: *mut ngx_http_request_t,
     pc: *mut ngx_peer_connection_t,
     event: Event,
-    logged_errno: Option<i32>,
+    logged: &LogLine,
 ) -> Facts {
     let u = (*r).upstream;
     let c = (*pc).connection;
@@ -416,6 +416,7 @@ unsafe fn gather(
         header_sent: (*u).header_sent() != 0,
         upstream_status: (*u).headers_in.status_n.clamp(0, 999) as u16,
         reused: (*pc).cached() != 0,
+        sent_invalid: logged.sent_invalid,
         ..Default::default()
     };
     if !(*u).buffer.start.is_null() {
@@ -431,7 +432,7 @@ unsafe fn gather(
         f.read_error = rd.error() != 0;
         f.tls = tls(c);
     }
-    f.errno = logged_errno.or_else(|| {
+    f.errno = logged.errno.or_else(|| {
         // A synchronous connect() failure leaves errno set (unix sockets).
         let e = ngx_socket_errno();
         (c.is_null() && e != 0).then_some(e)
@@ -612,7 +613,7 @@ unsafe fn classify_at_finalize(
         && !(*pc).connection.is_null()
     {
         // The body was cut after the header went out: no error page, but a failure.
-        gather(r, pc, Event::BodyFailed, w.log.errno)
+        gather(r, pc, Event::BodyFailed, &w.log)
     } else if w.dynamic && rc_status != NGX_HTTP_INTERNAL_SERVER_ERROR && error {
         // A run-time upstream whose peers nginx built without a hook: the failed connection
         // is still open here, its flags tell the cause. No peer at all: the name did not
@@ -633,7 +634,7 @@ unsafe fn classify_at_finalize(
             w.attempt_failed = true;
             return;
         }
-        gather(r, pc, Event::PeerFailed, w.log.errno)
+        gather(r, pc, Event::PeerFailed, &w.log)
     } else if (*u).headers_in.status_n == 502 {
         // The backend's own 502, passed through: all that matters is its status.
         Facts {
