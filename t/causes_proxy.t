@@ -98,26 +98,20 @@ http {
         location /tls      { proxy_pass https://%%PLAIN%%; }
         # the handshake completes, then nginx refuses the certificate (proxy_ssl_verify);
         # without session reuse (a session resumed from /tls_verified keeps its verify result)
-        location /tls_verified {
+        location /tls_ {
             proxy_pass https://127.0.0.1:%%PORT_tls%%;
             proxy_ssl_session_reuse off;
             proxy_ssl_verify on;
             proxy_ssl_name good.test;
             proxy_ssl_trusted_certificate %%CERTS%%/good.test.crt;
-        }
-        location /tls_untrusted {
-            proxy_pass https://127.0.0.1:%%PORT_tls%%;
-            proxy_ssl_session_reuse off;
-            proxy_ssl_verify on;
-            proxy_ssl_name good.test;
-            proxy_ssl_trusted_certificate %%CERTS%%/other.test.crt;
-        }
-        location /tls_wrongname {
-            proxy_pass https://127.0.0.1:%%PORT_tls%%;
-            proxy_ssl_session_reuse off;
-            proxy_ssl_verify on;
-            proxy_ssl_name bad.test;
-            proxy_ssl_trusted_certificate %%CERTS%%/good.test.crt;
+            location /tls_untrusted {
+                proxy_pass https://127.0.0.1:%%PORT_tls%%;
+                proxy_ssl_trusted_certificate %%CERTS%%/other.test.crt;
+            }
+            location /tls_wrongname {
+                proxy_pass https://127.0.0.1:%%PORT_tls%%;
+                proxy_ssl_name bad.test;
+            }
         }
         # run-time upstreams: nginx builds their peers without peer.init
         location /var_refused { set $b 127.0.0.1:%%CLOSED3%%; proxy_pass http://$b; }
