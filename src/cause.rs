@@ -106,20 +106,19 @@ impl Cause {
     /// One line of remediation, from the troubleshooting guides (shared/seeds/), for a try of
     /// any upstream module: where it names a directive, it names proxy's and fastcgi's.
     pub fn hint(self) -> &'static str {
-        self.hint_in(None, false, Pass::Any)
+        self.hint_in(None, Detail::None, Pass::Any)
     }
 
     /// The hint for a try that failed with `errno`, through any upstream module.
     pub fn hint_for(self, errno: Option<i32>) -> &'static str {
-        self.hint_in(errno, false, Pass::Any)
+        self.hint_in(errno, Detail::None, Pass::Any)
     }
 
-    /// The hint for a try through `pass` that failed with `errno`, on a kept-alive connection
-    /// nginx reused or not ([`Verdict::reused`]): the cause's own, or one those make sharper
-    /// ([`Cause::sharp_hint`]). The directives it names are those of `pass`
-    /// (`fastcgi_read_timeout` for fastcgi_pass).
-    pub fn hint_in(self, errno: Option<i32>, reused: bool, pass: Pass) -> &'static str {
-        self.sharp_hint(errno, reused).unwrap_or_else(|| {
+    /// The hint for a try through `pass` that failed with `errno` and `detail`: the cause's
+    /// own, or one those make sharper ([`Cause::sharp_hint`]). The directives it names are
+    /// those of `pass` (`fastcgi_read_timeout` for fastcgi_pass).
+    pub fn hint_in(self, errno: Option<i32>, detail: Detail, pass: Pass) -> &'static str {
+        self.sharp_hint(errno, detail).unwrap_or_else(|| {
             static HINTS: std::sync::OnceLock<Vec<Vec<String>>> = std::sync::OnceLock::new();
             let all = HINTS.get_or_init(|| {
                 Pass::ALL
@@ -131,14 +130,21 @@ impl Cause {
         })
     }
 
-    /// A hint the errno, or a reused connection, makes sharper where the cause alone says
-    /// little; None: the cause's own applies. These name no directive of an upstream module,
-    /// so they serve every one.
-    pub fn sharp_hint(self, errno: Option<i32>, reused: bool) -> Option<&'static str> {
-        if reused {
-            return Some(
+    /// A hint the errno or the detail makes sharper where the cause alone says little; None:
+    /// the cause's own applies. These name no directive of an upstream module, so they serve
+    /// every one.
+    pub fn sharp_hint(self, errno: Option<i32>, detail: Detail) -> Option<&'static str> {
+        match detail {
+            Detail::None => {}
+            Detail::Reused => return Some(
                 "the backend closed a kept-alive connection just as nginx reused it: make keepalive_timeout in the upstream block shorter than the backend's idle timeout (Node.js keepAliveTimeout 5 s, gunicorn --keep-alive 2 s)",
-            );
+            ),
+            Detail::MaxConns => return Some(
+                "every server of the upstream is at its max_conns: the backends answer too slowly for the traffic, or max_conns is too low (raise it, or add servers)",
+            ),
+            Detail::Down => return Some(
+                "every server of the upstream is down: marked down in the configuration, or failing its health checks (check_status and the status page say why)",
+            ),
         }
         match (self, errno) {
             // connect() to a unix socket whose listen queue is full (the TCP equivalent is a
@@ -366,6 +372,56 @@ pub enum Event {
     BodyFailed,
 }
 
+/// What, besides the cause and the errno, says why a try failed: it makes the hint sharper.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Detail {
+    #[default]
+    None,
+    /// The backend closed or reset a kept-alive connection nginx had just reused, before any
+    /// byte of an answer: its idle timeout ran out first.
+    Reused,
+    /// No live upstreams: no server had failed, those left were at their `max_conns`.
+    MaxConns,
+    /// No live upstreams: no server had failed or was busy, those left were down (configured
+    /// `down`, or failing their health checks).
+    Down,
+}
+
+impl Detail {
+    pub const ALL: [Detail; 4] = [Detail::None, Detail::Reused, Detail::MaxConns, Detail::Down];
+
+    pub fn from_index(i: usize) -> Option<Detail> {
+        Self::ALL.get(i).copied()
+    }
+}
+
+/// Why the balancer found no server to pick (`Event::NoLivePeers`): how many of the servers
+/// it had left were in each state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Skipped {
+    /// `max_fails` tripped, `fail_timeout` not over.
+    pub failed: u32,
+    /// At their `max_conns`.
+    pub busy: u32,
+    /// `down` (configured, or set by the health checks).
+    pub down: u32,
+}
+
+impl Skipped {
+    fn detail(&self) -> Detail {
+        if self.failed > 0 {
+            Detail::None // the cause's own hint: max_fails / fail_timeout
+        } else if self.busy > 0 {
+            Detail::MaxConns
+        } else if self.down > 0 {
+            Detail::Down
+        } else {
+            Detail::None
+        }
+    }
+}
+
 /// TLS on the upstream connection.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Tls {
@@ -403,6 +459,8 @@ pub struct Facts {
     pub errno: Option<i32>,
     /// The try reused a kept-alive connection (`upstream { keepalive }`).
     pub reused: bool,
+    /// `Event::NoLivePeers`: the states of the servers the balancer skipped.
+    pub skipped: Skipped,
     /// nginx logged, at level error, that it refused what the backend sent ("upstream sent
     /// ..."): the verdict on the header, also when the backend closed the connection after.
     pub sent_invalid: bool,
@@ -428,9 +486,8 @@ pub struct Verdict {
     pub phase: Phase,
     /// errno to report (nginx's own: 110 for timeouts, as its error.log line says).
     pub errno: Option<i32>,
-    /// The backend closed or reset a kept-alive connection nginx had just reused, before any
-    /// byte of an answer: its idle timeout ran out first (the hint says which to shorten).
-    pub reused: bool,
+    /// What else the facts say (the hint says what to do about it).
+    pub detail: Detail,
 }
 
 /// A cause decided by errno alone, when the errno is specific enough.
@@ -449,10 +506,17 @@ pub fn cause_from_errno(errno: i32) -> Option<Cause> {
 /// Turn the facts of one failed try into a cause and a phase.
 pub fn classify(f: &Facts) -> Verdict {
     let mut v = decide(f);
-    v.reused = f.reused
+    v.detail = if f.event == Event::NoLivePeers {
+        f.skipped.detail()
+    } else if f.reused
         && f.bytes_received == 0
         && !f.header_sent
-        && matches!(v.cause, Cause::PrematureClose | Cause::ConnectionReset);
+        && matches!(v.cause, Cause::PrematureClose | Cause::ConnectionReset)
+    {
+        Detail::Reused
+    } else {
+        Detail::None
+    };
     v
 }
 
@@ -462,7 +526,7 @@ fn decide(f: &Facts) -> Verdict {
         cause,
         phase,
         errno,
-        reused: false,
+        detail: Detail::None,
     };
     let after_connect = if f.header_sent {
         Phase::ReadBody
@@ -710,7 +774,7 @@ mod tests {
                 cause: Cause::ConnectRefused,
                 phase: Phase::Connect,
                 errno: Some(111),
-                reused: false
+                detail: Detail::None
             }
         );
         // Without the log tap the flags still say refused.
@@ -763,7 +827,7 @@ mod tests {
                 cause: Cause::ConnectTimeout,
                 phase: Phase::Connect,
                 errno: Some(110),
-                reused: false
+                detail: Detail::None
             }
         );
         let f = Facts {
@@ -784,7 +848,7 @@ mod tests {
                 cause: Cause::ReadTimeout,
                 phase: Phase::ReadHeader,
                 errno: Some(110),
-                reused: false
+                detail: Detail::None
             }
         );
         assert_eq!(Cause::ReadTimeout.status(), 504);
@@ -814,7 +878,7 @@ mod tests {
                 cause: Cause::ConnectionReset,
                 phase: Phase::ReadHeader,
                 errno: Some(104),
-                reused: false
+                detail: Detail::None
             }
         );
         let f = Facts {
@@ -887,17 +951,20 @@ mod tests {
             ..failed()
         };
         let v = classify(&closed);
-        assert_eq!((v.cause, v.reused), (Cause::PrematureClose, true));
+        assert_eq!((v.cause, v.detail), (Cause::PrematureClose, Detail::Reused));
         let reset = Facts {
             errno: Some(errno::ECONNRESET),
             ..closed
         };
         let v = classify(&reset);
-        assert_eq!((v.cause, v.reused), (Cause::ConnectionReset, true));
-        let h = Cause::PrematureClose.hint_in(None, true, Pass::Proxy);
+        assert_eq!(
+            (v.cause, v.detail),
+            (Cause::ConnectionReset, Detail::Reused)
+        );
+        let h = Cause::PrematureClose.hint_in(None, Detail::Reused, Pass::Proxy);
         assert!(h.contains("kept-alive connection") && h.contains("keepalive_timeout"));
         assert_eq!(
-            Cause::ConnectionReset.hint_in(Some(104), true, Pass::Fastcgi),
+            Cause::ConnectionReset.hint_in(Some(104), Detail::Reused, Pass::Fastcgi),
             h
         );
         assert!(!Cause::PrematureClose.hint().contains("keepalive_timeout"));
@@ -917,7 +984,46 @@ mod tests {
                 ..closed
             },
         ] {
-            assert!(!classify(&f).reused, "{f:?}");
+            assert_eq!(classify(&f).detail, Detail::None, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn no_live_upstreams_says_why() {
+        let nolive = |failed, busy, down| Facts {
+            event: Event::NoLivePeers,
+            skipped: Skipped { failed, busy, down },
+            ..Default::default()
+        };
+        let detail = |f: Facts| {
+            let v = classify(&f);
+            assert_eq!((v.cause, v.phase), (Cause::NoLiveUpstreams, Phase::Select));
+            v.detail
+        };
+        // a failed server: max_fails / fail_timeout, the cause's own hint
+        assert_eq!(detail(nolive(1, 1, 1)), Detail::None);
+        assert_eq!(detail(nolive(2, 0, 0)), Detail::None);
+        // none failed: busy ones are the limit, else down ones
+        assert_eq!(detail(nolive(0, 1, 3)), Detail::MaxConns);
+        assert_eq!(detail(nolive(0, 0, 2)), Detail::Down);
+        assert_eq!(detail(nolive(0, 0, 0)), Detail::None);
+        let hint = |d| Cause::NoLiveUpstreams.hint_in(None, d, Pass::Proxy);
+        assert!(hint(Detail::None).contains("max_fails"));
+        assert!(hint(Detail::MaxConns).contains("at its max_conns"));
+        assert!(hint(Detail::Down).contains("failing its health checks"));
+        // the facts of a peer's failure never make a no-live detail
+        let refused = Facts {
+            skipped: Skipped {
+                failed: 0,
+                busy: 1,
+                down: 0,
+            },
+            ..failed()
+        };
+        assert_eq!(classify(&refused).detail, Detail::None);
+        for (i, d) in Detail::ALL.iter().enumerate() {
+            assert_eq!(Detail::from_index(i), Some(*d));
+            assert_eq!(*d as usize, i);
         }
     }
 
@@ -1064,23 +1170,23 @@ mod tests {
         for (schema, pass) in schemas {
             assert_eq!(Pass::from_schema(schema), pass, "{schema:?}");
         }
-        let read = |p| Cause::ReadTimeout.hint_in(None, false, p);
+        let read = |p| Cause::ReadTimeout.hint_in(None, Detail::None, p);
         assert!(read(Pass::Fastcgi).ends_with("raise fastcgi_read_timeout"));
         assert!(read(Pass::Grpc).ends_with("raise grpc_read_timeout"));
         assert!(read(Pass::Any).ends_with("raise proxy_read_timeout / fastcgi_read_timeout"));
         assert_eq!(Cause::ReadTimeout.hint(), read(Pass::Any));
         assert!(Cause::ConnectRefused
-            .hint_in(None, false, Pass::Uwsgi)
+            .hint_in(None, Detail::None, Pass::Uwsgi)
             .contains("does uwsgi_pass match its listen port"));
         assert!(Cause::InvalidHeader
-            .hint_in(None, false, Pass::Fastcgi)
+            .hint_in(None, Detail::None, Pass::Fastcgi)
             .contains("not valid FastCGI: check that fastcgi_pass"));
         assert!(Cause::TlsHandshakeFailed
-            .hint_in(None, false, Pass::Any)
+            .hint_in(None, Detail::None, Pass::Any)
             .contains("proxy_ssl_*"));
         for &pass in &Pass::ALL {
             for &c in &Cause::ALL {
-                let h = c.hint_in(None, false, pass);
+                let h = c.hint_in(None, Detail::None, pass);
                 assert!(!h.is_empty() && !h.contains('{'), "{c} {pass:?}: {h}");
                 // a module's hint names no other module's directives
                 if pass == Pass::Fastcgi {

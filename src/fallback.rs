@@ -39,7 +39,7 @@ use ngx::http::{HttpModule, HttpModuleLocationConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
 
 use crate::accept;
-use crate::cause::{Cause, Pass, Phase};
+use crate::cause::{Cause, Detail, Pass, Phase};
 use crate::conf::{args, LocConf};
 use crate::fallback_body::{self as body, Format, Mode, Page, PageCache, PeerHealth, Spec};
 use crate::module::Module;
@@ -293,8 +293,8 @@ struct Failure {
     peer: ngx_str_t,
     /// The upstream module (the directives the hint names).
     pass: Pass,
-    /// The backend closed a kept-alive connection nginx reused.
-    reused: bool,
+    /// What else says why (the hint).
+    detail: Detail,
     /// The backend's own 502 (its headers and body are dropped).
     from_backend: bool,
 }
@@ -316,7 +316,7 @@ unsafe fn failure(r: *mut ngx_http_request_t, status: u16, spec: &Spec) -> Optio
             errno: t.errno,
             peer: t.peer,
             pass: t.pass,
-            reused: t.reused,
+            detail: t.detail,
             from_backend: false,
         });
     }
@@ -340,7 +340,7 @@ unsafe fn failure(r: *mut ngx_http_request_t, status: u16, spec: &Spec) -> Optio
                 *pc.name
             },
             pass: Pass::from_schema((*u).schema.as_bytes()),
-            reused: false,
+            detail: Detail::None,
             from_backend: true,
         });
     }
@@ -387,7 +387,7 @@ unsafe fn replace(r: *mut ngx_http_request_t, status: u16) -> Option<ngx_int_t> 
                 errno: f.errno,
                 phase: f.phase,
                 pass: f.pass,
-                reused: f.reused,
+                detail: f.detail,
             };
             // Filled straight into request pool memory of the page's largest size.
             let t = body::template(format, fb.details == 1);

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 use serde::ser::{Serialize, Serializer};
 
-use crate::cause::{Cause, Pass, Phase};
+use crate::cause::{Cause, Detail, Pass, Phase};
 
 /// `Retry-After` for `no_live_upstreams` when no failed peer tells when it is retried.
 pub const DEFAULT_RETRY_AFTER: u64 = 5;
@@ -190,8 +190,8 @@ pub struct Page<'a> {
     pub phase: Option<Phase>,
     /// The upstream module (`fastcgi_pass`...): the directives the hint names. Details only.
     pub pass: Pass,
-    /// The backend closed a kept-alive connection nginx reused (the hint says so). Details only.
-    pub reused: bool,
+    /// What else says why the try failed (the hint). Details only.
+    pub detail: Detail,
 }
 
 /// The JSON `error` for a gateway status.
@@ -280,7 +280,7 @@ fn json_value<'a>(h: Hole, p: &Page<'a>) -> Val<'a> {
         Hole::Peer => Val::Str(lossy(p.peer)),
         Hole::Errno => p.errno.map_or(Val::Null, |n| Val::Num(n.into())),
         Hole::Phase => p.phase.map_or(Val::Null, |ph| Val::Str(ph.as_str().into())),
-        Hole::Hint => Val::Str(p.cause.hint_in(p.errno, p.reused, p.pass).into()),
+        Hole::Hint => Val::Str(p.cause.hint_in(p.errno, p.detail, p.pass).into()),
     }
 }
 
@@ -350,7 +350,7 @@ fn html_value(h: Hole, p: &Page<'_>, out: &mut String) {
         Hole::Peer => lossy(p.peer),
         Hole::Errno => p.errno.map_or("-".into(), |n| n.to_string().into()),
         Hole::Phase => p.phase.map_or("-", |ph| ph.as_str()).into(),
-        Hole::Hint => p.cause.hint_in(p.errno, p.reused, p.pass).into(),
+        Hole::Hint => p.cause.hint_in(p.errno, p.detail, p.pass).into(),
     };
     html_escape(&text, out);
 }
@@ -444,7 +444,7 @@ impl Known {
             errno: None,
             phase: None,
             pass: Pass::Any,
-            reused: false,
+            detail: Detail::None,
         };
         let text = |h, p: &Page<'_>| {
             let mut out = Vec::new();
@@ -471,21 +471,19 @@ impl Known {
             .collect();
         // the sharper hints (`Cause::sharp_hint`) name no module's directive: one will do
         let sharp = Cause::ALL.iter().flat_map(|&c| {
-            [
-                Page {
-                    errno: Some(libc::EAGAIN),
-                    ..with_cause(c)
-                },
-                Page {
-                    errno: Some(110),
-                    ..with_cause(c)
-                },
-                Page {
-                    reused: true,
-                    ..with_cause(c)
-                },
-            ]
-            .map(|p| text(Hole::Hint, &p).len())
+            let by_errno = [libc::EAGAIN, 110].map(|e| Page {
+                errno: Some(e),
+                ..with_cause(c)
+            });
+            let by_detail = Detail::ALL.map(|detail| Page {
+                detail,
+                ..with_cause(c)
+            });
+            by_errno
+                .into_iter()
+                .chain(by_detail)
+                .map(|p| text(Hole::Hint, &p).len())
+                .collect::<Vec<_>>()
         });
         let hint_max = hint
             .iter()
@@ -616,7 +614,7 @@ impl Template {
                     }
                 }
                 Chunk::Hole(Hole::Cause) => out.write_all(&k.cause[p.cause.index()])?,
-                Chunk::Hole(Hole::Hint) if p.cause.sharp_hint(p.errno, p.reused).is_none() => {
+                Chunk::Hole(Hole::Hint) if p.cause.sharp_hint(p.errno, p.detail).is_none() => {
                     out.write_all(&k.hint[p.pass as usize][p.cause.index()])?
                 }
                 Chunk::Hole(Hole::Phase) if p.phase.is_some() => {
@@ -695,7 +693,7 @@ struct Key {
     errno: Option<i32>,
     phase: Option<Phase>,
     pass: Pass,
-    reused: bool,
+    detail: Detail,
 }
 
 impl PageCache {
@@ -722,7 +720,7 @@ impl PageCache {
                         && k.errno == p.errno
                         && k.phase == p.phase
                         && k.pass == p.pass
-                        && k.reused == p.reused))
+                        && k.detail == p.detail))
         }) && self.rid_len == p.request_id.len()
             && plain(p.request_id);
         if hit {
@@ -753,7 +751,7 @@ impl PageCache {
                 errno: if details { p.errno } else { None },
                 phase: if details { p.phase } else { None },
                 pass: if details { p.pass } else { Pass::Any },
-                reused: details && p.reused,
+                detail: if details { p.detail } else { Detail::None },
             });
         }
         Ok(())
@@ -870,7 +868,7 @@ mod tests {
             errno: Some(111),
             phase: Some(Phase::Connect),
             pass: Pass::Proxy,
-            reused: false,
+            detail: Detail::None,
         }
     }
 
@@ -929,7 +927,7 @@ mod tests {
         assert_eq!(v["phase"], "connect");
         assert_eq!(
             v["hint"],
-            Cause::ConnectRefused.hint_in(None, false, Pass::Proxy)
+            Cause::ConnectRefused.hint_in(None, Detail::None, Pass::Proxy)
         );
         let p = Page {
             cause: Cause::NoLiveUpstreams,
@@ -1026,16 +1024,18 @@ mod tests {
         for f in [Format::Json, Format::Html] {
             for details in [false, true] {
                 for (&cause, pass) in Cause::ALL.iter().flat_map(|c| Pass::ALL.map(|p| (c, p))) {
-                    for (retry_after, errno, v, reused) in [
-                        (None, Some(i32::MIN), 0, false),
-                        (Some(1), Some(libc::EAGAIN), 0, false),
-                        (Some(u64::MAX), Some(i32::MIN), 1, false),
-                        (Some(u64::MAX), Some(libc::EAGAIN), 1, false),
-                        (Some(u64::MAX), Some(110), 1, false),
-                        (Some(u64::MAX), Some(i32::MIN), 1, true),
-                    ] {
+                    let rows = [
+                        (None, Some(i32::MIN), 0, Detail::None),
+                        (Some(1), Some(libc::EAGAIN), 0, Detail::None),
+                        (Some(u64::MAX), Some(i32::MIN), 1, Detail::None),
+                        (Some(u64::MAX), Some(libc::EAGAIN), 1, Detail::None),
+                        (Some(u64::MAX), Some(110), 1, Detail::None),
+                    ]
+                    .into_iter()
+                    .chain(Detail::ALL.map(|d| (Some(u64::MAX), Some(i32::MIN), 1, d)));
+                    for (retry_after, errno, v, detail) in rows {
                         let p = Page {
-                            reused,
+                            detail,
                             status: 599,
                             cause,
                             request_id: values[v],
@@ -1077,7 +1077,7 @@ mod tests {
                 errno: [Some(111), None][i / 17 % 2],
                 phase: [Some(Phase::Connect), None][i / 19 % 2],
                 pass: Pass::ALL[i / 23 % Pass::ALL.len()],
-                reused: i / 29 % 2 == 1,
+                detail: Detail::ALL[i / 29 % Detail::ALL.len()],
             };
             for f in [Format::Json, Format::Html] {
                 for details in [false, true] {

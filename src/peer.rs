@@ -12,7 +12,7 @@ use ngx::http::{
     NgxHttpUpstreamModule,
 };
 
-use crate::cause::{classify, Event, Facts, LogLine, Pass, Tls};
+use crate::cause::{classify, Event, Facts, LogLine, Pass, Skipped, Tls};
 use crate::conf::{LocConf, MainConf};
 use crate::module::Module;
 use crate::record::{self, Record, Try};
@@ -354,6 +354,7 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
     if rc == NGX_BUSY as ngx_int_t {
         let facts = Facts {
             event: Event::NoLivePeers,
+            skipped: skipped(w.r),
             ..Default::default()
         };
         // The balancer names the upstream in pc->name; count at upstream level.
@@ -361,6 +362,28 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
         w.attempt_failed = true;
     }
     rc
+}
+
+/// Why the balancer found no server: the states of the upstream's servers, in the order the
+/// round-robin balancer (which every built-in one builds on) skips them. Upstreams made at
+/// run time (`proxy_pass http://$var`) have no such list: nothing is said.
+unsafe fn skipped(r: *mut ngx_http_request_t) -> Skipped {
+    let u = (*r).upstream;
+    let mut s = Skipped::default();
+    if u.is_null() || (*u).upstream.is_null() {
+        return s;
+    }
+    let now = ngx_time();
+    upstreams::visit_peers((*u).upstream, |q, _| {
+        if q.down != 0 {
+            s.down += 1;
+        } else if upstreams::failed(q, now) {
+            s.failed += 1;
+        } else if q.max_conns != 0 && q.conns >= q.max_conns {
+            s.busy += 1;
+        }
+    });
+    s
 }
 
 unsafe extern "C" fn free_peer(
@@ -485,7 +508,7 @@ unsafe fn record(
             phase: v.phase,
             errno: v.errno,
             peer,
-            reused: v.reused,
+            detail: v.detail,
             pass: if u.is_null() {
                 Pass::Any
             } else {

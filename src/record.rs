@@ -11,7 +11,7 @@ use core::{mem, ptr};
 
 use ngx::ffi::*;
 
-use crate::cause::{Cause, Pass, Phase};
+use crate::cause::{Cause, Detail, Pass, Phase};
 
 /// Tries kept per request (`proxy_next_upstream_tries` is rarely above a handful).
 pub const MAX_TRIES: usize = 16;
@@ -26,9 +26,8 @@ pub struct Try {
     /// what would be padding: the record stays small enough for the request pool's first
     /// block (a `u->schema` kept here instead cost every failed request a new pool block).
     pub pass: Pass,
-    /// The backend closed a kept-alive connection nginx reused (`Verdict::reused`). One byte
-    /// of padding too.
-    pub reused: bool,
+    /// What else says why it failed (`Verdict::detail`). One byte of padding too.
+    pub detail: Detail,
 }
 
 // The one-byte fields of a try share the padding after errno and peer: the record keeps

@@ -4,7 +4,7 @@
 //! Everything here is plain data and arithmetic over it (totals, rates, states), covered by
 //! `cargo test`.
 
-use crate::cause::{Cause, Pass, Phase};
+use crate::cause::{Cause, Detail, Pass, Phase};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LastFailure {
@@ -14,8 +14,8 @@ pub struct LastFailure {
     /// Milliseconds since the Unix epoch.
     pub time_ms: u64,
     pub status: u16,
-    /// On a kept-alive connection nginx reused (`Verdict::reused`): only the hint shows it.
-    pub reused: bool,
+    /// What else said why (`Verdict::detail`): only the hint shows it.
+    pub detail: Detail,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -210,13 +210,13 @@ impl PeerSnap {
     }
 
     /// The remediation line for the peer's most frequent recent cause (made sharper by the
-    /// last failure's errno, or its reused connection, when that failure had the same cause).
+    /// last failure's errno and detail, when that failure had the same cause).
     pub fn hint(&self) -> Option<&'static str> {
         let c = self.top_cause_5m?;
         let last = self.last_failure.as_ref().filter(|l| l.cause == c);
         let errno = last.and_then(|l| l.errno);
-        let reused = last.is_some_and(|l| l.reused);
-        Some(c.hint_in(errno, reused, Pass::Any))
+        let detail = last.map_or(Detail::None, |l| l.detail);
+        Some(c.hint_in(errno, detail, Pass::Any))
     }
 }
 
@@ -387,7 +387,7 @@ mod tests {
             errno,
             time_ms: 0,
             status: 502,
-            reused: false,
+            detail: Detail::None,
         };
         p.last_failure = Some(last(Cause::Other, Some(libc::EAGAIN)));
         assert_eq!(p.hint(), Some(Cause::Other.hint_for(Some(libc::EAGAIN))));
@@ -398,12 +398,12 @@ mod tests {
         // a kept-alive connection closed as nginx reused it: the keepalive hint
         p.top_cause_5m = Some(Cause::PrematureClose);
         p.last_failure = Some(LastFailure {
-            reused: true,
+            detail: Detail::Reused,
             ..last(Cause::PrematureClose, None)
         });
         assert_eq!(
             p.hint(),
-            Some(Cause::PrematureClose.hint_in(None, true, Pass::Any))
+            Some(Cause::PrematureClose.hint_in(None, Detail::Reused, Pass::Any))
         );
         assert_ne!(p.hint(), Some(Cause::PrematureClose.hint()));
     }

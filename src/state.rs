@@ -16,7 +16,7 @@ use ngx::ffi::*;
 use ngx::http::{HttpModule, HttpModuleMainConf, NgxHttpUpstreamModule};
 use ngx::ngx_log_error;
 
-use crate::cause::{Cause, Phase, Verdict};
+use crate::cause::{Cause, Detail, Phase, Verdict};
 use crate::conf::{MainConf, DEFAULT_ZONE_SIZE};
 use crate::module::Module;
 use crate::snapshot::{LastFailure, RecentFailure, Window};
@@ -306,8 +306,8 @@ impl Slot {
         let errno = ((info >> 32) as u32) as i64 - 1;
         Some(LastFailure {
             cause: Cause::from_index((info & 0xff) as usize)?,
-            phase: Phase::from_index(((info >> 8) & 0x7f) as usize)?,
-            reused: info >> 15 & 1 == 1,
+            phase: Phase::from_index(((info >> 8) & 0xf) as usize)?,
+            detail: Detail::from_index(((info >> 12) & 0xf) as usize).unwrap_or_default(),
             status: ((info >> 16) & 0xffff) as u16,
             errno: (errno >= 0).then_some(errno as i32),
             time_ms: self.last_time_ms.load(Ordering::Relaxed),
@@ -555,7 +555,7 @@ pub fn count(
         cause,
         phase,
         errno,
-        reused,
+        detail,
     } = v;
     let Some(sh) = shared() else { return };
     let Some(s) = slot_of(sh, upstream, peer, dynamic, true) else {
@@ -569,10 +569,10 @@ pub fn count(
         return;
     }
     let e = errno.map_or(0u64, |e| (e as u32 as u64).wrapping_add(1) & 0xffff_ffff);
-    // phase: 3 bits of its byte; the top bit says reused (old records read 0)
+    // phase and detail: 4 bits each (records made before details read Detail::None)
     let info = cause.index() as u64
         | (phase as u64) << 8
-        | u64::from(reused) << 15
+        | (detail as u64) << 12
         | (status as u64) << 16
         | e << 32;
     let now = now_ms();

@@ -81,13 +81,16 @@ pub unsafe fn peers(uscf: *const ngx_http_upstream_srv_conf_t) -> Vec<PeerInfo> 
             fail_timeout: q.fail_timeout.max(0) as u64,
             max_conns: q.max_conns as u64,
             down: q.down != 0,
-            // the test of ngx_http_upstream_get_peer()
-            unavailable: q.max_fails != 0
-                && q.fails >= q.max_fails
-                && now - q.checked <= q.fail_timeout,
+            unavailable: failed(q, now),
         })
     });
     out
+}
+
+/// `max_fails` tripped and `fail_timeout` not over at `now`: the round-robin balancer's test
+/// (`ngx_http_upstream_get_peer()`).
+pub fn failed(q: &ngx_http_upstream_rr_peer_t, now: time_t) -> bool {
+    q.max_fails != 0 && q.fails >= q.max_fails && now - q.checked <= q.fail_timeout
 }
 
 /// Visit the peers of an upstream (primary first, then backup: the flag), for

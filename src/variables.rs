@@ -111,7 +111,7 @@ fn value(ctx: &Record, which: Var, t: &Try) -> Option<String> {
         }
         Var::Phase => t.phase.as_str().to_owned(),
         Var::Peer => String::from_utf8_lossy(t.peer.as_bytes()).into_owned(),
-        Var::Hint => t.cause.hint_in(t.errno, t.reused, t.pass).to_owned(),
+        Var::Hint => t.cause.hint_in(t.errno, t.detail, t.pass).to_owned(),
     })
 }
 

@@ -24,6 +24,8 @@ my %b = map { $_ => $t->backend($_) }
 # kept-alive connections the backend closes (FIN) or resets as nginx reuses them
 $b{ka_fin} = $t->backend('keepalive_race');
 $b{ka_rst} = $t->backend('keepalive_race', then => 'reset');
+# holds the one connection max_conns=1 allows
+$b{busy} = $t->backend('silent');
 my $sockdir = $t->subdir('sock');
 my $perm_sock    = "$sockdir/denied.sock";
 my $missing_sock = "$sockdir/missing.sock";
@@ -63,6 +65,8 @@ http {
         server 127.0.0.1:%%CLOSED%%;
         server %%SILENT%%;
     }
+    upstream busy { server %%BUSY%% max_conns=1; }
+    upstream all_down { server 127.0.0.1:%%CLOSED%% down; server 127.0.0.1:%%CLOSED2%% down; }
     upstream ka_fin { server %%KA_FIN%%; keepalive 4; }
     upstream ka_rst { server %%KA_RST%%; keepalive 4; }
     upstream dead {
@@ -130,6 +134,8 @@ http {
         }
         location /next     { proxy_next_upstream error timeout; proxy_pass http://next_try; }
         location /dead     { proxy_next_upstream error timeout; proxy_pass http://dead; }
+        location /busy     { proxy_pass http://busy; }
+        location /all_down { proxy_pass http://all_down; }
         location ~ ^/ka_(fin|rst)/ {
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -154,7 +160,7 @@ CONF
     OWN502 => $b{bad_gateway}->addr, DENIED => $perm_sock, MISSING => $missing_sock,
     DENIED2 => $perm_sock2, MISSING2 => $missing_sock2, FULL => $full_sock,
     DNS => $b{dns_nxdomain}->port, PLAIN => $b{plain}->addr, CERTS => $certs,
-    KA_FIN => $b{ka_fin}->addr, KA_RST => $b{ka_rst}->addr,
+    KA_FIN => $b{ka_fin}->addr, KA_RST => $b{ka_rst}->addr, BUSY => $b{busy}->addr,
     MUTE_DNS => $mute_dns->sockport);
 
 # errno => undef: not checked. Timeouts report 110, as nginx's own error.log line does.
@@ -331,6 +337,32 @@ for my $c (@cases) {
     ok($t->wait_error_log(qr/\[error\] .*no live upstreams while connecting to upstream.*"GET \/dead\?2 /),
        '/dead?2: error.log says "no live upstreams"');
 }
+
+# No live upstreams for other reasons than failed servers, each with its own hint: the one
+# server at its max_conns (a request holds it), every server configured down.
+{
+    my $c = $t->conn('main') or BAIL_OUT("connect: $!");
+    $c->send_request(GET => '/busy?1');
+    ok(Triage::Harness::wait_until(sub { $b{busy}->connections >= 1 }, 5),
+       '/busy?1 holds the one connection max_conns allows');
+    my $r = $t->http('main', '/busy?2');
+    is($r->{status}, 502, '/busy?2: 502');
+    check_record({ uri => '/busy?2', status => 502, cause => 'no_live_upstreams', errno => '',
+                   phase => 'select', peer => '', hint => qr/^every server of the upstream is at its max_conns/ },
+                 $t->find_access('access.log', \@F, request_uri => '/busy?2'));
+    is($c->read_response(timeout => 5)->{status}, 504, '/busy?1: its own read timeout');
+    $c->close;
+
+    $r = $t->http('main', '/all_down');
+    is($r->{status}, 502, '/all_down: 502');
+    check_record({ uri => '/all_down', status => 502, cause => 'no_live_upstreams', errno => '',
+                   phase => 'select', peer => '',
+                   hint => qr/^every server of the upstream is down: marked down in the configuration/ },
+                 $t->find_access('access.log', \@F, request_uri => '/all_down'));
+}
+# /dead?2 above: both servers failed (max_fails), the cause's own hint
+like(($t->find_access('access.log', \@F, request_uri => '/dead?2') || {})->{triage_hint} // '',
+     qr{max_fails/fail_timeout}, '/dead?2: the hint names max_fails / fail_timeout');
 
 # A run-time upstream is listed in the status under host:port, flagged dynamic.
 {

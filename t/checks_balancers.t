@@ -58,6 +58,7 @@ worker_processes 2;
 events { worker_connections 256; }
 http {
     access_log off;
+    log_format hint '$request_uri|$status|$triage_cause|$triage_hint';
     proxy_next_upstream off;
 %%UPSTREAMS%%
     upstream u_backup {
@@ -88,7 +89,7 @@ http {
         location /u_backup/ { proxy_pass http://u_backup; }
         location /u_down/ { proxy_pass http://u_down; }
         location /u_open/ { proxy_pass http://u_open; }
-        location /u_closed/ { proxy_pass http://u_closed; }
+        location /u_closed/ { proxy_pass http://u_closed; access_log logs/hint.log hint; }
         location = /status { triage_status; }
     }
 }
@@ -182,6 +183,10 @@ for my $u (@ups) {
     my $j = status_json($t);
     is($j->{upstreams}{u_closed}{failures}{by_cause}{no_live_upstreams}, 3,
        'without fail_open: counted as no_live_upstreams');
+    # the hint points at the health checks, not at max_fails / fail_timeout
+    my @l = grep { m{^/u_closed/all} } $t->log_lines('hint.log');
+    is(scalar(grep { /\|502\|no_live_upstreams\|every server of the upstream is down: marked down in the configuration, or failing its health checks/ } @l),
+       3, 'without fail_open: $triage_hint names the health checks') or diag explain \@l;
     # they recover: traffic is back
     $b{$_}->set_health(undef) for qw(F G);
     wait_all('fail_open: both peers recover', sub {

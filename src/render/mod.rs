@@ -139,7 +139,7 @@ mod tests {
 /// A snapshot with every kind of value, for the renderers' tests.
 #[cfg(test)]
 pub mod fixture {
-    use crate::cause::{Cause, Phase};
+    use crate::cause::{Cause, Detail, Phase};
     use crate::snapshot::*;
 
     /// An upstream name that breaks every format that does not escape.
@@ -169,7 +169,7 @@ pub mod fixture {
             errno: Some(111),
             time_ms: 1_795_000_000_123,
             status: 502,
-            reused: false,
+            detail: Detail::None,
         });
         busy.window_1m = Window {
             requests: 8,
