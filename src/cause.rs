@@ -145,6 +145,9 @@ impl Cause {
             Detail::Down => return Some(
                 "every server of the upstream is down: marked down in the configuration, or failing its health checks (check_status and the status page say why)",
             ),
+            Detail::TlsStalled => return Some(
+                "the backend accepted the connection but did not finish the TLS handshake in time: it may not speak TLS on that port (a plain HTTP server waits for a request line), or it is overloaded",
+            ),
         }
         match (self, errno) {
             // connect() to a unix socket whose listen queue is full (the TCP equivalent is a
@@ -386,10 +389,18 @@ pub enum Detail {
     /// No live upstreams: no server had failed or was busy, those left were down (configured
     /// `down`, or failing their health checks).
     Down,
+    /// A connect timeout after the TCP connection was made: the TLS handshake stalled.
+    TlsStalled,
 }
 
 impl Detail {
-    pub const ALL: [Detail; 4] = [Detail::None, Detail::Reused, Detail::MaxConns, Detail::Down];
+    pub const ALL: [Detail; 5] = [
+        Detail::None,
+        Detail::Reused,
+        Detail::MaxConns,
+        Detail::Down,
+        Detail::TlsStalled,
+    ];
 
     pub fn from_index(i: usize) -> Option<Detail> {
         Self::ALL.get(i).copied()
@@ -514,6 +525,9 @@ pub fn classify(f: &Facts) -> Verdict {
         && matches!(v.cause, Cause::PrematureClose | Cause::ConnectionReset)
     {
         Detail::Reused
+    } else if v.cause == Cause::ConnectTimeout && f.tls == Tls::Handshaking {
+        // TLS starts once the TCP connection is made
+        Detail::TlsStalled
     } else {
         Detail::None
     };
@@ -1069,6 +1083,34 @@ mod tests {
         };
         assert_eq!(classify(&f).cause, Cause::TlsHandshakeFailed);
         assert_eq!(classify(&f).phase, Phase::Connect);
+        assert_eq!(classify(&f).detail, Detail::None);
+        // the handshake stalled: a connect timeout, said to be the TLS one
+        for stalled in [
+            Facts {
+                tls: Tls::Handshaking,
+                read_timedout: true,
+                ..failed()
+            },
+            Facts {
+                tls: Tls::Handshaking,
+                write_timedout: true,
+                ..failed()
+            },
+        ] {
+            let v = classify(&stalled);
+            assert_eq!(
+                (v.cause, v.errno, v.detail),
+                (Cause::ConnectTimeout, Some(110), Detail::TlsStalled)
+            );
+        }
+        let tcp = Facts {
+            write_timedout: true,
+            ..failed()
+        };
+        assert_eq!(classify(&tcp).detail, Detail::None);
+        assert!(Cause::ConnectTimeout
+            .hint_in(Some(110), Detail::TlsStalled, Pass::Proxy)
+            .contains("did not finish the TLS handshake"));
         // Handshake done, request not sent: the certificate failed verification (nothing
         // tells it apart from a refused connect but the TLS state).
         let unverified = Facts {

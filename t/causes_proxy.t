@@ -100,6 +100,8 @@ http {
             proxy_pass http://$backend_host:%%CLOSED%%;
         }
         location /tls      { proxy_pass https://%%PLAIN%%; }
+        # accepts, never answers the ClientHello: the handshake stalls (proxy_connect_timeout)
+        location /tls_silent { proxy_pass https://%%SILENT%%; }
         # the handshake completes, then nginx refuses the certificate (proxy_ssl_verify);
         # without session reuse (a session resumed from /tls_verified keeps its verify result)
         location /tls_ {
@@ -168,8 +170,9 @@ my @cases = (
     { uri => '/refused', status => 502, cause => 'connect_refused', errno => 111,
       phase => 'connect', peer => "127.0.0.1:$closed",
       err => qr/\[error\] .*connect\(\) failed \(111: Connection refused\) while connecting to upstream/ },
+    # a TCP connect that times out: the listen-backlog hint (a stalled TLS handshake has its own)
     { uri => '/ctimeout', status => 504, cause => 'connect_timeout', errno => 110,
-      phase => 'connect', peer => $b{blackhole}->addr,
+      phase => 'connect', peer => $b{blackhole}->addr, hint => qr/^the backend did not accept the connection in time/,
       err => qr/\[error\] .*upstream timed out \(110: Connection timed out\) while connecting to upstream/ },
     { uri => '/silent', status => 504, cause => 'read_timeout', errno => 110,
       phase => 'read_header', peer => $b{silent}->addr,
@@ -223,6 +226,10 @@ my @cases = (
     { uri => '/var_nosocket', status => 502, cause => 'socket_not_found', errno => 2,
       phase => 'connect', peer => "unix:$missing_sock2",
       err => qr/\[crit\] .*connect\(\) to unix:\Q$missing_sock2\E failed \(2: No such file or directory\) while connecting to upstream/ },
+    { uri => '/tls_silent', status => 504, cause => 'connect_timeout', errno => 110,
+      phase => 'connect', peer => $b{silent}->addr,
+      hint => qr/^the backend accepted the connection but did not finish the TLS handshake in time/,
+      err => qr/\[error\] .*upstream timed out \(110: Connection timed out\) while SSL handshaking to upstream/ },
     { uri => '/tls', status => 502, cause => 'tls_handshake_failed', errno => undef,
       phase => 'connect', peer => $b{plain}->addr,
       err => qr/\[error\] .*SSL_do_handshake\(\) failed .* while SSL handshaking to upstream/ },
