@@ -447,8 +447,8 @@ for my $v ([ 'fin', 'premature_close', '', qr/upstream prematurely closed connec
     # the status too: the peer's top cause, sharpened by its last failure
     my $st = eval { JSON::PP::decode_json($t->http('main', '/status')->{body}) } || {};
     my ($p) = @{ $st->{upstreams}{"ka_$k"}{peers} || [] };
-    is($p && $p->{failures}{by_cause}{$cause}, 2, "status: ka_$k's peer counts both");
-    like($p && $p->{hint} // '', $KA_HINT, "status: ka_$k's peer has the keepalive hint");
+    is($p && $p->{failures}{by_cause}{$cause}, 2, "status: ka_${k}'s peer counts both");
+    like($p && $p->{hint} // '', $KA_HINT, "status: ka_${k}'s peer has the keepalive hint");
 }
 
 
