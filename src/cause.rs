@@ -130,6 +130,10 @@ impl Cause {
         })
     }
 
+    /// The errnos that can make a hint sharper ([`Cause::sharp_hint`]): whoever sizes or lists
+    /// every hint reads them here.
+    pub const SHARP_ERRNOS: [i32; 2] = [libc::EAGAIN, errno::ETIMEDOUT];
+
     /// A hint the errno or the detail makes sharper where the cause alone says little; None:
     /// the cause's own applies. These name no directive of an upstream module, so they serve
     /// every one.
@@ -1187,6 +1191,17 @@ mod tests {
         for &c in &Cause::ALL {
             if c != Cause::Other {
                 assert_eq!(c.hint_for(Some(libc::EAGAIN)), c.hint(), "{c}");
+            }
+        }
+    }
+
+    #[test]
+    fn sharp_errnos_are_all_listed() {
+        for &c in &Cause::ALL {
+            for e in -1..1000 {
+                if c.sharp_hint(Some(e), Detail::None).is_some() {
+                    assert!(Cause::SHARP_ERRNOS.contains(&e), "{c} {e}");
+                }
             }
         }
     }

@@ -471,7 +471,7 @@ impl Known {
             .collect();
         // the sharper hints (`Cause::sharp_hint`) name no module's directive: one will do
         let sharp = Cause::ALL.iter().flat_map(|&c| {
-            let by_errno = [libc::EAGAIN, 110].map(|e| Page {
+            let by_errno = Cause::SHARP_ERRNOS.map(|e| Page {
                 errno: Some(e),
                 ..with_cause(c)
             });
