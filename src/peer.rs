@@ -611,6 +611,13 @@ unsafe fn classify_at_finalize(
     w: &mut Watch,
     rc: ngx_int_t,
 ) {
+    if (*u).upgrade() != 0 {
+        // A tunnel (WebSocket) after its 101: nginx ends it when either side has been idle
+        // for proxy_read_timeout ("upstream timed out ... while proxying upgraded
+        // connection", finalized as 504) or closes it. That is how such a session ends, not a
+        // failed response: the client has its 101, and no 502/504 is ever sent.
+        return;
+    }
     let rc_status = rc as u32;
     let error = matches!(
         rc_status,

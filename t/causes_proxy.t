@@ -11,6 +11,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use JSON::PP ();
 use IO::Socket::INET;
+use IO::Select;
 use Triage::Harness qw(log_format_directive self_signed_cert);
 use Triage::Backend;
 
@@ -26,6 +27,11 @@ $b{ka_fin} = $t->backend('keepalive_race');
 $b{ka_rst} = $t->backend('keepalive_race', then => 'reset');
 # holds the one connection max_conns=1 allows
 $b{busy} = $t->backend('silent');
+# after the header: a body cut short (Content-Length 1000, 100 bytes, FIN), and a WebSocket
+# backend that switches protocols and then says nothing
+$b{cut} = $t->backend('cut_body');
+$b{ws} = $t->backend('custom', then => 'keep',
+    respond => "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
 my $sockdir = $t->subdir('sock');
 my $perm_sock    = "$sockdir/denied.sock";
 my $missing_sock = "$sockdir/missing.sock";
@@ -137,6 +143,13 @@ http {
         location /next     { proxy_next_upstream error timeout; proxy_pass http://next_try; }
         location /dead     { proxy_next_upstream error timeout; proxy_pass http://dead; }
         location /busy     { proxy_pass http://busy; }
+        location /cut      { proxy_pass http://%%CUT%%; }
+        location /ws {
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection upgrade;
+            proxy_pass http://%%WS%%;
+        }
         location /all_down { proxy_pass http://all_down; }
         location ~ ^/ka_(fin|rst)/ {
             proxy_http_version 1.1;
@@ -163,6 +176,7 @@ CONF
     DENIED2 => $perm_sock2, MISSING2 => $missing_sock2, FULL => $full_sock,
     DNS => $b{dns_nxdomain}->port, PLAIN => $b{plain}->addr, CERTS => $certs,
     KA_FIN => $b{ka_fin}->addr, KA_RST => $b{ka_rst}->addr, BUSY => $b{busy}->addr,
+    CUT => $b{cut}->addr, WS => $b{ws}->addr,
     MUTE_DNS => $mute_dns->sockport);
 
 # errno => undef: not checked. Timeouts report 110, as nginx's own error.log line does.
@@ -413,6 +427,47 @@ like(($t->find_access('access.log', \@F, request_uri => '/dead?2') || {})->{tria
     is($j->{cause}, 'permission_denied', '/var_denied_fallback: cause permission_denied');
     is($j->{errno}, 13, '/var_denied_fallback: errno 13');
     is($j->{peer}, "unix:$perm_sock2", '/var_denied_fallback: peer is the socket');
+}
+
+# After the response header went out. A body cut short is a failure the client saw (a
+# truncated 200): counted, in the body phase. A WebSocket that nginx closes after
+# proxy_read_timeout of silence is how an idle tunnel ends: nginx logs "upstream timed out" and
+# finalizes it as 504, but the client has its 101 and gets no 504; not a failure, or every
+# idle WebSocket client would show as a gateway timeout.
+{
+    my $r = $t->http('main', '/cut');
+    is($r->{status}, 200, '/cut: the 200 header went out before the cut');
+    check_record({ uri => '/cut', status => 200, cause => 'premature_close', errno => '',
+                   phase => 'read_body', peer => $b{cut}->addr },
+                 $t->find_access('access.log', \@F, request_uri => '/cut'));
+    ok($t->wait_error_log(qr/\[error\] .*upstream prematurely closed connection while reading upstream.*"GET \/cut /),
+       '/cut: error.log says the body was cut');
+
+    my $c = $t->conn('main') or BAIL_OUT("connect: $!");
+    $c->send_request(GET => '/ws', headers => [Upgrade => 'websocket', Connection => 'Upgrade']);
+    my $ws = $c->read_response(timeout => 5);
+    is($ws->{status}, 101, '/ws: 101 Switching Protocols');
+    # nginx closes the client's side when it ends the tunnel (its "upstream timed out" line
+    # is at info level there: the client connection's)
+    my $eof = Triage::Harness::wait_until(sub {
+        IO::Select->new($c->sock)->can_read(0.2) or return 0;
+        my $n = sysread($c->sock, my $buf, 4096);
+        return defined $n && $n == 0;
+    }, 5);
+    ok($eof, '/ws: nginx ended the idle tunnel after proxy_read_timeout');
+    $c->close;
+    check_record({ uri => '/ws', status => 101, cause => '', errno => '', phase => '', peer => '' },
+                 $t->find_access('access.log', \@F, request_uri => '/ws'));
+
+    my $j = eval { JSON::PP::decode_json($t->http('main', '/status')->{body}) } || {};
+    my ($cut) = @{ ($j->{upstreams}{ $b{cut}->addr } || {})->{peers} || [] };
+    is($cut && $cut->{failures}{by_cause}{premature_close}, 1, 'status: the cut body is counted');
+    is($cut && $cut->{last_failure}{phase}, 'read_body', 'status: ... in the body phase');
+    my ($ws_peer) = @{ ($j->{upstreams}{ $b{ws}->addr } || {})->{peers} || [] };
+    is($ws_peer && $ws_peer->{failures}{total}, 0, 'status: the idle WebSocket is no failure');
+    is($ws_peer && $ws_peer->{responses}{'1xx'}, 1, 'status: ... its 101 is counted as a response');
+    is((grep { $_->{path} eq '/ws' } @{ $j->{recent_failures} || [] }), 0,
+       'status: no recent failure for /ws');
 }
 
 # The backend's idle timeout runs out just as nginx reuses a kept-alive connection (the
