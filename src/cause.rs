@@ -152,6 +152,9 @@ impl Cause {
             Detail::TlsStalled => return Some(
                 "the backend accepted the connection but did not finish the TLS handshake in time: it may not speak TLS on that port (a plain HTTP server waits for a request line), or it is overloaded",
             ),
+            Detail::LateClose => return Some(
+                "the backend closed the connection without answering, 5 s or more after the request: its own request timeout most likely killed it (gunicorn --timeout, 30 s by default; uwsgi harakiri; php-fpm request_terminate_timeout): find what makes the request slow, or raise that timeout",
+            ),
         }
         match (self, errno) {
             // connect() to a unix socket whose listen queue is full (the TCP equivalent is a
@@ -395,15 +398,25 @@ pub enum Detail {
     Down,
     /// A connect timeout after the TCP connection was made: the TLS handshake stalled.
     TlsStalled,
+    /// The backend closed or reset the connection without a byte of an answer, only after
+    /// [`LATE_CLOSE_MS`] or more: its own request timeout killed the request.
+    LateClose,
 }
 
+/// How long after the try began a close without an answer stops looking like a crash on
+/// arrival and starts looking like the backend's own request timeout (gunicorn --timeout is
+/// 30 s by default, uwsgi harakiri and php-fpm request_terminate_timeout are set in tens of
+/// seconds): well under all of them, well over a crash on arrival.
+pub const LATE_CLOSE_MS: u64 = 5_000;
+
 impl Detail {
-    pub const ALL: [Detail; 5] = [
+    pub const ALL: [Detail; 6] = [
         Detail::None,
         Detail::Reused,
         Detail::MaxConns,
         Detail::Down,
         Detail::TlsStalled,
+        Detail::LateClose,
     ];
 
     pub fn from_index(i: usize) -> Option<Detail> {
@@ -479,6 +492,8 @@ pub struct Facts {
     /// nginx logged, at level error, that it refused what the backend sent ("upstream sent
     /// ..."): the verdict on the header, also when the backend closed the connection after.
     pub sent_invalid: bool,
+    /// Milliseconds from the start of the try (its connect) to the failure.
+    pub elapsed_ms: u64,
 }
 
 /// errno values the taxonomy knows (Linux numbering).
@@ -521,13 +536,15 @@ pub fn cause_from_errno(errno: i32) -> Option<Cause> {
 /// Turn the facts of one failed try into a cause and a phase.
 pub fn classify(f: &Facts) -> Verdict {
     let mut v = decide(f);
+    let unanswered = f.bytes_received == 0
+        && !f.header_sent
+        && matches!(v.cause, Cause::PrematureClose | Cause::ConnectionReset);
     v.detail = if f.event == Event::NoLivePeers {
         f.skipped.detail()
-    } else if f.reused
-        && f.bytes_received == 0
-        && !f.header_sent
-        && matches!(v.cause, Cause::PrematureClose | Cause::ConnectionReset)
-    {
+    } else if unanswered && f.elapsed_ms >= LATE_CLOSE_MS {
+        // before the kept-alive race: that one strikes as the connection is reused
+        Detail::LateClose
+    } else if unanswered && f.reused {
         Detail::Reused
     } else if v.cause == Cause::ConnectTimeout && f.tls == Tls::Handshaking {
         // TLS starts once the TCP connection is made
@@ -1003,6 +1020,63 @@ mod tests {
             },
         ] {
             assert_eq!(classify(&f).detail, Detail::None, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn closed_late_without_an_answer() {
+        // gunicorn's worker timeout: the request went out, nothing came back, and the
+        // connection closed (or reset) 30 s later
+        let closed = Facts {
+            request_sent: true,
+            read_eof: true,
+            elapsed_ms: 30_000,
+            ..failed()
+        };
+        let reset = Facts {
+            errno: Some(errno::ECONNRESET),
+            read_eof: false,
+            ..closed
+        };
+        for (f, cause) in [
+            (closed, Cause::PrematureClose),
+            (reset, Cause::ConnectionReset),
+            // a kept-alive connection closed that late is no idle-timeout race
+            (
+                Facts {
+                    reused: true,
+                    ..closed
+                },
+                Cause::PrematureClose,
+            ),
+        ] {
+            let v = classify(&f);
+            assert_eq!((v.cause, v.detail), (cause, Detail::LateClose), "{f:?}");
+        }
+        let h = Cause::PrematureClose.hint_in(None, Detail::LateClose, Pass::Proxy);
+        assert!(h.contains("request timeout") && h.contains("gunicorn --timeout"));
+        // at once, after a partial answer, after the header, or a read timeout: not this
+        for f in [
+            Facts {
+                elapsed_ms: LATE_CLOSE_MS - 1,
+                ..closed
+            },
+            Facts {
+                bytes_received: 10,
+                ..closed
+            },
+            Facts {
+                header_sent: true,
+                event: Event::BodyFailed,
+                ..closed
+            },
+            Facts {
+                read_eof: false,
+                read_timedout: true,
+                ..closed
+            },
+        ] {
+            assert_ne!(classify(&f).detail, Detail::LateClose, "{f:?}");
         }
     }
 

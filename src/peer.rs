@@ -440,6 +440,7 @@ unsafe fn gather(
         upstream_status: (*u).headers_in.status_n.clamp(0, 999) as u16,
         reused: (*pc).cached() != 0,
         sent_invalid: logged.sent_invalid,
+        elapsed_ms: ngx_current_msec.wrapping_sub((*u).start_time) as u64,
         ..Default::default()
     };
     if !(*u).buffer.start.is_null() {

@@ -30,6 +30,9 @@ $b{busy} = $t->backend('silent');
 # after the header: a body cut short (Content-Length 1000, 100 bytes, FIN), and a WebSocket
 # backend that switches protocols and then says nothing
 $b{cut} = $t->backend('cut_body');
+# gunicorn's worker timeout: the backend takes the request, says nothing, and its worker is
+# killed (the connection closes) some seconds later
+$b{late} = $t->backend('close', delay => 5.5);
 $b{ws} = $t->backend('custom', then => 'keep',
     respond => "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
 my $sockdir = $t->subdir('sock');
@@ -144,6 +147,7 @@ http {
         location /dead     { proxy_next_upstream error timeout; proxy_pass http://dead; }
         location /busy     { proxy_pass http://busy; }
         location /cut      { proxy_pass http://%%CUT%%; }
+        location /late     { proxy_read_timeout 10s; proxy_pass http://%%LATE%%; }
         location /ws {
             proxy_http_version 1.1;
             proxy_set_header Upgrade $http_upgrade;
@@ -176,7 +180,7 @@ CONF
     DENIED2 => $perm_sock2, MISSING2 => $missing_sock2, FULL => $full_sock,
     DNS => $b{dns_nxdomain}->port, PLAIN => $b{plain}->addr, CERTS => $certs,
     KA_FIN => $b{ka_fin}->addr, KA_RST => $b{ka_rst}->addr, BUSY => $b{busy}->addr,
-    CUT => $b{cut}->addr, WS => $b{ws}->addr,
+    CUT => $b{cut}->addr, WS => $b{ws}->addr, LATE => $b{late}->addr,
     MUTE_DNS => $mute_dns->sockport);
 
 # errno => undef: not checked. Timeouts report 110, as nginx's own error.log line does.
@@ -195,6 +199,11 @@ my @cases = (
     { uri => '/close', status => 502, cause => 'premature_close', errno => '',
       hint => qr/^the backend closed the connection before answering: check its logs for crashes/,
       phase => 'read_header', peer => $b{close}->addr,
+      err => qr/\[error\] .*upstream prematurely closed connection while reading response header from upstream/ },
+    # the same close, 5.5 s after the request: the backend's own timeout, not a crash
+    { uri => '/late', status => 502, cause => 'premature_close', errno => '',
+      hint => qr/^the backend closed the connection without answering, 5 s or more after the request: its own request timeout most likely killed it \(gunicorn --timeout/,
+      phase => 'read_header', peer => $b{late}->addr,
       err => qr/\[error\] .*upstream prematurely closed connection while reading response header from upstream/ },
     { uri => '/reset', status => 502, cause => 'connection_reset', errno => 104,
       hint => qr/^the backend reset the connection: check its logs for crashes/,
@@ -416,6 +425,9 @@ like(($t->find_access('access.log', \@F, request_uri => '/dead?2') || {})->{tria
     my ($p) = @{ ($j->{upstreams}{$full_sock} || {})->{peers} || [] };
     is($p && $p->{last_failure}{errno}, 11, 'status: the full socket\'s last failure is errno 11');
     like($p && $p->{hint} // '', qr/listen queue is full/, 'status: the full socket\'s hint');
+    my ($late) = @{ ($j->{upstreams}{ $b{late}->addr } || {})->{peers} || [] };
+    like($late && $late->{hint} // '', qr/its own request timeout most likely killed it/,
+         'status: the late close\'s peer hint');
 }
 
 # The fallback answers a run-time unix socket's failure, met inside the content handler.

@@ -45,7 +45,9 @@ package Triage::Backend;
 #                  sequence is the same for the same seed and order of requests)
 # Options: host => '127.0.0.3' and port => N (TCP types: listen there instead of
 # 127.0.0.1 and a free port; loopback only), unix => $path (listen on a unix socket instead; its dir must be
-# traversable by "nobody"), mode => 0000 (chmod of the socket, default 0666), dir => $dir (state files; default a dir under t/tmp), protocol => 'raw'.
+# traversable by "nobody"), mode => 0000 (chmod of the socket, default 0666), dir => $dir (state files; default a dir under t/tmp), protocol => 'raw',
+# delay => $seconds (wait that long after each request before acting on it: a backend killed
+# by its own request timeout is type 'close' with a delay; it serves one request at a time then).
 
 use strict;
 use warnings;
@@ -402,6 +404,8 @@ sub _handle {
     $first = 'raw ' . length($req) if $first !~ m{^[A-Z]+ \S+ HTTP/\d};
     $self->_event("request $first");
     my $t = $self->{type};
+    # a slow backend: it takes the request, works on it, then acts (e.g. killed by its timeout)
+    sleep($self->{delay}) if $self->{delay};
 
     if ($t eq 'silent') { $c->{silent} = 1; return 'keep' }
     if ($t eq 'keepalive_race') {
