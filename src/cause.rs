@@ -188,7 +188,13 @@ impl Cause {
                 p.directive("read_timeout")
             ),
             Cause::PrematureClose => {
-                "the backend closed the connection before answering: check its logs for crashes, OOM kills or worker restarts".into()
+                let crash = "the backend closed the connection before answering: check its logs for crashes, OOM kills or worker restarts";
+                // a TLS server (Node.js, OpenSSL) closes without a byte on a plain request
+                match p {
+                    Pass::Any | Pass::Proxy => format!("{crash}; a TLS port closes the same way on plain HTTP (then proxy_pass https://)"),
+                    Pass::Grpc => format!("{crash}; a TLS port closes the same way on plain HTTP/2 (then grpc_pass grpcs://)"),
+                    _ => crash.into(),
+                }
             }
             Cause::ConnectionReset => {
                 "the backend reset the connection: check its logs for crashes, and that keepalive timeouts match on both sides".into()
@@ -206,7 +212,7 @@ impl Cause {
                 "every server of the upstream is marked failed (max_fails/fail_timeout): fix the backends, nginx retries after fail_timeout".into()
             }
             Cause::PermissionDenied => {
-                "nginx's worker user cannot connect: check the unix socket's owner and mode (listen.owner/listen.mode) or SELinux".into()
+                "nginx's worker user cannot connect: check the unix socket's owner and mode (listen.owner/listen.mode), or SELinux (to a TCP port: setsebool -P httpd_can_network_connect 1)".into()
             }
             Cause::SocketNotFound => {
                 "the unix socket does not exist: is the backend (e.g. php-fpm) running, and does the path match its listen setting?".into()

@@ -57,6 +57,8 @@ my $mute_dns = IO::Socket::INET->new(Proto => 'udp', LocalAddr => '127.0.0.1', L
     or die "udp socket: $!";
 my $certs = $t->subdir('tls');
 self_signed_cert($certs, $_) for qw(good.test other.test);
+# a TLS-only backend (OpenSSL's own server) given plain HTTP: proxy_pass http:// to an https port
+$b{tls_only} = $t->backend('tls_only', cert => "$certs/good.test.crt", key => "$certs/good.test.key");
 
 $t->start(<<'CONF', LOG_FORMAT => $LOG_FORMAT,
 %%LOAD_MODULE%%
@@ -147,6 +149,7 @@ http {
         location /dead     { proxy_next_upstream error timeout; proxy_pass http://dead; }
         location /busy     { proxy_pass http://busy; }
         location /cut      { proxy_pass http://%%CUT%%; }
+        location /tls_port { proxy_pass http://%%TLS_ONLY%%; }
         location /late     { proxy_read_timeout 10s; proxy_pass http://%%LATE%%; }
         location /ws {
             proxy_http_version 1.1;
@@ -181,6 +184,7 @@ CONF
     DNS => $b{dns_nxdomain}->port, PLAIN => $b{plain}->addr, CERTS => $certs,
     KA_FIN => $b{ka_fin}->addr, KA_RST => $b{ka_rst}->addr, BUSY => $b{busy}->addr,
     CUT => $b{cut}->addr, WS => $b{ws}->addr, LATE => $b{late}->addr,
+    TLS_ONLY => $b{tls_only}->addr,
     MUTE_DNS => $mute_dns->sockport);
 
 # errno => undef: not checked. Timeouts report 110, as nginx's own error.log line does.
@@ -199,6 +203,11 @@ my @cases = (
     { uri => '/close', status => 502, cause => 'premature_close', errno => '',
       hint => qr/^the backend closed the connection before answering: check its logs for crashes/,
       phase => 'read_header', peer => $b{close}->addr,
+      err => qr/\[error\] .*upstream prematurely closed connection while reading response header from upstream/ },
+    # a TLS server closes the same way on a plain request: the hint says so
+    { uri => '/tls_port', status => 502, cause => 'premature_close', errno => '',
+      hint => qr/; a TLS port closes the same way on plain HTTP \(then proxy_pass https:\/\/\)$/,
+      phase => 'read_header', peer => $b{tls_only}->addr,
       err => qr/\[error\] .*upstream prematurely closed connection while reading response header from upstream/ },
     # the same close, 5.5 s after the request: the backend's own timeout, not a crash
     { uri => '/late', status => 502, cause => 'premature_close', errno => '',

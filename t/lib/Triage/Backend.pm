@@ -33,6 +33,9 @@ package Triage::Backend;
 #   blackhole      listen backlog 0, accept queue pre-filled, never accepts: connects time out
 #                  (with unix => $path: connects fail at once, "11: Resource temporarily
 #                  unavailable", as php-fpm's socket does when its backlog is full)
+#   tls_only       a TLS server (openssl s_server, opt cert => and key => files) that
+#                  closes a connection without a byte when it gets plain HTTP, as OpenSSL
+#                  and Node.js servers do
 #   dns_nxdomain   UDP DNS server answering NXDOMAIN to every query
 #   dns            UDP DNS server answering A queries for the names of opt answers =>
 #                  { 'app.test' => ['127.0.0.1', '127.0.0.2'] } (TTL 1 s), which
@@ -124,6 +127,16 @@ sub start {
         Triage::Harness::die_with_parent('KILL');
         $SIG{$_} = 'DEFAULT' for qw(INT TERM HUP);
         $SIG{PIPE} = 'IGNORE';
+        if ($type eq 'tls_only') {
+            # the port was held until now; openssl binds it again (SO_REUSEADDR)
+            close $sock;
+            open STDIN, '<', '/dev/null';
+            open STDOUT, '>>', "$dir/openssl.log";
+            open STDERR, '>&', \*STDOUT;
+            exec 'openssl', 's_server', '-quiet', '-accept', $self->host . ":$self->{port}",
+                '-cert', $opt{cert}, '-key', $opt{key};
+            POSIX::_exit(127);
+        }
         eval {
             if ($type eq 'dns_nxdomain' || $type eq 'dns') { $self->_dns($sock) }
             elsif ($type eq 'blackhole') { sleep 1 while 1 }
@@ -136,6 +149,12 @@ sub start {
     close $sock;
     close $_ for @{ delete $self->{held} // [] };
     push @ALL, $self;
+    if ($type eq 'tls_only') {
+        Triage::Harness::wait_until(sub {
+            IO::Socket::INET->new(PeerAddr => $self->host, PeerPort => $self->{port}, Proto => 'tcp')
+        }, 10) or croak "openssl s_server did not listen on port $self->{port}: "
+            . do { local (@ARGV, $/) = ("$dir/openssl.log"); <> // '' };
+    }
     return $self;
 }
 
