@@ -152,6 +152,9 @@ impl Cause {
             Detail::TlsStalled => return Some(
                 "the backend accepted the connection but did not finish the TLS handshake in time: it may not speak TLS on that port (a plain HTTP server waits for a request line), or it is overloaded",
             ),
+            Detail::StaleSocket => return Some(
+                "the unix socket file exists but nothing listens on it: the backend (php-fpm, gunicorn, uwsgi) stopped or crashed without removing it; start it, and check that it listens on this path",
+            ),
             Detail::LateClose => return Some(
                 "the backend closed the connection without answering, 5 s or more after the request: its own request timeout most likely killed it (gunicorn --timeout, 30 s by default; uwsgi harakiri; php-fpm request_terminate_timeout): find what makes the request slow, or raise that timeout",
             ),
@@ -407,6 +410,8 @@ pub enum Detail {
     /// The backend closed or reset the connection without a byte of an answer, only after
     /// [`LATE_CLOSE_MS`] or more: its own request timeout killed the request.
     LateClose,
+    /// A refused connect to a unix socket: the file is there, nothing listens on it.
+    StaleSocket,
 }
 
 /// How long after the try began a close without an answer stops looking like a crash on
@@ -416,13 +421,14 @@ pub enum Detail {
 pub const LATE_CLOSE_MS: u64 = 5_000;
 
 impl Detail {
-    pub const ALL: [Detail; 6] = [
+    pub const ALL: [Detail; 7] = [
         Detail::None,
         Detail::Reused,
         Detail::MaxConns,
         Detail::Down,
         Detail::TlsStalled,
         Detail::LateClose,
+        Detail::StaleSocket,
     ];
 
     pub fn from_index(i: usize) -> Option<Detail> {
@@ -500,6 +506,8 @@ pub struct Facts {
     pub sent_invalid: bool,
     /// Milliseconds from the start of the try (its connect) to the failure.
     pub elapsed_ms: u64,
+    /// The peer is a unix socket.
+    pub unix: bool,
 }
 
 /// errno values the taxonomy knows (Linux numbering).
@@ -552,6 +560,8 @@ pub fn classify(f: &Facts) -> Verdict {
         Detail::LateClose
     } else if unanswered && f.reused {
         Detail::Reused
+    } else if v.cause == Cause::ConnectRefused && f.unix {
+        Detail::StaleSocket
     } else if v.cause == Cause::ConnectTimeout && f.tls == Tls::Handshaking {
         // TLS starts once the TCP connection is made
         Detail::TlsStalled
@@ -1027,6 +1037,35 @@ mod tests {
         ] {
             assert_eq!(classify(&f).detail, Detail::None, "{f:?}");
         }
+    }
+
+    #[test]
+    fn refused_unix_socket_is_stale() {
+        // connect() to a socket file nobody listens on fails at once with ECONNREFUSED
+        let stale = Facts {
+            connected: false,
+            errno: Some(errno::ECONNREFUSED),
+            unix: true,
+            ..Default::default()
+        };
+        let v = classify(&stale);
+        assert_eq!(
+            (v.cause, v.detail),
+            (Cause::ConnectRefused, Detail::StaleSocket)
+        );
+        let h = Cause::ConnectRefused.hint_in(Some(111), v.detail, Pass::Fastcgi);
+        assert!(h.contains("socket file exists but nothing listens"), "{h}");
+        // a TCP port, or another failure on a unix socket: not this
+        let tcp = Facts {
+            unix: false,
+            ..stale
+        };
+        assert_eq!(classify(&tcp).detail, Detail::None);
+        let denied = Facts {
+            errno: Some(errno::EACCES),
+            ..stale
+        };
+        assert_eq!(classify(&denied).detail, Detail::None);
     }
 
     #[test]

@@ -11,6 +11,8 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use JSON::PP ();
 use IO::Socket::INET;
+use IO::Socket::UNIX;
+use Socket qw(SOCK_STREAM);
 use IO::Select;
 use Triage::Harness qw(log_format_directive self_signed_cert);
 use Triage::Backend;
@@ -47,6 +49,14 @@ $b{denied2} = $t->backend('ok', unix => $perm_sock2, mode => 0000);
 # a unix socket whose listen queue is full (php-fpm overloaded): connect() fails at once
 my $full_sock = "$sockdir/full.sock";
 $b{full} = $t->backend('blackhole', unix => $full_sock);
+# php-fpm stopped without removing its socket: the file is there, nothing listens on it
+my $stale_sock = "$sockdir/stale.sock";
+{
+    my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM, Local => $stale_sock, Listen => 1)
+        or die "unix socket $stale_sock: $!";
+    chmod 0666, $stale_sock;
+    close $s;
+}
 my $closed  = Triage::Backend::closed_port();
 my $closed2 = Triage::Backend::closed_port();
 my $closed3 = Triage::Backend::closed_port();
@@ -98,6 +108,7 @@ http {
         location /own502   { proxy_pass http://%%OWN502%%; }
         location /denied   { proxy_pass http://unix:%%DENIED%%:; }
         location /nosocket { proxy_pass http://unix:%%MISSING%%:; }
+        location /stale    { proxy_pass http://unix:%%STALE%%:; }
         location /nxdomain {
             resolver 127.0.0.1:%%DNS%% valid=1s ipv6=off;
             resolver_timeout 1s;
@@ -184,7 +195,7 @@ CONF
     DNS => $b{dns_nxdomain}->port, PLAIN => $b{plain}->addr, CERTS => $certs,
     KA_FIN => $b{ka_fin}->addr, KA_RST => $b{ka_rst}->addr, BUSY => $b{busy}->addr,
     CUT => $b{cut}->addr, WS => $b{ws}->addr, LATE => $b{late}->addr,
-    TLS_ONLY => $b{tls_only}->addr,
+    TLS_ONLY => $b{tls_only}->addr, STALE => $stale_sock,
     MUTE_DNS => $mute_dns->sockport);
 
 # errno => undef: not checked. Timeouts report 110, as nginx's own error.log line does.
@@ -233,6 +244,10 @@ my @cases = (
     { uri => '/nosocket', status => 502, cause => 'socket_not_found', errno => 2,
       phase => 'connect', peer => "unix:$missing_sock",
       err => qr/\[crit\] .*connect\(\) to unix:\Q$missing_sock\E failed \(2: No such file or directory\) while connecting to upstream/ },
+    { uri => '/stale', status => 502, cause => 'connect_refused', errno => 111,
+      phase => 'connect', peer => "unix:$stale_sock",
+      hint => qr/^the unix socket file exists but nothing listens on it: the backend \(php-fpm/,
+      err => qr/\[error\] .*connect\(\) to unix:\Q$stale_sock\E failed \(111: Connection refused\) while connecting to upstream/ },
     # no address was tried: the peer is empty
     { uri => '/nxdomain', status => 502, cause => 'host_not_found', errno => '',
       phase => 'resolve', peer => '',
