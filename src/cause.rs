@@ -152,6 +152,9 @@ impl Cause {
             Detail::TlsStalled => return Some(
                 "the backend accepted the connection but did not finish the TLS handshake in time: it may not speak TLS on that port (a plain HTTP server waits for a request line), or it is overloaded",
             ),
+            Detail::TempFile => return Some(
+                "nginx could not write the response to a temporary file (the error.log line names it): the worker user must be able to write the temp path (proxy_temp_path, fastcgi_temp_path...) and its disk must have space; or set *_max_temp_file_size 0 to pass large responses on without one",
+            ),
             Detail::StaleSocket => return Some(
                 "the unix socket file exists but nothing listens on it: the backend (php-fpm, gunicorn, uwsgi) stopped or crashed without removing it; start it, and check that it listens on this path",
             ),
@@ -412,6 +415,9 @@ pub enum Detail {
     LateClose,
     /// A refused connect to a unix socket: the file is there, nothing listens on it.
     StaleSocket,
+    /// nginx's own file operation failed (a temporary file for the response: `open()`,
+    /// `write()` of `*_temp_path`), not the connection: the errno is the file's.
+    TempFile,
 }
 
 /// How long after the try began a close without an answer stops looking like a crash on
@@ -421,7 +427,7 @@ pub enum Detail {
 pub const LATE_CLOSE_MS: u64 = 5_000;
 
 impl Detail {
-    pub const ALL: [Detail; 7] = [
+    pub const ALL: [Detail; 8] = [
         Detail::None,
         Detail::Reused,
         Detail::MaxConns,
@@ -429,6 +435,7 @@ impl Detail {
         Detail::TlsStalled,
         Detail::LateClose,
         Detail::StaleSocket,
+        Detail::TempFile,
     ];
 
     pub fn from_index(i: usize) -> Option<Detail> {
@@ -508,6 +515,8 @@ pub struct Facts {
     pub elapsed_ms: u64,
     /// The peer is a unix socket.
     pub unix: bool,
+    /// `errno` is that of nginx's own file operation (a temporary file), not the connection's.
+    pub file_error: bool,
 }
 
 /// errno values the taxonomy knows (Linux numbering).
@@ -555,6 +564,8 @@ pub fn classify(f: &Facts) -> Verdict {
         && matches!(v.cause, Cause::PrematureClose | Cause::ConnectionReset);
     v.detail = if f.event == Event::NoLivePeers {
         f.skipped.detail()
+    } else if f.file_error {
+        Detail::TempFile
     } else if unanswered && f.elapsed_ms >= LATE_CLOSE_MS {
         // before the kept-alive race: that one strikes as the connection is reused
         Detail::LateClose
@@ -594,6 +605,17 @@ fn decide(f: &Facts) -> Verdict {
             return v(Cause::HostNotFound, Phase::Resolve, timed_out);
         }
         Event::PeerFailed | Event::BodyFailed => {}
+    }
+
+    // nginx failed to write the response to its temporary file: the backend is not at fault,
+    // and the errno (13, 28...) says nothing of the connection.
+    if f.file_error {
+        let phase = if f.connected {
+            after_connect
+        } else {
+            Phase::Connect
+        };
+        return v(Cause::Other, phase, f.errno);
     }
 
     // No connection object: the connect() call itself failed synchronously (unix sockets,
@@ -684,6 +706,10 @@ pub struct LogLine {
     /// "upstream sent ...": nginx refused what the backend sent ("invalid header",
     /// "unsupported FastCGI protocol version", "too large http2 frame"...).
     pub sent_invalid: bool,
+    /// The errno is that of a file operation (`open() "/path" failed (13: ...)`,
+    /// `pwrite() "/path" failed (28: ...)`): nginx names the file, quoted, right after the
+    /// call; socket calls name none (`recv() failed`, `connect() to unix:/path failed`).
+    pub file_error: bool,
 }
 
 /// Parse one error.log line as nginx writes it:
@@ -720,6 +746,7 @@ pub fn parse_log_line(line: &[u8]) -> LogLine {
                 matches!(n, 1..=5) && find(&line[..start], b"could not be resolved", 18).is_some();
             if !resolver {
                 out.errno = Some(n);
+                out.file_error = find(&line[..start], b"() \"", 3).is_some();
             }
             return out;
         }
@@ -1037,6 +1064,36 @@ mod tests {
         ] {
             assert_eq!(classify(&f).detail, Detail::None, "{f:?}");
         }
+    }
+
+    #[test]
+    fn temp_file_failure_is_not_the_backends() {
+        // the response could not go to its temporary file: nginx aborts the body, logging
+        // the file's errno (13 here); the socket to the backend is fine
+        let f = Facts {
+            request_sent: true,
+            header_sent: true,
+            event: Event::BodyFailed,
+            errno: Some(errno::EACCES),
+            file_error: true,
+            ..failed()
+        };
+        let v = classify(&f);
+        assert_eq!(
+            (v.cause, v.phase, v.errno, v.detail),
+            (Cause::Other, Phase::ReadBody, Some(13), Detail::TempFile)
+        );
+        assert!(Cause::Other
+            .hint_in(Some(13), Detail::TempFile, Pass::Proxy)
+            .contains("temporary file"));
+        // the same errno from the socket: still the socket's cause
+        let socket = Facts {
+            file_error: false,
+            connected: false,
+            event: Event::PeerFailed,
+            ..f
+        };
+        assert_eq!(classify(&socket).cause, Cause::PermissionDenied);
     }
 
     #[test]
@@ -1392,6 +1449,17 @@ mod tests {
         assert!(l.sent_invalid && l.errno.is_none());
         let l = parse_log_line(b"2026/04/24 [error] 1#0: *1 upstream prematurely closed connection while reading response header from upstream, client: 127.0.0.1, request: \"GET /upstream sent x\"");
         assert!(!l.sent_invalid);
+        // a file's errno, not the connection's; a socket's call names no file
+        let l = parse_log_line(b"2026/04/24 [crit] 1#0: *2 open() \"/var/cache/nginx/proxy_temp/0000000001\" failed (13: Permission denied) while reading upstream, client: 127.0.0.1");
+        assert_eq!((l.errno, l.file_error), (Some(13), true));
+        let l = parse_log_line(b"2026/04/24 [crit] 1#0: *2 pwrite() \"/t/1\" failed (28: No space left on device) while reading upstream, client: 127.0.0.1");
+        assert_eq!((l.errno, l.file_error), (Some(28), true));
+        for line in [
+            &b"2026/04/24 [crit] 1#0: *1 connect() to unix:/run/php.sock failed (13: Permission denied) while connecting to upstream"[..],
+            b"2026/04/24 [error] 1#0: *1 writev() failed (32: Broken pipe) while sending request to upstream, client: 1, request: \"GET /open() \\\"x\\\"\"",
+        ] {
+            assert!(!parse_log_line(line).file_error);
+        }
         // nginx's resolver reports a timeout as ETIMEDOUT
         let l = parse_log_line(b"2026/04/24 [error] 1#0: *1 app.test could not be resolved (110: Operation timed out), client: 127.0.0.1");
         assert_eq!(l.errno, Some(110));

@@ -89,12 +89,13 @@ unsafe extern "C" fn writer(log: *mut ngx_log_t, level: ngx_uint_t, buf: *mut u_
     let seen = parse_log_line(line);
     if seen.errno.is_some() {
         ctx.log.errno = seen.errno;
+        ctx.log.file_error = seen.file_error;
     }
     ctx.log.out_of_connections |= seen.out_of_connections;
     // "upstream sent duplicate header line" and the like are warnings: only errors decide
     ctx.log.sent_invalid |= seen.sent_invalid && level <= NGX_LOG_ERR as ngx_uint_t;
     if ctx.pre {
-        if seen.errno.is_some() {
+        if seen.errno.is_some() && !seen.file_error {
             // A failure while the content handler runs, before we hooked its upstream.
             crate::peer::early_failure(ctx);
         }

@@ -440,6 +440,7 @@ unsafe fn gather(
         upstream_status: (*u).headers_in.status_n.clamp(0, 999) as u16,
         reused: (*pc).cached() != 0,
         sent_invalid: logged.sent_invalid,
+        file_error: logged.file_error,
         elapsed_ms: ngx_current_msec.wrapping_sub((*u).start_time) as u64,
         unix: !(*pc).sockaddr.is_null() && (*(*pc).sockaddr).sa_family == AF_UNIX as u16,
         ..Default::default()

@@ -12,7 +12,7 @@ use Test::More;
 use JSON::PP ();
 use IO::Socket::INET;
 use IO::Socket::UNIX;
-use Socket qw(SOCK_STREAM);
+use Socket qw(SOCK_STREAM SOL_SOCKET SO_RCVBUF);
 use IO::Select;
 use Triage::Harness qw(log_format_directive self_signed_cert);
 use Triage::Backend;
@@ -35,6 +35,9 @@ $b{cut} = $t->backend('cut_body');
 # gunicorn's worker timeout: the backend takes the request, says nothing, and its worker is
 # killed (the connection closes) some seconds later
 $b{late} = $t->backend('close', delay => 5.5);
+# a large answer, for a temporary file that nginx cannot write
+$b{large} = $t->backend('ok', body => 'x' x 4_000_000);
+my $ptemp = $t->subdir('ptemp');
 $b{ws} = $t->backend('custom', then => 'keep',
     respond => "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
 my $sockdir = $t->subdir('sock');
@@ -178,6 +181,18 @@ http {
             proxy_pass http://ka_$1;
         }
     }
+    # a client that does not read fills this small send buffer at once: nginx buffers the
+    # rest of the answer in a temporary file
+    server {
+        listen 127.0.0.1:%%PORT_slow%% sndbuf=4k;
+        location /tempfile {
+            proxy_buffers 4 4k;
+            proxy_busy_buffers_size 4k;
+            proxy_temp_path %%PTEMP%%;
+            proxy_pass http://%%LARGE%%;
+        }
+        location = /status { triage_status; access_log off; }
+    }
     server {
         listen 127.0.0.1:%%PORT_tls%% ssl;
         ssl_certificate %%CERTS%%/good.test.crt;
@@ -195,7 +210,8 @@ CONF
     DNS => $b{dns_nxdomain}->port, PLAIN => $b{plain}->addr, CERTS => $certs,
     KA_FIN => $b{ka_fin}->addr, KA_RST => $b{ka_rst}->addr, BUSY => $b{busy}->addr,
     CUT => $b{cut}->addr, WS => $b{ws}->addr, LATE => $b{late}->addr,
-    TLS_ONLY => $b{tls_only}->addr, STALE => $stale_sock,
+    TLS_ONLY => $b{tls_only}->addr, STALE => $stale_sock, LARGE => $b{large}->addr,
+    PTEMP => $ptemp,
     MUTE_DNS => $mute_dns->sockport);
 
 # errno => undef: not checked. Timeouts report 110, as nginx's own error.log line does.
@@ -504,6 +520,34 @@ like(($t->find_access('access.log', \@F, request_uri => '/dead?2') || {})->{tria
     is($ws_peer && $ws_peer->{responses}{'1xx'}, 1, 'status: ... its 101 is counted as a response');
     is((grep { $_->{path} eq '/ws' } @{ $j->{recent_failures} || [] }), 0,
        'status: no recent failure for /ws');
+}
+
+# nginx cannot write its temporary file (the temp path lost its permissions, or its disk is
+# full): it logs the file's errno and cuts the answer. That errno is not the connection's (13
+# here read as permission_denied, with the unix socket hint) and the backend is not at fault:
+# `other`, the file's errno, and a hint about the temp path.
+{
+    # nginx makes its temp paths writable for the workers at start; taken away now
+    chown 0, 0, $ptemp;
+    chmod 0000, $ptemp;
+    my $c = $t->conn('slow') or BAIL_OUT("connect: $!");
+    setsockopt($c->sock, SOL_SOCKET, SO_RCVBUF, 4096);
+    $c->send_request(GET => '/tempfile');
+    ok($t->wait_error_log(qr/\[crit\] .*open\(\) "\Q$ptemp\E\/\d+" failed \(13: Permission denied\) while reading upstream.*"GET \/tempfile /, timeout => 10),
+       '/tempfile: nginx could not open its temporary file');
+    my $r = $c->read_response(timeout => 10);
+    is($r->{status}, 200, '/tempfile: the 200 header went out first');
+    cmp_ok(length($r->{body} // ''), '<', 4_000_000, '/tempfile: the answer is cut');
+    $c->close;
+    chmod 0755, $ptemp;
+    check_record({ uri => '/tempfile', status => 200, cause => 'other', errno => 13,
+                   phase => 'read_body', peer => $b{large}->addr,
+                   hint => qr/^nginx could not write the response to a temporary file/ },
+                 $t->find_access('access.log', \@F, request_uri => '/tempfile'));
+    my $j = eval { JSON::PP::decode_json($t->http('main', '/status')->{body}) } || {};
+    my ($p) = @{ ($j->{upstreams}{ $b{large}->addr } || {})->{peers} || [] };
+    is($p && $p->{last_failure}{cause}, 'other', 'status: the temp file failure is `other`');
+    like($p && $p->{hint} // '', qr/temp path/, 'status: its hint names the temp path');
 }
 
 # The backend's idle timeout runs out just as nginx reuses a kept-alive connection (the

@@ -133,8 +133,8 @@ sub start {
             open STDIN, '<', '/dev/null';
             open STDOUT, '>>', "$dir/openssl.log";
             open STDERR, '>&', \*STDOUT;
-            exec 'openssl', 's_server', '-quiet', '-accept', $self->host . ":$self->{port}",
-                '-cert', $opt{cert}, '-key', $opt{key};
+            { exec 'openssl', 's_server', '-quiet', '-accept', $self->host . ":$self->{port}",
+                '-cert', $opt{cert}, '-key', $opt{key} };
             POSIX::_exit(127);
         }
         eval {
