@@ -152,6 +152,9 @@ impl Cause {
             Detail::TlsStalled => return Some(
                 "the backend accepted the connection but did not finish the TLS handshake in time: it may not speak TLS on that port (a plain HTTP server waits for a request line), or it is overloaded",
             ),
+            Detail::Unresolved => return Some(
+                "the upstream has no server address now: the names of its servers (server ... resolve) resolve to nothing; check the names and the resolver: error.log says why they could not be resolved",
+            ),
             Detail::TempFile => return Some(
                 "nginx could not write the response to a temporary file (the error.log line names it): the worker user must be able to write the temp path (proxy_temp_path, fastcgi_temp_path...) and its disk must have space; or set *_max_temp_file_size 0 to pass large responses on without one",
             ),
@@ -418,6 +421,9 @@ pub enum Detail {
     /// nginx's own file operation failed (a temporary file for the response: `open()`,
     /// `write()` of `*_temp_path`), not the connection: the errno is the file's.
     TempFile,
+    /// No live upstreams: the upstream has no server at all now, its `server NAME resolve`
+    /// names resolving to nothing.
+    Unresolved,
 }
 
 /// How long after the try began a close without an answer stops looking like a crash on
@@ -427,7 +433,7 @@ pub enum Detail {
 pub const LATE_CLOSE_MS: u64 = 5_000;
 
 impl Detail {
-    pub const ALL: [Detail; 8] = [
+    pub const ALL: [Detail; 9] = [
         Detail::None,
         Detail::Reused,
         Detail::MaxConns,
@@ -436,6 +442,7 @@ impl Detail {
         Detail::LateClose,
         Detail::StaleSocket,
         Detail::TempFile,
+        Detail::Unresolved,
     ];
 
     pub fn from_index(i: usize) -> Option<Detail> {
@@ -453,11 +460,16 @@ pub struct Skipped {
     pub busy: u32,
     /// `down` (configured, or set by the health checks).
     pub down: u32,
+    /// The upstream's list was read and held no server at all (every `server ... resolve`
+    /// name resolved to nothing).
+    pub no_servers: bool,
 }
 
 impl Skipped {
     fn detail(&self) -> Detail {
-        if self.failed > 0 {
+        if self.no_servers {
+            Detail::Unresolved
+        } else if self.failed > 0 {
             Detail::None // the cause's own hint: max_fails / fail_timeout
         } else if self.busy > 0 {
             Detail::MaxConns
@@ -1186,7 +1198,12 @@ mod tests {
     fn no_live_upstreams_says_why() {
         let nolive = |failed, busy, down| Facts {
             event: Event::NoLivePeers,
-            skipped: Skipped { failed, busy, down },
+            skipped: Skipped {
+                failed,
+                busy,
+                down,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let detail = |f: Facts| {
@@ -1205,12 +1222,21 @@ mod tests {
         assert!(hint(Detail::None).contains("max_fails"));
         assert!(hint(Detail::MaxConns).contains("at its max_conns"));
         assert!(hint(Detail::Down).contains("failing its health checks"));
+        // no server at all: `server NAME resolve` names that resolve to nothing
+        let empty = Facts {
+            skipped: Skipped {
+                no_servers: true,
+                ..Default::default()
+            },
+            ..nolive(0, 0, 0)
+        };
+        assert_eq!(detail(empty), Detail::Unresolved);
+        assert!(hint(Detail::Unresolved).contains("server ... resolve"));
         // the facts of a peer's failure never make a no-live detail
         let refused = Facts {
             skipped: Skipped {
-                failed: 0,
                 busy: 1,
-                down: 0,
+                ..Default::default()
             },
             ..failed()
         };

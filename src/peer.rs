@@ -374,7 +374,9 @@ unsafe fn skipped(r: *mut ngx_http_request_t) -> Skipped {
         return s;
     }
     let now = ngx_time();
+    s.no_servers = true;
     upstreams::visit_peers((*u).upstream, |q, _| {
+        s.no_servers = false;
         if q.down != 0 {
             s.down += 1;
         } else if upstreams::failed(q, now) {

@@ -71,6 +71,7 @@ http {
         listen 127.0.0.1:%%PORT_main%%;
         proxy_next_upstream off;
         location /app { proxy_pass http://app; }
+        location /app_fb { proxy_pass http://app; triage_fallback json; triage_fallback_details on; }
         location /checked { proxy_pass http://checked; }
         location = /status { triage_status; access_log off; }
         location = /check_status { check_status json; access_log off; }
@@ -141,6 +142,26 @@ $p = wait_until(sub {
 is($p->{failures}{total}, $failures, "new failures add to them ($failures in all)");
 my $pl = peer(status_json($t), 'app', $live) || {};
 is($pl->{failures}{total}, 0, "$live: no failures");
+
+# DNS names no address: the upstream has no server left, and nginx answers "no live
+# upstreams". Nothing failed (max_fails) and nothing is down: the hint says the names resolve
+# to nothing.
+dns('app.test' => []);
+ok(wait_until(sub { my @p = peers_of('app'); !@p }, 15), 'DNS without any address: no peer left')
+    or diag explain [peers_of('app')];
+{
+    my $r = $t->http('main', '/app_fb/4');
+    is($r->{status}, 502, 'no server address: 502') or diag explain $r;
+    my $j = eval { JSON::PP::decode_json($r->{body}) } || {};
+    is($j->{cause}, 'no_live_upstreams', 'no server address: no_live_upstreams');
+    like($j->{hint} // '', qr/^the upstream has no server address now: the names of its servers \(server \.\.\. resolve\) resolve to nothing/,
+         'no server address: the hint says the names resolve to nothing');
+    ok($t->wait_error_log(qr/\[error\] .*no live upstreams while connecting to upstream.*"GET \/app_fb\/4 /),
+       'no server address: error.log says "no live upstreams"');
+}
+dns('app.test' => ['127.0.0.1', '127.0.0.2']);
+ok(wait_until(sub { join(',', peers_of('app')) eq join(',', sort $live, $dead) }, 10),
+   'DNS names both addresses again: both peers are back') or diag explain [peers_of('app')];
 
 # --- active checks of run-time peers (upstream checked)
 
