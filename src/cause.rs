@@ -758,7 +758,10 @@ pub fn parse_log_line(line: &[u8]) -> LogLine {
                 matches!(n, 1..=5) && find(&line[..start], b"could not be resolved", 18).is_some();
             if !resolver {
                 out.errno = Some(n);
-                out.file_error = find(&line[..start], b"() \"", 3).is_some();
+                // only where a file's errno could pass for a socket's: not for those only
+                // sockets give (refused, reset, timed out... the lines of every failure)
+                out.file_error =
+                    !SOCKET_ONLY_ERRNOS.contains(&n) && find(&line[..start], b"() \"", 3).is_some();
             }
             return out;
         }
@@ -770,6 +773,17 @@ pub fn parse_log_line(line: &[u8]) -> LogLine {
     out.sent_invalid = find(msg, b"upstream sent ", 0).is_some();
     out
 }
+
+/// errnos no file operation gives: a line with one of them is a socket's.
+const SOCKET_ONLY_ERRNOS: [i32; 7] = [
+    errno::ECONNREFUSED,
+    errno::ECONNRESET,
+    errno::ETIMEDOUT,
+    errno::EPIPE,
+    errno::EHOSTUNREACH,
+    errno::ENETUNREACH,
+    errno::EADDRNOTAVAIL,
+];
 
 /// First position of `b` in `hay`: the C library's `memchr`.
 fn memchr(b: u8, hay: &[u8]) -> Option<usize> {
