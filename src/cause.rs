@@ -193,7 +193,7 @@ impl Cause {
                 p.directive("send_timeout")
             ),
             Cause::ReadTimeout => format!(
-                "the backend accepted the request but did not answer in time: look for slow queries, or raise {}",
+                "the backend accepted the request but did not answer in time: look for slow queries, or for every one of its workers being busy (php-fpm pm.max_children, gunicorn --workers: requests wait in its listen queue), or raise {}",
                 p.directive("read_timeout")
             ),
             Cause::PrematureClose => {

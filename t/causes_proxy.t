@@ -223,8 +223,10 @@ my @cases = (
     { uri => '/ctimeout', status => 504, cause => 'connect_timeout', errno => 110,
       phase => 'connect', peer => $b{blackhole}->addr, hint => qr/^the backend did not accept the connection in time/,
       err => qr/\[error\] .*upstream timed out \(110: Connection timed out\) while connecting to upstream/ },
+    # accepted and never answered: a slow request, or every worker busy with others
     { uri => '/silent', status => 504, cause => 'read_timeout', errno => 110,
       phase => 'read_header', peer => $b{silent}->addr,
+      hint => qr/look for slow queries, or for every one of its workers being busy \(php-fpm pm\.max_children, gunicorn --workers: requests wait in its listen queue\), or raise proxy_read_timeout$/,
       err => qr/\[error\] .*upstream timed out \(110: Connection timed out\) while reading response header from upstream/ },
     # a fresh connection: not the kept-alive race below, the hint looks at the backend
     { uri => '/close', status => 502, cause => 'premature_close', errno => '',
