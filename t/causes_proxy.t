@@ -235,7 +235,7 @@ my @cases = (
       err => qr/\[error\] .*upstream prematurely closed connection while reading response header from upstream/ },
     # a TLS server closes the same way on a plain request: the hint says so
     { uri => '/tls_port', status => 502, cause => 'premature_close', errno => '',
-      hint => qr/; a TLS port closes the same way on plain HTTP \(then proxy_pass https:\/\/\)$/,
+      hint => qr/; a port that speaks TLS or FastCGI \(php-fpm\) closes the same way on plain HTTP: then proxy_pass https:\/\/, or fastcgi_pass$/,
       phase => 'read_header', peer => $b{tls_only}->addr,
       err => qr/\[error\] .*upstream prematurely closed connection while reading response header from upstream/ },
     # the same close, 5.5 s after the request: the backend's own timeout, not a crash
