@@ -198,16 +198,21 @@ impl Cause {
             ),
             Cause::PrematureClose => {
                 let crash = "the backend closed the connection before answering: check its logs for crashes, OOM kills or worker restarts";
-                // a TLS server (Node.js, OpenSSL) closes without a byte on a plain request, and
-                // so does php-fpm (the request's first bytes are no FastCGI record)
+                // a TLS server (Node.js, OpenSSL) closes without a byte on a plain request
                 match p {
-                    Pass::Any | Pass::Proxy => format!("{crash}; a port that speaks TLS or FastCGI (php-fpm) closes the same way on plain HTTP: then proxy_pass https://, or fastcgi_pass"),
+                    Pass::Any | Pass::Proxy => format!("{crash}; a TLS port closes the same way on plain HTTP (then proxy_pass https://)"),
                     Pass::Grpc => format!("{crash}; a TLS port closes the same way on plain HTTP/2 (then grpc_pass grpcs://)"),
                     _ => crash.into(),
                 }
             }
             Cause::ConnectionReset => {
-                "the backend reset the connection: check its logs for crashes, and that keepalive timeouts match on both sides".into()
+                let crash = "the backend reset the connection: check its logs for crashes, and that keepalive timeouts match on both sides";
+                // php-fpm reads a FastCGI record header, finds none, and closes with the rest
+                // of the request unread: the kernel answers with a reset
+                match p {
+                    Pass::Any | Pass::Proxy => format!("{crash}; a FastCGI port (php-fpm) resets a plain HTTP request this way (then fastcgi_pass)"),
+                    _ => crash.into(),
+                }
             }
             Cause::InvalidHeader => format!(
                 "the backend answered something that is not valid {}: check that {} speaks the backend's protocol (http, fastcgi, uwsgi)",

@@ -35,6 +35,8 @@ $b{cut} = $t->backend('cut_body');
 # gunicorn's worker timeout: the backend takes the request, says nothing, and its worker is
 # killed (the connection closes) some seconds later
 $b{late} = $t->backend('close', delay => 5.5);
+# php-fpm's port given plain HTTP (proxy_pass where fastcgi_pass was meant)
+$b{fpm} = $t->backend('fastcgi_only');
 # a large answer, for a temporary file that nginx cannot write
 $b{large} = $t->backend('ok', body => 'x' x 4_000_000);
 my $ptemp = $t->subdir('ptemp');
@@ -164,6 +166,7 @@ http {
         location /busy     { proxy_pass http://busy; }
         location /cut      { proxy_pass http://%%CUT%%; }
         location /tls_port { proxy_pass http://%%TLS_ONLY%%; }
+        location /fpm_port { proxy_pass http://%%FPM%%; }
         location /late     { proxy_read_timeout 10s; proxy_pass http://%%LATE%%; }
         location /ws {
             proxy_http_version 1.1;
@@ -210,7 +213,7 @@ CONF
     DNS => $b{dns_nxdomain}->port, PLAIN => $b{plain}->addr, CERTS => $certs,
     KA_FIN => $b{ka_fin}->addr, KA_RST => $b{ka_rst}->addr, BUSY => $b{busy}->addr,
     CUT => $b{cut}->addr, WS => $b{ws}->addr, LATE => $b{late}->addr,
-    TLS_ONLY => $b{tls_only}->addr, STALE => $stale_sock, LARGE => $b{large}->addr,
+    TLS_ONLY => $b{tls_only}->addr, STALE => $stale_sock, LARGE => $b{large}->addr, FPM => $b{fpm}->addr,
     PTEMP => $ptemp,
     MUTE_DNS => $mute_dns->sockport);
 
@@ -235,9 +238,14 @@ my @cases = (
       err => qr/\[error\] .*upstream prematurely closed connection while reading response header from upstream/ },
     # a TLS server closes the same way on a plain request: the hint says so
     { uri => '/tls_port', status => 502, cause => 'premature_close', errno => '',
-      hint => qr/; a port that speaks TLS or FastCGI \(php-fpm\) closes the same way on plain HTTP: then proxy_pass https:\/\/, or fastcgi_pass$/,
+      hint => qr/; a TLS port closes the same way on plain HTTP \(then proxy_pass https:\/\/\)$/,
       phase => 'read_header', peer => $b{tls_only}->addr,
       err => qr/\[error\] .*upstream prematurely closed connection while reading response header from upstream/ },
+    # php-fpm resets a request that is not FastCGI: the hint says so
+    { uri => '/fpm_port', status => 502, cause => 'connection_reset', errno => 104,
+      hint => qr/; a FastCGI port \(php-fpm\) resets a plain HTTP request this way \(then fastcgi_pass\)$/,
+      phase => 'read_header', peer => $b{fpm}->addr,
+      err => qr/\[error\] .*recv\(\) failed \(104: Connection reset by peer\) while reading response header from upstream/ },
     # the same close, 5.5 s after the request: the backend's own timeout, not a crash
     { uri => '/late', status => 502, cause => 'premature_close', errno => '',
       hint => qr/^the backend closed the connection without answering, 5 s or more after the request: its own request timeout most likely killed it \(gunicorn --timeout/,

@@ -36,6 +36,8 @@ package Triage::Backend;
 #   tls_only       a TLS server (openssl s_server, opt cert => and key => files) that
 #                  closes a connection without a byte when it gets plain HTTP, as OpenSSL
 #                  and Node.js servers do
+#   fastcgi_only   reads the 8 bytes of a FastCGI record header and closes, the rest of the
+#                  request unread (so the kernel sends RST): php-fpm given plain HTTP
 #   dns_nxdomain   UDP DNS server answering NXDOMAIN to every query
 #   dns            UDP DNS server answering A queries for the names of opt answers =>
 #                  { 'app.test' => ['127.0.0.1', '127.0.0.2'] } (TTL 1 s), which
@@ -384,6 +386,14 @@ sub _serve {
                 next;
             }
             my $c = $st{ fileno $s } or next;
+            if ($self->{type} eq 'fastcgi_only') {
+                # php-fpm reads a record header, finds no FastCGI there, and closes: the rest
+                # of the request unread, the kernel resets the connection
+                sysread($s, my $header, 8);
+                $self->_event('request raw 8');
+                $drop->($s);
+                next;
+            }
             my $n = sysread($s, $c->{buf}, 65536, length $c->{buf});
             if (!defined $n) { next if $! == EINTR || $! == EAGAIN; $drop->($s); next }
             if ($n == 0) { $drop->($s); next }
