@@ -171,6 +171,16 @@ silent('proxy_pass and upstream servers where backends listen',
     is($ok2->connections, $before, 'the check does not connect: the backend saw no connection');
 }
 
+# --- plain-to-tls-port: plain HTTP to a port that speaks TLS by convention
+fires('proxy_pass http:// to port 443', { LOCATION => 'proxy_pass http://localhost:443;' },
+      'plain-to-tls-port', qr/proxy_pass http:\/\/localhost:443;/,
+      qr/^proxy_pass in location "\/" sends plain http:\/\/ requests to port 443, which normally speaks TLS — use https:\/\/ /);
+fires('an upstream server on port 8443 behind proxy_pass http://',
+      { HTTP => "upstream api {\n        server localhost:8443;\n    }", LOCATION => 'proxy_pass http://api;' },
+      'plain-to-tls-port', qr/proxy_pass http:\/\/api;/,
+      qr/to port 8443 \(server "localhost:8443" of upstream "api"\)/);
+silent('proxy_pass https:// to port 443', { LOCATION => 'proxy_pass https://localhost:443;' });
+
 # --- timeout-below-check and max-fails-with-check against an active check (`check`)
 my $CHECKED = "upstream app {\n        server %%OK%%%%MF%%;\n        check interval=3000 rise=2 fall=2 timeout=%%CT%% type=tcp;\n    }";
 sub checked { my ($mf, $ct) = @_; (my $u = $CHECKED) =~ s/%%MF%%/$mf/; $u =~ s/%%CT%%/$ct/; $u }

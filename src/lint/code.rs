@@ -9,6 +9,7 @@ pub enum Code {
     SocketMissing,
     SocketPermission,
     NothingListening,
+    PlainToTlsPort,
     SelinuxNetworkConnect,
     TimeoutBelowCheck,
     MaxFailsWithCheck,
@@ -17,12 +18,13 @@ pub enum Code {
 
 impl Code {
     /// Every code, in documentation order.
-    pub const ALL: [Code; 9] = [
+    pub const ALL: [Code; 10] = [
         Code::KeepaliveHttp10,
         Code::KeepaliveConnectionHeader,
         Code::SocketMissing,
         Code::SocketPermission,
         Code::NothingListening,
+        Code::PlainToTlsPort,
         Code::SelinuxNetworkConnect,
         Code::TimeoutBelowCheck,
         Code::MaxFailsWithCheck,
@@ -36,6 +38,7 @@ impl Code {
             Code::SocketMissing => "socket-missing",
             Code::SocketPermission => "socket-permission",
             Code::NothingListening => "nothing-listening",
+            Code::PlainToTlsPort => "plain-to-tls-port",
             Code::SelinuxNetworkConnect => "selinux-network-connect",
             Code::TimeoutBelowCheck => "timeout-below-check",
             Code::MaxFailsWithCheck => "max-fails-with-check",

@@ -7,6 +7,7 @@ mod check;
 mod keepalive;
 mod network;
 mod sockets;
+mod tls_port;
 
 use std::collections::{HashMap, HashSet};
 
@@ -45,6 +46,7 @@ pub fn run(cfg: &Config, sys: &dyn SystemView) -> Vec<Finding> {
     keepalive::check(&ix, &mut r);
     sockets::check(&ix, sys, &mut r);
     network::nothing_listening(&ix, sys, &mut r);
+    tls_port::check(&ix, &mut r);
     network::selinux(&ix, sys, &mut r);
     check::timeouts(&ix, &mut r);
     check::max_fails(cfg, &mut r);
