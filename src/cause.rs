@@ -118,6 +118,19 @@ impl Cause {
     /// own, or one those make sharper ([`Cause::sharp_hint`]). The directives it names are
     /// those of `pass` (`fastcgi_read_timeout` for fastcgi_pass).
     pub fn hint_in(self, errno: Option<i32>, detail: Detail, pass: Pass) -> &'static str {
+        if detail == Detail::PlainUnanswered {
+            static UNANSWERED: std::sync::OnceLock<Vec<Vec<Option<String>>>> =
+                std::sync::OnceLock::new();
+            let all = UNANSWERED.get_or_init(|| {
+                Pass::ALL
+                    .iter()
+                    .map(|&p| Cause::ALL.iter().map(|c| c.unanswered_text(p)).collect())
+                    .collect()
+            });
+            if let Some(h) = &all[pass as usize][self.index()] {
+                return h;
+            }
+        }
         self.sharp_hint(errno, detail).unwrap_or_else(|| {
             static HINTS: std::sync::OnceLock<Vec<Vec<String>>> = std::sync::OnceLock::new();
             let all = HINTS.get_or_init(|| {
@@ -155,6 +168,8 @@ impl Cause {
             Detail::Unresolved => return Some(
                 "the upstream has no server address now: the names of its servers (server ... resolve) resolve to nothing; check the names and the resolver: error.log says why they could not be resolved",
             ),
+            // the cause's own hint, made longer for the pass (Cause::hint_in)
+            Detail::PlainUnanswered => {}
             Detail::TempFile => return Some(
                 "nginx could not write the response to a temporary file (the error.log line names it): the worker user must be able to write the temp path (proxy_temp_path, fastcgi_temp_path...) and its disk must have space; or set *_max_temp_file_size 0 to pass large responses on without one",
             ),
@@ -179,6 +194,46 @@ impl Cause {
         }
     }
 
+    /// The hint of a plain connection closed or reset at once, without a byte of an answer
+    /// (`Detail::PlainUnanswered`): a crash, or a port that speaks another protocol and drops
+    /// the request. A TLS server (OpenSSL, Node.js) closes on a plain request; php-fpm reads
+    /// a FastCGI record header, finds none, and closes with the rest of the request unread,
+    /// which the kernel turns into a reset. None: the cause's own hint.
+    fn unanswered_text(self, p: Pass) -> Option<String> {
+        if !self.unanswered_applies(p) {
+            return None;
+        }
+        let own = self.hint_text(p);
+        match (self, p) {
+            (Cause::PrematureClose, Pass::Any | Pass::Proxy) => Some(format!(
+                "{own}; a TLS port closes the same way on plain HTTP (then proxy_pass https://)"
+            )),
+            (Cause::PrematureClose, Pass::Grpc) => Some(format!(
+                "{own}; a TLS port closes the same way on plain HTTP/2 (then grpc_pass grpcs://)"
+            )),
+            (Cause::ConnectionReset, _) => Some(format!(
+                "{own}; a FastCGI port (php-fpm) resets a plain HTTP request this way (then fastcgi_pass)"
+            )),
+            _ => None,
+        }
+    }
+
+    /// Does [`Detail::PlainUnanswered`] lengthen this cause's hint through `p`?
+    fn unanswered_applies(self, p: Pass) -> bool {
+        matches!(
+            (self, p),
+            (Cause::PrematureClose, Pass::Any | Pass::Proxy | Pass::Grpc)
+                | (Cause::ConnectionReset, Pass::Any | Pass::Proxy)
+        )
+    }
+
+    /// Is the hint for these the cause's own through `pass` (`hint_in(None, Detail::None,
+    /// pass)`), which pages keep ready, rather than one the errno or the detail changes?
+    pub fn hint_is_own(self, errno: Option<i32>, detail: Detail, pass: Pass) -> bool {
+        self.sharp_hint(errno, detail).is_none()
+            && !(detail == Detail::PlainUnanswered && self.unanswered_applies(pass))
+    }
+
     fn hint_text(self, p: Pass) -> String {
         match self {
             Cause::ConnectRefused => format!(
@@ -197,22 +252,10 @@ impl Cause {
                 p.directive("read_timeout")
             ),
             Cause::PrematureClose => {
-                let crash = "the backend closed the connection before answering: check its logs for crashes, OOM kills or worker restarts";
-                // a TLS server (Node.js, OpenSSL) closes without a byte on a plain request
-                match p {
-                    Pass::Any | Pass::Proxy => format!("{crash}; a TLS port closes the same way on plain HTTP (then proxy_pass https://)"),
-                    Pass::Grpc => format!("{crash}; a TLS port closes the same way on plain HTTP/2 (then grpc_pass grpcs://)"),
-                    _ => crash.into(),
-                }
+                "the backend closed the connection before answering: check its logs for crashes, OOM kills or worker restarts".into()
             }
             Cause::ConnectionReset => {
-                let crash = "the backend reset the connection: check its logs for crashes, and that keepalive timeouts match on both sides";
-                // php-fpm reads a FastCGI record header, finds none, and closes with the rest
-                // of the request unread: the kernel answers with a reset
-                match p {
-                    Pass::Any | Pass::Proxy => format!("{crash}; a FastCGI port (php-fpm) resets a plain HTTP request this way (then fastcgi_pass)"),
-                    _ => crash.into(),
-                }
+                "the backend reset the connection: check its logs for crashes, and that keepalive timeouts match on both sides".into()
             }
             Cause::InvalidHeader => format!(
                 "the backend answered something that is not valid {}: check that {} speaks the backend's protocol (http, fastcgi, uwsgi)",
@@ -430,6 +473,9 @@ pub enum Detail {
     /// No live upstreams: the upstream has no server at all now, its `server NAME resolve`
     /// names resolving to nothing.
     Unresolved,
+    /// A plain (not TLS) connection, new, closed or reset at once without a byte of an
+    /// answer: a crash, or a port that speaks another protocol (TLS, FastCGI).
+    PlainUnanswered,
 }
 
 /// How long after the try began a close without an answer stops looking like a crash on
@@ -439,7 +485,7 @@ pub enum Detail {
 pub const LATE_CLOSE_MS: u64 = 5_000;
 
 impl Detail {
-    pub const ALL: [Detail; 9] = [
+    pub const ALL: [Detail; 10] = [
         Detail::None,
         Detail::Reused,
         Detail::MaxConns,
@@ -449,6 +495,7 @@ impl Detail {
         Detail::StaleSocket,
         Detail::TempFile,
         Detail::Unresolved,
+        Detail::PlainUnanswered,
     ];
 
     pub fn from_index(i: usize) -> Option<Detail> {
@@ -589,6 +636,8 @@ pub fn classify(f: &Facts) -> Verdict {
         Detail::LateClose
     } else if unanswered && f.reused {
         Detail::Reused
+    } else if unanswered && f.tls == Tls::Off {
+        Detail::PlainUnanswered
     } else if v.cause == Cause::ConnectRefused && f.unix {
         Detail::StaleSocket
     } else if v.cause == Cause::ConnectTimeout && f.tls == Tls::Handshaking {
@@ -988,7 +1037,8 @@ mod tests {
                 cause: Cause::ConnectionReset,
                 phase: Phase::ReadHeader,
                 errno: Some(104),
-                detail: Detail::None
+                // plain, new, nothing received: a crash or another protocol's port
+                detail: Detail::PlainUnanswered,
             }
         );
         let f = Facts {
@@ -1091,6 +1141,56 @@ mod tests {
             Facts {
                 read_eof: false,
                 read_timedout: true,
+                ..closed
+            },
+        ] {
+            assert_ne!(classify(&f).detail, Detail::Reused, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn plain_connection_unanswered() {
+        // closed or reset at once, nothing received, on a new plain connection: a crash, or
+        // a TLS / FastCGI port given plain HTTP; the hint says which fix fits the pass
+        let closed = Facts {
+            request_sent: true,
+            read_eof: true,
+            ..failed()
+        };
+        let reset = Facts {
+            read_eof: false,
+            errno: Some(errno::ECONNRESET),
+            ..closed
+        };
+        for f in [closed, reset] {
+            assert_eq!(classify(&f).detail, Detail::PlainUnanswered, "{f:?}");
+        }
+        let hint = |c: Cause, p| c.hint_in(None, Detail::PlainUnanswered, p);
+        assert!(hint(Cause::PrematureClose, Pass::Proxy).ends_with(
+            "; a TLS port closes the same way on plain HTTP (then proxy_pass https://)"
+        ));
+        assert!(hint(Cause::PrematureClose, Pass::Grpc).ends_with("(then grpc_pass grpcs://)"));
+        assert!(hint(Cause::ConnectionReset, Pass::Proxy).contains("php-fpm"));
+        // through fastcgi_pass neither applies: the cause's own hint
+        for c in [Cause::PrematureClose, Cause::ConnectionReset] {
+            assert_eq!(
+                hint(c, Pass::Fastcgi),
+                c.hint_in(None, Detail::None, Pass::Fastcgi)
+            );
+        }
+        // over TLS (the handshake done), with bytes received, or after the header: not this
+        for f in [
+            Facts {
+                tls: Tls::Established,
+                ..closed
+            },
+            Facts {
+                bytes_received: 12,
+                ..closed
+            },
+            Facts {
+                header_sent: true,
+                event: Event::BodyFailed,
                 ..closed
             },
         ] {

@@ -469,15 +469,19 @@ impl Known {
                     .collect()
             })
             .collect();
-        // the sharper hints (`Cause::sharp_hint`) name no module's directive: one will do
+        // the sharper hints (`Cause::sharp_hint`) name no module's directive, but a detail
+        // can lengthen the cause's own hint of a module (`Detail::PlainUnanswered`)
         let sharp = Cause::ALL.iter().flat_map(|&c| {
             let by_errno = Cause::SHARP_ERRNOS.map(|e| Page {
                 errno: Some(e),
                 ..with_cause(c)
             });
-            let by_detail = Detail::ALL.map(|detail| Page {
-                detail,
-                ..with_cause(c)
+            let by_detail = Detail::ALL.into_iter().flat_map(move |detail| {
+                Pass::ALL.map(|pass| Page {
+                    detail,
+                    pass,
+                    ..with_cause(c)
+                })
             });
             by_errno
                 .into_iter()
@@ -614,7 +618,7 @@ impl Template {
                     }
                 }
                 Chunk::Hole(Hole::Cause) => out.write_all(&k.cause[p.cause.index()])?,
-                Chunk::Hole(Hole::Hint) if p.cause.sharp_hint(p.errno, p.detail).is_none() => {
+                Chunk::Hole(Hole::Hint) if p.cause.hint_is_own(p.errno, p.detail, p.pass) => {
                     out.write_all(&k.hint[p.pass as usize][p.cause.index()])?
                 }
                 Chunk::Hole(Hole::Phase) if p.phase.is_some() => {

@@ -166,6 +166,7 @@ http {
         location /busy     { proxy_pass http://busy; }
         location /cut      { proxy_pass http://%%CUT%%; }
         location /tls_port { proxy_pass http://%%TLS_ONLY%%; }
+        location /close_tls { proxy_pass https://127.0.0.1:%%PORT_tls%%; }
         location /fpm_port { proxy_pass http://%%FPM%%; }
         location /late     { proxy_read_timeout 10s; proxy_pass http://%%LATE%%; }
         location /ws {
@@ -202,6 +203,8 @@ http {
         ssl_certificate_key %%CERTS%%/good.test.key;
         access_log off;
         location / { return 200 "tls ok\n"; }
+        # closes the connection without an answer (the TLS session shut down)
+        location /close_tls { return 444; }
     }
 }
 CONF
@@ -240,6 +243,11 @@ my @cases = (
     { uri => '/tls_port', status => 502, cause => 'premature_close', errno => '',
       hint => qr/; a TLS port closes the same way on plain HTTP \(then proxy_pass https:\/\/\)$/,
       phase => 'read_header', peer => $b{tls_only}->addr,
+      err => qr/\[error\] .*upstream prematurely closed connection while reading response header from upstream/ },
+    # the same close over TLS: a crash, not a TLS port (the hint does not say https://)
+    { uri => '/close_tls', status => 502, cause => 'premature_close', errno => '',
+      hint => qr/^the backend closed the connection before answering: check its logs for crashes, OOM kills or worker restarts$/,
+      phase => 'read_header', peer => qr/^127\.0\.0\.1:\d+$/,
       err => qr/\[error\] .*upstream prematurely closed connection while reading response header from upstream/ },
     # php-fpm resets a request that is not FastCGI: the hint says so
     { uri => '/fpm_port', status => 502, cause => 'connection_reset', errno => 104,
