@@ -204,18 +204,24 @@ impl Cause {
             return None;
         }
         let own = self.hint_text(p);
-        match (self, p) {
-            (Cause::PrematureClose, Pass::Any | Pass::Proxy) => Some(format!(
+        Some(match (self, p) {
+            (Cause::PrematureClose, Pass::Proxy) => format!(
                 "{own}; a TLS port closes the same way on plain HTTP (then proxy_pass https://)"
-            )),
-            (Cause::PrematureClose, Pass::Grpc) => Some(format!(
+            ),
+            (Cause::PrematureClose, Pass::Grpc) => format!(
                 "{own}; a TLS port closes the same way on plain HTTP/2 (then grpc_pass grpcs://)"
-            )),
-            (Cause::ConnectionReset, _) => Some(format!(
+            ),
+            // the status page's, for a peer whatever module passed to it
+            (Cause::PrematureClose, _) => format!(
+                "{own}; a TLS port closes the same way on a plain request (then https:// in proxy_pass, grpcs:// in grpc_pass)"
+            ),
+            (Cause::ConnectionReset, Pass::Proxy) => format!(
                 "{own}; a FastCGI port (php-fpm) resets a plain HTTP request this way (then fastcgi_pass)"
-            )),
-            _ => None,
-        }
+            ),
+            _ => format!(
+                "{own}; php-fpm resets a plain HTTP request this way (proxy_pass to its port where fastcgi_pass was meant)"
+            ),
+        })
     }
 
     /// Does [`Detail::PlainUnanswered`] lengthen this cause's hint through `p`?
