@@ -469,26 +469,31 @@ impl Known {
                     .collect()
             })
             .collect();
-        // the sharper hints (`Cause::sharp_hint`) name no module's directive, but a detail
-        // can lengthen the cause's own hint of a module (`Detail::PlainUnanswered`)
-        let sharp = Cause::ALL.iter().flat_map(|&c| {
-            let by_errno = Cause::SHARP_ERRNOS.map(|e| Page {
-                errno: Some(e),
-                ..with_cause(c)
-            });
-            let by_detail = Detail::ALL.into_iter().flat_map(move |detail| {
-                Pass::ALL.map(|pass| Page {
-                    detail,
-                    pass,
+        // every other hint an errno or a detail gives, through any module (most are the same
+        // few texts: each is encoded once)
+        let mut seen = std::collections::HashSet::new();
+        let sharp: Vec<usize> = Cause::ALL
+            .iter()
+            .flat_map(|&c| {
+                let by_errno = Cause::SHARP_ERRNOS.map(|e| Page {
+                    errno: Some(e),
                     ..with_cause(c)
-                })
-            });
-            by_errno
-                .into_iter()
-                .chain(by_detail)
-                .map(|p| text(Hole::Hint, &p).len())
-                .collect::<Vec<_>>()
-        });
+                });
+                let by_detail = Detail::ALL.into_iter().flat_map(move |detail| {
+                    Pass::ALL.map(|pass| Page {
+                        detail,
+                        pass,
+                        ..with_cause(c)
+                    })
+                });
+                by_errno.into_iter().chain(by_detail)
+            })
+            .filter(|p| {
+                !p.cause.hint_is_own(p.errno, p.detail, p.pass)
+                    && seen.insert(p.cause.hint_in(p.errno, p.detail, p.pass).as_ptr())
+            })
+            .map(|p| text(Hole::Hint, &p).len())
+            .collect();
         let hint_max = hint
             .iter()
             .flatten()
