@@ -170,6 +170,9 @@ impl Cause {
             ),
             // the cause's own hint, made longer for the pass (Cause::hint_in)
             Detail::PlainUnanswered => {}
+            Detail::CertExpired => return Some(
+                "the backend's TLS certificate has expired (error.log: certificate has expired): renew it on the backend, and check that both hosts' clocks are right",
+            ),
             Detail::TempFile => return Some(
                 "nginx could not write the response to a temporary file (the error.log line names it): the worker user must be able to write the temp path (proxy_temp_path, fastcgi_temp_path...) and its disk must have space; or set *_max_temp_file_size 0 to pass large responses on without one",
             ),
@@ -482,6 +485,8 @@ pub enum Detail {
     /// A plain (not TLS) connection, new, closed or reset at once without a byte of an
     /// answer: a crash, or a port that speaks another protocol (TLS, FastCGI).
     PlainUnanswered,
+    /// nginx refused the backend's TLS certificate: it has expired.
+    CertExpired,
 }
 
 /// How long after the try began a close without an answer stops looking like a crash on
@@ -491,7 +496,7 @@ pub enum Detail {
 pub const LATE_CLOSE_MS: u64 = 5_000;
 
 impl Detail {
-    pub const ALL: [Detail; 10] = [
+    pub const ALL: [Detail; 11] = [
         Detail::None,
         Detail::Reused,
         Detail::MaxConns,
@@ -502,6 +507,7 @@ impl Detail {
         Detail::TempFile,
         Detail::Unresolved,
         Detail::PlainUnanswered,
+        Detail::CertExpired,
     ];
 
     pub fn from_index(i: usize) -> Option<Detail> {
@@ -588,6 +594,8 @@ pub struct Facts {
     pub unix: bool,
     /// `errno` is that of nginx's own file operation (a temporary file), not the connection's.
     pub file_error: bool,
+    /// nginx refused the backend's certificate as expired.
+    pub cert_expired: bool,
 }
 
 /// errno values the taxonomy knows (Linux numbering).
@@ -637,6 +645,8 @@ pub fn classify(f: &Facts) -> Verdict {
         f.skipped.detail()
     } else if f.file_error {
         Detail::TempFile
+    } else if f.cert_expired && v.cause == Cause::TlsHandshakeFailed {
+        Detail::CertExpired
     } else if unanswered && f.elapsed_ms >= LATE_CLOSE_MS {
         // before the kept-alive race: that one strikes as the connection is reused
         Detail::LateClose
@@ -783,6 +793,10 @@ pub struct LogLine {
     /// `pwrite() "/path" failed (28: ...)`): nginx names the file, quoted, right after the
     /// call; socket calls name none (`recv() failed`, `connect() to unix:/path failed`).
     pub file_error: bool,
+    /// nginx refused the backend's certificate because it has expired ("upstream SSL
+    /// certificate verify error: (10:certificate has expired)"; 10 is OpenSSL's
+    /// X509_V_ERR_CERT_HAS_EXPIRED).
+    pub cert_expired: bool,
 }
 
 /// Parse one error.log line as nginx writes it:
@@ -832,6 +846,7 @@ pub fn parse_log_line(line: &[u8]) -> LogLine {
     let msg = &line[..find(line, b", client: ", 0).unwrap_or(line.len())];
     out.out_of_connections = find(msg, b"worker_connections are not enough", 3).is_some();
     out.sent_invalid = find(msg, b"upstream sent ", 0).is_some();
+    out.cert_expired = find(msg, b"certificate verify error: (10:", 26).is_some();
     out
 }
 
@@ -1202,6 +1217,30 @@ mod tests {
         ] {
             assert_eq!(classify(&f).detail, Detail::None, "{f:?}");
         }
+    }
+
+    #[test]
+    fn expired_certificate() {
+        // the handshake completed, nginx refused the certificate (the request never went
+        // out), and the verify error was "certificate has expired"
+        let f = Facts {
+            tls: Tls::Established,
+            cert_expired: true,
+            ..failed()
+        };
+        let v = classify(&f);
+        assert_eq!(
+            (v.cause, v.detail),
+            (Cause::TlsHandshakeFailed, Detail::CertExpired)
+        );
+        assert!(Cause::TlsHandshakeFailed
+            .hint_in(None, v.detail, Pass::Proxy)
+            .contains("certificate has expired"));
+        let other = Facts {
+            cert_expired: false,
+            ..f
+        };
+        assert_eq!(classify(&other).detail, Detail::None);
     }
 
     #[test]
@@ -1616,6 +1655,11 @@ mod tests {
         ] {
             assert!(!parse_log_line(line).file_error);
         }
+        // an expired certificate, and another verify error
+        let l = parse_log_line(b"2026/04/24 [error] 1#0: *1 upstream SSL certificate verify error: (10:certificate has expired) while SSL handshaking to upstream, client: 127.0.0.1");
+        assert!(l.cert_expired && l.errno.is_none());
+        let l = parse_log_line(b"2026/04/24 [error] 1#0: *1 upstream SSL certificate verify error: (18:self-signed certificate) while SSL handshaking to upstream, client: 127.0.0.1, request: \"GET /verify error: (10:x\"");
+        assert!(!l.cert_expired);
         // nginx's resolver reports a timeout as ETIMEDOUT
         let l = parse_log_line(b"2026/04/24 [error] 1#0: *1 app.test could not be resolved (110: Operation timed out), client: 127.0.0.1");
         assert_eq!(l.errno, Some(110));

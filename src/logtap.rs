@@ -94,6 +94,7 @@ unsafe extern "C" fn writer(log: *mut ngx_log_t, level: ngx_uint_t, buf: *mut u_
     ctx.log.out_of_connections |= seen.out_of_connections;
     // "upstream sent duplicate header line" and the like are warnings: only errors decide
     ctx.log.sent_invalid |= seen.sent_invalid && level <= NGX_LOG_ERR as ngx_uint_t;
+    ctx.log.cert_expired |= seen.cert_expired;
     if ctx.pre {
         if seen.errno.is_some() && !seen.file_error {
             // A failure while the content handler runs, before we hooked its upstream.

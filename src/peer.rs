@@ -443,6 +443,7 @@ unsafe fn gather(
         reused: (*pc).cached() != 0,
         sent_invalid: logged.sent_invalid,
         file_error: logged.file_error,
+        cert_expired: logged.cert_expired,
         elapsed_ms: ngx_current_msec.wrapping_sub((*u).start_time) as u64,
         unix: !(*pc).sockaddr.is_null() && (*(*pc).sockaddr).sa_family == AF_UNIX as u16,
         ..Default::default()

@@ -72,6 +72,7 @@ my $mute_dns = IO::Socket::INET->new(Proto => 'udp', LocalAddr => '127.0.0.1', L
     or die "udp socket: $!";
 my $certs = $t->subdir('tls');
 self_signed_cert($certs, $_) for qw(good.test other.test);
+self_signed_cert($certs, 'old.test', expired => 1);
 # a TLS-only backend (OpenSSL's own server) given plain HTTP: proxy_pass http:// to an https port
 $b{tls_only} = $t->backend('tls_only', cert => "$certs/good.test.crt", key => "$certs/good.test.key");
 
@@ -145,6 +146,12 @@ http {
                 proxy_pass https://127.0.0.1:%%PORT_tls%%;
                 proxy_ssl_name bad.test;
             }
+            # a certificate that expired yesterday, trusted and for the right name
+            location /tls_expired {
+                proxy_pass https://127.0.0.1:%%PORT_tls_old%%;
+                proxy_ssl_name old.test;
+                proxy_ssl_trusted_certificate %%CERTS%%/old.test.crt;
+            }
         }
         # run-time upstreams: nginx builds their peers without peer.init
         location /var_refused { set $b 127.0.0.1:%%CLOSED3%%; proxy_pass http://$b; }
@@ -196,6 +203,13 @@ http {
             proxy_pass http://%%LARGE%%;
         }
         location = /status { triage_status; access_log off; }
+    }
+    server {
+        listen 127.0.0.1:%%PORT_tls_old%% ssl;
+        ssl_certificate %%CERTS%%/old.test.crt;
+        ssl_certificate_key %%CERTS%%/old.test.key;
+        access_log off;
+        location / { return 200 "tls ok\n"; }
     }
     server {
         listen 127.0.0.1:%%PORT_tls%% ssl;
@@ -320,6 +334,10 @@ my @cases = (
       phase => 'connect', peer => qr/^127\.0\.0\.1:\d+$/,
       hint => qr/proxy_ssl_verify on, its certificate must be trusted by proxy_ssl_trusted_certificate/,
       err => qr/\[error\] .*upstream SSL certificate verify error: \(18:self.signed certificate\) while SSL handshaking to upstream/ },
+    { uri => '/tls_expired', status => 502, cause => 'tls_handshake_failed', errno => '',
+      phase => 'connect', peer => qr/^127\.0\.0\.1:\d+$/,
+      hint => qr/^the backend's TLS certificate has expired \(error\.log: certificate has expired\): renew it/,
+      err => qr/\[error\] .*upstream SSL certificate verify error: \(10:certificate has expired\) while SSL handshaking to upstream/ },
     { uri => '/tls_wrongname', status => 502, cause => 'tls_handshake_failed', errno => '',
       phase => 'connect', peer => qr/^127\.0\.0\.1:\d+$/, hint => qr/and name proxy_ssl_name$/,
       err => qr/\[error\] .*upstream SSL certificate does not match "bad\.test" while SSL handshaking to upstream/ },

@@ -113,16 +113,24 @@ sub log_format_directive {
     return "log_format $name '" . join('|', @v) . "';";
 }
 
-# self_signed_cert($dir, $name): $dir/$name.crt and $dir/$name.key, an EC certificate for
-# CN and subjectAltName DNS:$name, made by the openssl CLI and readable by the workers
-# ("nobody"). Dies with openssl's output if it fails.
+# self_signed_cert($dir, $name [, expired => 1]): $dir/$name.crt and $dir/$name.key, an EC
+# certificate for CN and subjectAltName DNS:$name, made by the openssl CLI and readable by the
+# workers ("nobody"); with expired => 1 it expired a day ago. Dies with openssl's output if it
+# fails.
 sub self_signed_cert {
-    my ($dir, $name) = @_;
-    my @cmd = ('openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
-        '-nodes', '-days', '2', '-subj', "/CN=$name", '-addext', "subjectAltName=DNS:$name",
-        '-keyout', "$dir/$name.key", '-out', "$dir/$name.crt");
-    system("@cmd >$dir/openssl.log 2>&1") == 0
-        or croak "openssl req failed: " . do { local (@ARGV, $/) = ("$dir/openssl.log"); <> };
+    my ($dir, $name, %opt) = @_;
+    my @key = ('-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+        '-subj', "/CN=$name", '-addext', "subjectAltName=DNS:$name", '-keyout', "$dir/$name.key");
+    my @cmds = $opt{expired}
+        # `req -x509` takes no past dates: a request, then signed valid until yesterday
+        ? ([ 'openssl', 'req', '-new', @key, '-out', "$dir/$name.csr" ],
+           [ 'openssl', 'x509', '-req', '-in', "$dir/$name.csr", '-signkey', "$dir/$name.key",
+             '-days', '-1', '-copy_extensions', 'copy', '-out', "$dir/$name.crt" ])
+        : ([ 'openssl', 'req', '-x509', @key, '-days', '2', '-out', "$dir/$name.crt" ]);
+    for my $cmd (@cmds) {
+        system("@$cmd >$dir/openssl.log 2>&1") == 0
+            or croak "openssl failed: " . do { local (@ARGV, $/) = ("$dir/openssl.log"); <> };
+    }
     chmod 0644, "$dir/$name.key", "$dir/$name.crt";
 }
 
