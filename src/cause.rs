@@ -170,6 +170,9 @@ impl Cause {
             ),
             // the cause's own hint, made longer for the pass (Cause::hint_in)
             Detail::PlainUnanswered => {}
+            Detail::NoSni => return Some(
+                "the backend refused the TLS handshake, and nginx sent it no server name (SNI), which shared TLS front ends and CDNs need: set proxy_ssl_server_name on (grpc_ssl_server_name...), and proxy_ssl_name to the backend's host name if the upstream's name is not it",
+            ),
             Detail::CertExpired => return Some(
                 "the backend's TLS certificate has expired (error.log: certificate has expired): renew it on the backend, and check that both hosts' clocks are right",
             ),
@@ -487,6 +490,9 @@ pub enum Detail {
     PlainUnanswered,
     /// nginx refused the backend's TLS certificate: it has expired.
     CertExpired,
+    /// The backend refused the handshake (alert 40 handshake_failure or 112
+    /// unrecognized_name) from nginx, which sent no server name (SNI).
+    NoSni,
 }
 
 /// How long after the try began a close without an answer stops looking like a crash on
@@ -496,7 +502,7 @@ pub enum Detail {
 pub const LATE_CLOSE_MS: u64 = 5_000;
 
 impl Detail {
-    pub const ALL: [Detail; 11] = [
+    pub const ALL: [Detail; 12] = [
         Detail::None,
         Detail::Reused,
         Detail::MaxConns,
@@ -508,6 +514,7 @@ impl Detail {
         Detail::Unresolved,
         Detail::PlainUnanswered,
         Detail::CertExpired,
+        Detail::NoSni,
     ];
 
     pub fn from_index(i: usize) -> Option<Detail> {
@@ -596,6 +603,10 @@ pub struct Facts {
     pub file_error: bool,
     /// nginx refused the backend's certificate as expired.
     pub cert_expired: bool,
+    /// The TLS alert the backend sent during the handshake, as nginx logged it.
+    pub tls_alert: Option<u16>,
+    /// nginx sends the server name in the handshake (`proxy_ssl_server_name on`).
+    pub sni: bool,
 }
 
 /// errno values the taxonomy knows (Linux numbering).
@@ -647,6 +658,11 @@ pub fn classify(f: &Facts) -> Verdict {
         Detail::TempFile
     } else if f.cert_expired && v.cause == Cause::TlsHandshakeFailed {
         Detail::CertExpired
+    } else if v.cause == Cause::TlsHandshakeFailed
+        && !f.sni
+        && matches!(f.tls_alert, Some(40 | 112))
+    {
+        Detail::NoSni
     } else if unanswered && f.elapsed_ms >= LATE_CLOSE_MS {
         // before the kept-alive race: that one strikes as the connection is reused
         Detail::LateClose
@@ -797,6 +813,8 @@ pub struct LogLine {
     /// certificate verify error: (10:certificate has expired)"; 10 is OpenSSL's
     /// X509_V_ERR_CERT_HAS_EXPIRED).
     pub cert_expired: bool,
+    /// The TLS alert the backend sent ("SSL alert number 112"), if the line names one.
+    pub tls_alert: Option<u16>,
 }
 
 /// Parse one error.log line as nginx writes it:
@@ -847,6 +865,13 @@ pub fn parse_log_line(line: &[u8]) -> LogLine {
     out.out_of_connections = find(msg, b"worker_connections are not enough", 3).is_some();
     out.sent_invalid = find(msg, b"upstream sent ", 0).is_some();
     out.cert_expired = find(msg, b"certificate verify error: (10:", 26).is_some();
+    if let Some(at) = find(msg, b"SSL alert number ", 13) {
+        let digits = &msg[at + 17..];
+        let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+        out.tls_alert = std::str::from_utf8(&digits[..n.min(3)])
+            .ok()
+            .and_then(|d| d.parse().ok());
+    }
     out
 }
 
@@ -1216,6 +1241,42 @@ mod tests {
             },
         ] {
             assert_eq!(classify(&f).detail, Detail::None, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn handshake_refused_without_sni() {
+        let f = Facts {
+            tls: Tls::Handshaking,
+            tls_alert: Some(112),
+            ..failed()
+        };
+        let v = classify(&f);
+        assert_eq!(
+            (v.cause, v.detail),
+            (Cause::TlsHandshakeFailed, Detail::NoSni)
+        );
+        assert!(Cause::TlsHandshakeFailed
+            .hint_in(None, v.detail, Pass::Proxy)
+            .contains("proxy_ssl_server_name on"));
+        let forty = Facts {
+            tls_alert: Some(40),
+            ..f
+        };
+        assert_eq!(classify(&forty).detail, Detail::NoSni);
+        // the name was sent, another alert, or none: the cause's own hint
+        for g in [
+            Facts { sni: true, ..f },
+            Facts {
+                tls_alert: Some(70),
+                ..f
+            },
+            Facts {
+                tls_alert: None,
+                ..f
+            },
+        ] {
+            assert_eq!(classify(&g).detail, Detail::None, "{g:?}");
         }
     }
 
@@ -1660,6 +1721,11 @@ mod tests {
         assert!(l.cert_expired && l.errno.is_none());
         let l = parse_log_line(b"2026/04/24 [error] 1#0: *1 upstream SSL certificate verify error: (18:self-signed certificate) while SSL handshaking to upstream, client: 127.0.0.1, request: \"GET /verify error: (10:x\"");
         assert!(!l.cert_expired);
+        // the backend's TLS alert
+        let l = parse_log_line(b"2026/04/24 [crit] 1#0: *1 SSL_do_handshake() failed (SSL: error:0A000458:SSL routines::tlsv1 unrecognized name:SSL alert number 112) while SSL handshaking to upstream, client: 127.0.0.1");
+        assert_eq!((l.tls_alert, l.errno), (Some(112), None));
+        let l = parse_log_line(b"2026/04/24 [error] 1#0: *1 SSL_do_handshake() failed (SSL: error:0A00010B:SSL routines::wrong version number) while SSL handshaking to upstream, client: 1, request: \"GET /SSL alert number 40\"");
+        assert_eq!(l.tls_alert, None);
         // nginx's resolver reports a timeout as ETIMEDOUT
         let l = parse_log_line(b"2026/04/24 [error] 1#0: *1 app.test could not be resolved (110: Operation timed out), client: 127.0.0.1");
         assert_eq!(l.errno, Some(110));

@@ -95,6 +95,9 @@ unsafe extern "C" fn writer(log: *mut ngx_log_t, level: ngx_uint_t, buf: *mut u_
     // "upstream sent duplicate header line" and the like are warnings: only errors decide
     ctx.log.sent_invalid |= seen.sent_invalid && level <= NGX_LOG_ERR as ngx_uint_t;
     ctx.log.cert_expired |= seen.cert_expired;
+    if seen.tls_alert.is_some() {
+        ctx.log.tls_alert = seen.tls_alert;
+    }
     if ctx.pre {
         if seen.errno.is_some() && !seen.file_error {
             // A failure while the content handler runs, before we hooked its upstream.

@@ -444,6 +444,8 @@ unsafe fn gather(
         sent_invalid: logged.sent_invalid,
         file_error: logged.file_error,
         cert_expired: logged.cert_expired,
+        tls_alert: logged.tls_alert,
+        sni: sni(u),
         elapsed_ms: ngx_current_msec.wrapping_sub((*u).start_time) as u64,
         unix: !(*pc).sockaddr.is_null() && (*(*pc).sockaddr).sa_family == AF_UNIX as u16,
         ..Default::default()
@@ -486,6 +488,18 @@ unsafe fn tls(c: *const ngx_connection_t) -> Tls {
 #[cfg(not(ngx_feature = "ssl"))]
 unsafe fn tls(_c: *const ngx_connection_t) -> Tls {
     Tls::Off
+}
+
+/// nginx sends the server name in its TLS handshakes with this upstream
+/// (`proxy_ssl_server_name`).
+#[cfg(ngx_feature = "ssl")]
+unsafe fn sni(u: *const ngx_http_upstream_t) -> bool {
+    !(*u).conf.is_null() && (*(*u).conf).ssl_server_name != 0
+}
+
+#[cfg(not(ngx_feature = "ssl"))]
+unsafe fn sni(_u: *const ngx_http_upstream_t) -> bool {
+    false
 }
 
 /// Classify, remember in the request's record, count in shared memory.

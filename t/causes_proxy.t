@@ -174,6 +174,13 @@ http {
         location /cut      { proxy_pass http://%%CUT%%; }
         location /tls_port { proxy_pass http://%%TLS_ONLY%%; }
         location /close_tls { proxy_pass https://127.0.0.1:%%PORT_tls%%; }
+        location /sni_off  { proxy_pass https://127.0.0.1:%%PORT_sni%%; }
+        location /sni_on {
+            proxy_pass https://127.0.0.1:%%PORT_sni%%;
+            proxy_ssl_server_name on;
+            proxy_ssl_name good.test;
+            proxy_set_header Host good.test;
+        }
         location /fpm_port { proxy_pass http://%%FPM%%; }
         location /late     { proxy_read_timeout 10s; proxy_pass http://%%LATE%%; }
         location /ws {
@@ -203,6 +210,19 @@ http {
             proxy_pass http://%%LARGE%%;
         }
         location = /status { triage_status; access_log off; }
+    }
+    # a TLS front end that needs the server name (SNI), as CDNs and shared front ends do
+    server {
+        listen 127.0.0.1:%%PORT_sni%% ssl default_server;
+        ssl_reject_handshake on;
+    }
+    server {
+        listen 127.0.0.1:%%PORT_sni%% ssl;
+        server_name good.test;
+        ssl_certificate %%CERTS%%/good.test.crt;
+        ssl_certificate_key %%CERTS%%/good.test.key;
+        access_log off;
+        location / { return 200 "sni ok\n"; }
     }
     server {
         listen 127.0.0.1:%%PORT_tls_old%% ssl;
@@ -334,6 +354,11 @@ my @cases = (
       phase => 'connect', peer => qr/^127\.0\.0\.1:\d+$/,
       hint => qr/proxy_ssl_verify on, its certificate must be trusted by proxy_ssl_trusted_certificate/,
       err => qr/\[error\] .*upstream SSL certificate verify error: \(18:self.signed certificate\) while SSL handshaking to upstream/ },
+    # nginx sends no server name by default: the front end refuses the handshake
+    { uri => '/sni_off', status => 502, cause => 'tls_handshake_failed', errno => '',
+      phase => 'connect', peer => qr/^127\.0\.0\.1:\d+$/,
+      hint => qr/^the backend refused the TLS handshake, and nginx sent it no server name \(SNI\), .*: set proxy_ssl_server_name on/,
+      err => qr/SSL_do_handshake\(\) failed .*SSL alert number 112\) while SSL handshaking to upstream/ },
     { uri => '/tls_expired', status => 502, cause => 'tls_handshake_failed', errno => '',
       phase => 'connect', peer => qr/^127\.0\.0\.1:\d+$/,
       hint => qr/^the backend's TLS certificate has expired \(error\.log: certificate has expired\): renew it/,
@@ -398,6 +423,14 @@ sub check_error_log {
     my $rec = $t->find_access('access.log', \@F, request_uri => '/ok');
     check_record({ uri => '/ok', status => 200, cause => '', errno => '', phase => '', peer => '' }, $rec);
     is($rec && $rec->{upstream_addr}, $b{ok}->addr, '/ok: went to the OK backend');
+}
+
+# The SNI front end with the server name sent: it answers (so /sni_off's failure is the
+# missing name's).
+{
+    my $r = $t->http('main', '/sni_on');
+    is($r->{status}, 200, '/sni_on: 200 with proxy_ssl_server_name on');
+    is($r->{body}, "sni ok\n", '/sni_on: the named server answered');
 }
 
 # The TLS backend with the right trust and name: verification passes (so the /tls_untrusted
