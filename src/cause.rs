@@ -485,7 +485,7 @@ pub enum Detail {
     /// No live upstreams: the upstream has no server at all now, its `server NAME resolve`
     /// names resolving to nothing.
     Unresolved,
-    /// A plain (not TLS) connection, new, closed or reset at once without a byte of an
+    /// A plain (not TLS) TCP connection, new, closed or reset at once without a byte of an
     /// answer: a crash, or a port that speaks another protocol (TLS, FastCGI).
     PlainUnanswered,
     /// nginx refused the backend's TLS certificate: it has expired.
@@ -668,7 +668,8 @@ pub fn classify(f: &Facts) -> Verdict {
         Detail::LateClose
     } else if unanswered && f.reused {
         Detail::Reused
-    } else if unanswered && f.tls == Tls::Off {
+    } else if unanswered && f.tls == Tls::Off && !f.unix {
+        // a TCP port: a unix socket has no port to mistake
         Detail::PlainUnanswered
     } else if v.cause == Cause::ConnectRefused && f.unix {
         Detail::StaleSocket
@@ -1224,10 +1225,15 @@ mod tests {
                 c.hint_in(None, Detail::None, Pass::Fastcgi)
             );
         }
-        // over TLS (the handshake done), with bytes received, or after the header: not this
+        // over TLS (the handshake done), on a unix socket, with bytes received, or after the
+        // header: not this
         for f in [
             Facts {
                 tls: Tls::Established,
+                ..closed
+            },
+            Facts {
+                unix: true,
                 ..closed
             },
             Facts {
