@@ -153,6 +153,12 @@ fires('upstream server on a loopback port nothing listens on',
         LOCATION => 'proxy_pass http://app;' },
       'nothing-listening', qr/server 127\.0\.0\.1:$closed;/,
       qr/^nothing listens on 127\.0\.0\.1:$closed \(server "127\.0\.0\.1:$closed" of upstream "app"\)/);
+fires('proxy_pass to localhost on a port nothing listens on',
+      { LOCATION => "proxy_pass http://localhost:$closed;" },
+      'nothing-listening', qr/proxy_pass http:\/\/localhost/,
+      qr/^nothing listens on localhost:$closed \(127\.0\.0\.1 or \[::1\]\) \(proxy_pass in location "\/"\) at the moment/);
+silent('proxy_pass to localhost where a backend listens',
+       { LOCATION => 'proxy_pass http://localhost:' . $ok->port . ';' });
 # nginx in front of itself: at nginx -t (and the first start) nothing listens there yet
 silent('proxy_pass to an address a server of the same configuration listens on',
       { HTTP => "server {\n        listen 127.0.0.1:$closed;\n        return 204;\n    }",
@@ -172,14 +178,18 @@ silent('proxy_pass and upstream servers where backends listen',
 }
 
 # --- plain-to-tls-port: plain HTTP to a port that speaks TLS by convention
-fires('proxy_pass http:// to port 443', { LOCATION => 'proxy_pass http://localhost:443;' },
+# (nothing listens on localhost:443 or :8443 either: that finding is silenced here)
+fires('proxy_pass http:// to port 443',
+      { LOCATION => "proxy_pass http://localhost:443;\n            triage_lint_ignore nothing-listening;" },
       'plain-to-tls-port', qr/proxy_pass http:\/\/localhost:443;/,
       qr/^proxy_pass in location "\/" sends plain http:\/\/ requests to port 443, which normally speaks TLS — use https:\/\/ /);
 fires('an upstream server on port 8443 behind proxy_pass http://',
-      { HTTP => "upstream api {\n        server localhost:8443;\n    }", LOCATION => 'proxy_pass http://api;' },
+      { HTTP => "upstream api {\n        triage_lint_ignore nothing-listening;\n        server localhost:8443;\n    }",
+        LOCATION => 'proxy_pass http://api;' },
       'plain-to-tls-port', qr/proxy_pass http:\/\/api;/,
       qr/to port 8443 \(server "localhost:8443" of upstream "api"\)/);
-silent('proxy_pass https:// to port 443', { LOCATION => 'proxy_pass https://localhost:443;' });
+silent('proxy_pass https:// to port 443',
+       { LOCATION => "proxy_pass https://localhost:443;\n            triage_lint_ignore nothing-listening;" });
 
 # --- timeout-below-check and max-fails-with-check against an active check (`check`)
 my $CHECKED = "upstream app {\n        server %%OK%%%%MF%%;\n        check interval=3000 rise=2 fall=2 timeout=%%CT%% type=tcp;\n    }";

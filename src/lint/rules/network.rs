@@ -1,7 +1,7 @@
 //! `nothing-listening` and `selinux-network-connect`: TCP targets that will be refused.
-//! - A literal loopback `IP:port` (127.0.0.0/8, ::1) where no socket is listening right now,
-//!   read from the kernel's table (never by connecting): the deploy mistake of an app moved
-//!   from :8000 to :8001. A hint — the backend may simply start after nginx. Not for an
+//! - A literal loopback `IP:port` (127.0.0.0/8, ::1), or `localhost:port`, where no socket is
+//!   listening right now, read from the kernel's table (never by connecting): the deploy
+//!   mistake of an app moved from :8000 to :8001, or not started. A hint — the backend may simply start after nginx. Not for an
 //!   address a server of the same configuration listens on (nginx in front of itself: at the
 //!   first start nothing listens there yet).
 //! - SELinux enforcing with `httpd_can_network_connect` off: nginx (httpd_t) may not connect
@@ -18,7 +18,7 @@ pub(super) fn nothing_listening(ix: &Index, sys: &dyn SystemView, r: &mut Report
     let targets: Vec<_> = ix
         .dests
         .iter()
-        .filter(|d| matches!(d.target, Target::Inet(a) if is_loopback(a.ip())))
+        .filter_map(|d| loopback_addrs(&d.target).map(|(shown, addrs)| (d, shown, addrs)))
         .collect();
     if targets.is_empty() {
         return;
@@ -26,20 +26,19 @@ pub(super) fn nothing_listening(ix: &Index, sys: &dyn SystemView, r: &mut Report
     let Some(listeners) = sys.listeners() else {
         return;
     };
-    for d in targets {
-        let Target::Inet(addr) = d.target else {
-            continue;
-        };
-        if !listeners
-            .iter()
-            .chain(&ix.cfg.listens)
-            .any(|l| serves(l, &addr))
-        {
+    for (d, shown, addrs) in targets {
+        let served = addrs.iter().any(|addr| {
+            listeners
+                .iter()
+                .chain(&ix.cfg.listens)
+                .any(|l| serves(l, addr))
+        });
+        if !served {
             r.emit(
                 Code::NothingListening,
                 d.site,
                 format!(
-                    "nothing listens on {addr} ({}) at the moment — requests get 502 \
+                    "nothing listens on {shown} ({}) at the moment — requests get 502 \
                      connect_refused until a backend listens there; check that the backend's \
                      listen port matches (fine if it starts after nginx)",
                     d.what
@@ -47,6 +46,26 @@ pub(super) fn nothing_listening(ix: &Index, sys: &dyn SystemView, r: &mut Report
                 &d.ignore,
             );
         }
+    }
+}
+
+/// The loopback addresses a target connects to, and how to name them: a literal loopback
+/// `IP:port`, or `localhost:port` (127.0.0.1 or ::1, whichever the system resolves it to:
+/// a backend on either one serves it).
+fn loopback_addrs(t: &Target) -> Option<(String, Vec<SocketAddr>)> {
+    match t {
+        Target::Inet(a) if is_loopback(a.ip()) => Some((a.to_string(), vec![*a])),
+        Target::Host {
+            host,
+            port: Some(p),
+        } if host.eq_ignore_ascii_case("localhost") => Some((
+            format!("localhost:{p} (127.0.0.1 or [::1])"),
+            vec![
+                SocketAddr::from(([127, 0, 0, 1], *p)),
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, *p)),
+            ],
+        )),
+        _ => None,
     }
 }
 
@@ -165,7 +184,27 @@ mod tests {
     }
 
     #[test]
-    fn only_loopback_literals_are_checked() {
+    fn localhost_is_loopback() {
+        // proxy_pass http://localhost:3000 with the app not running
+        let mut cfg = config();
+        cfg.locations
+            .push(location("/", PassKind::Proxy, "http://localhost:3000", 9));
+        let f = run(&cfg, &listening(&["127.0.0.1:8080"]));
+        assert_eq!(f.len(), 1);
+        assert!(f[0].message.starts_with(
+            "nothing listens on localhost:3000 (127.0.0.1 or [::1]) (proxy_pass in location \"/\")"
+        ));
+        // a backend on either family serves it
+        for l in ["127.0.0.1:3000", "[::1]:3000", "0.0.0.0:3000", "[::]:3000"] {
+            assert!(found(&cfg, &listening(&[l])).is_empty(), "{l}");
+        }
+        // no port (an upstream block's name, or port 80 by the scheme): not judged
+        cfg.locations[0].pass.target = "http://localhost".into();
+        assert!(found(&cfg, &listening(&[])).is_empty());
+    }
+
+    #[test]
+    fn only_loopback_targets_are_checked() {
         let mut cfg = config();
         cfg.locations
             .push(location("/a", PassKind::Proxy, "http://10.0.0.1:8000", 1));
@@ -180,7 +219,11 @@ mod tests {
         cfg.upstreams.push(u);
         assert_eq!(
             found(&cfg, &listening(&[])),
-            vec![(Code::NothingListening, 4), (Code::NothingListening, 6)]
+            vec![
+                (Code::NothingListening, 2),
+                (Code::NothingListening, 4),
+                (Code::NothingListening, 6)
+            ]
         );
         // unreadable /proc: silent
         assert!(found(&cfg, &FakeSystem::default()).is_empty());
