@@ -108,7 +108,7 @@ impl Merge for LocConf {
 const HTTP_ANY: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
 /// Every directive of the module, in one table.
-pub static mut COMMANDS: [ngx_command_t; 21] = [
+pub static mut COMMANDS: [ngx_command_t; 22] = [
     ngx_command_t {
         name: ngx_string!("triage"),
         type_: (HTTP_ANY | NGX_CONF_FLAG) as ngx_uint_t,
@@ -194,6 +194,14 @@ pub static mut COMMANDS: [ngx_command_t; 21] = [
         name: ngx_string!("check_http_send"),
         type_: (NGX_HTTP_UPS_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
         set: Some(check::set_http_send),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("check_fastcgi_param"),
+        type_: (NGX_HTTP_UPS_CONF | NGX_CONF_TAKE2) as ngx_uint_t,
+        set: Some(check::set_fastcgi_param),
         conf: NGX_HTTP_MAIN_CONF_OFFSET,
         offset: 0,
         post: ptr::null_mut(),

@@ -1,7 +1,7 @@
 #!/usr/bin/perl
 # Health-check directives: nginx_upstream_check_module's configuration (the seed block of
 # the issue, verbatim) and every extension pass `nginx -t`; bad ones fail it with an
-# nginx-style message naming the file and line (type=mysql|ajp|fastcgi: "not supported").
+# nginx-style message naming the file and line (type=mysql|ajp: "not supported").
 #   Run alone: prove -v t/checks_config.t
 
 use strict;
@@ -97,9 +97,32 @@ good('check_status html', { UPSTREAM => 'check type=http;', STATUS => 'check_sta
          'http settings with type=tcp: a warning');
 }
 
-for my $type (qw(mysql ajp fastcgi)) {
+# type=fastcgi as UCM's documentation and tests write it
+good('type=fastcgi with its parameters', { UPSTREAM => join("\n        ",
+    'check interval=3000 rise=2 fall=3 timeout=1000 type=fastcgi default_down=false;',
+    'check_fastcgi_param "REQUEST_METHOD" "GET";',
+    'check_fastcgi_param "REQUEST_URI" "/redir";',
+    'check_fastcgi_param "SCRIPT_FILENAME" "";',
+    'check_http_expect_alive http_3xx;') });
+{
+    my $out = good('type=fastcgi with its default parameters', { UPSTREAM => 'check type=fastcgi;' });
+    unlike($out, qr/\[warn\] check/, 'type=fastcgi alone: no check warning');
+    $out = good('check_fastcgi_param with type=http',
+        { UPSTREAM => "check type=http;\n        check_fastcgi_param SCRIPT_NAME /ping;" });
+    like($out, qr/\[warn\] check_fastcgi_param has no effect with type=http in upstream "backend"/,
+         'check_fastcgi_param with type=http: a warning');
+    $out = good('check_http_send with type=fastcgi',
+        { UPSTREAM => "check type=fastcgi;\n        check_http_send \"GET / HTTP/1.0\\r\\n\\r\\n\";" });
+    like($out, qr/\[warn\] check_http_\* directives have no effect with type=fastcgi in upstream "backend"/,
+         'check_http_send with type=fastcgi: a warning (the check sends FastCGI records)');
+}
+bad('check_fastcgi_param with an empty name', { UPSTREAM => "check type=fastcgi;\n        check_fastcgi_param \"\" x;" },
+    qr/check_fastcgi_param ""/, qr/empty check_fastcgi_param name/);
+bad('check_fastcgi_param without a value', { UPSTREAM => "check type=fastcgi;\n        check_fastcgi_param SCRIPT_NAME;" },
+    qr/check_fastcgi_param SCRIPT_NAME/, qr/invalid number of arguments in "check_fastcgi_param" directive/);
+for my $type (qw(mysql ajp)) {
     bad("type=$type", { UPSTREAM => "check interval=3000 type=$type;" }, qr/type=$type/,
-        qr/check type "$type" is not supported \(supported: tcp, http, https, ssl_hello\)/);
+        qr/check type "$type" is not supported \(supported: tcp, http, https, ssl_hello, fastcgi\)/);
 }
 bad('unknown type', { UPSTREAM => 'check type=gopher;' }, qr/type=gopher/,
     qr/unknown check type "gopher"/);

@@ -16,6 +16,9 @@ pub enum Kind {
     Https,
     /// A TLS handshake only.
     SslHello,
+    /// A FastCGI request (`check_fastcgi_param`), its answer judged by the status in its
+    /// CGI headers (and body): php-fpm's `ping.path`, for instance.
+    FastCgi,
 }
 
 impl Kind {
@@ -25,12 +28,18 @@ impl Kind {
             Kind::Http => "http",
             Kind::Https => "https",
             Kind::SslHello => "ssl_hello",
+            Kind::FastCgi => "fastcgi",
         }
     }
 
     /// The kinds that send an HTTP request.
     pub fn is_http(self) -> bool {
         matches!(self, Kind::Http | Kind::Https)
+    }
+
+    /// The kinds whose answer is judged by status and body (`check_http_expect_*`).
+    pub fn has_status(self) -> bool {
+        self.is_http() || self == Kind::FastCgi
     }
 
     /// The kinds that speak TLS.
@@ -40,7 +49,7 @@ impl Kind {
 }
 
 /// UCM's types this module does not implement.
-const UNSUPPORTED: [&str; 3] = ["mysql", "ajp", "fastcgi"];
+const UNSUPPORTED: [&str; 2] = ["mysql", "ajp"];
 
 /// Everything the `check` directive sets, with UCM's defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,15 +156,16 @@ pub fn parse_check(args: &[&[u8]]) -> Result<Check, ConfError> {
                     b"http" => Kind::Http,
                     b"https" => Kind::Https,
                     b"ssl_hello" => Kind::SslHello,
+                    b"fastcgi" => Kind::FastCgi,
                     other => {
                         let t = lossy(other);
                         return Err(ConfError(if UNSUPPORTED.contains(&t.as_str()) {
                             format!(
-                                "check type \"{t}\" is not supported (supported: tcp, http, https, ssl_hello)"
+                                "check type \"{t}\" is not supported (supported: tcp, http, https, ssl_hello, fastcgi)"
                             )
                         } else {
                             format!(
-                                "unknown check type \"{t}\" (supported: tcp, http, https, ssl_hello)"
+                                "unknown check type \"{t}\" (supported: tcp, http, https, ssl_hello, fastcgi)"
                             )
                         }));
                     }
@@ -326,17 +336,36 @@ pub fn default_request(upstream: &[u8]) -> Vec<u8> {
     r
 }
 
+/// Which type-specific settings an upstream's check directives gave.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Given {
+    /// `check_http_send`.
+    pub send: bool,
+    /// `check_http_expect_alive`, `_status`, `_body`: judge a status (http, https, fastcgi).
+    pub expect: bool,
+    /// `check_ssl_*`.
+    pub tls: bool,
+    /// `check_fastcgi_param`.
+    pub fastcgi: bool,
+}
+
 /// Settings that only make sense with some check types: a warning for the operator.
-pub fn mismatch(kind: Kind, http_settings: bool, tls_settings: bool) -> Option<String> {
-    if http_settings && !kind.is_http() {
+pub fn mismatch(kind: Kind, given: Given) -> Option<String> {
+    if (given.send && !kind.is_http()) || (given.expect && !kind.has_status()) {
         return Some(format!(
             "check_http_* directives have no effect with type={}",
             kind.as_str()
         ));
     }
-    if tls_settings && !kind.is_tls() {
+    if given.tls && !kind.is_tls() {
         return Some(format!(
             "check_ssl_* directives have no effect with type={}",
+            kind.as_str()
+        ));
+    }
+    if given.fastcgi && kind != Kind::FastCgi {
+        return Some(format!(
+            "check_fastcgi_param has no effect with type={}",
             kind.as_str()
         ));
     }
@@ -409,7 +438,8 @@ mod tests {
 
     #[test]
     fn unsupported_types_are_named() {
-        for t in ["mysql", "ajp", "fastcgi"] {
+        assert_eq!(check("type=fastcgi").unwrap().kind, Kind::FastCgi);
+        for t in ["mysql", "ajp"] {
             let e = check(&format!("type={t}")).unwrap_err().0;
             assert!(e.contains(&format!("\"{t}\" is not supported")), "{e}");
         }
@@ -497,8 +527,24 @@ mod tests {
             default_request(b"backend"),
             b"GET / HTTP/1.0\r\nHost: backend\r\n\r\n".to_vec()
         );
-        assert!(mismatch(Kind::Tcp, true, false).is_some());
-        assert!(mismatch(Kind::Http, false, true).is_some());
-        assert!(mismatch(Kind::Https, true, true).is_none());
+        let g = |send, expect, tls, fastcgi| Given {
+            send,
+            expect,
+            tls,
+            fastcgi,
+        };
+        assert!(mismatch(Kind::Tcp, g(true, false, false, false)).is_some());
+        assert!(mismatch(Kind::Tcp, g(false, true, false, false)).is_some());
+        assert!(mismatch(Kind::Http, g(false, false, true, false)).is_some());
+        assert!(mismatch(Kind::Https, g(true, true, true, false)).is_none());
+        // fastcgi: judged by status, but sends its own request
+        assert!(mismatch(Kind::FastCgi, g(false, true, false, true)).is_none());
+        let w = mismatch(Kind::FastCgi, g(true, false, false, true)).unwrap();
+        assert_eq!(
+            w,
+            "check_http_* directives have no effect with type=fastcgi"
+        );
+        let w = mismatch(Kind::Http, g(false, false, false, true)).unwrap();
+        assert_eq!(w, "check_fastcgi_param has no effect with type=http");
     }
 }

@@ -94,8 +94,11 @@ pub struct UpstreamCheck {
     pub at: String,
     /// `check` (None: only other check_* directives were given).
     pub check: Option<Check>,
-    /// `check_http_send`, or the default request once configured.
+    /// `check_http_send`, or the default request once configured; for fastcgi, the
+    /// encoded records.
     pub request: Vec<u8>,
+    /// `check_fastcgi_param NAME VALUE`, in order.
+    fastcgi_params: Vec<(Vec<u8>, Vec<u8>)>,
     send_set: bool,
     pub expect: Expect,
     alive_set: bool,
@@ -124,6 +127,7 @@ impl UpstreamCheck {
             at,
             check: None,
             request: Vec::new(),
+            fastcgi_params: Vec::new(),
             send_set: false,
             expect: Expect::default(),
             alive_set: false,
@@ -272,6 +276,25 @@ pub unsafe extern "C" fn set_http_send(
     }
     e.request = a[0].to_vec();
     e.send_set = true;
+    NGX_CONF_OK
+}
+
+/// `check_fastcgi_param NAME VALUE`: a parameter of the FastCGI check's request
+/// (repeatable; without any, UCM's REQUEST_METHOD, REQUEST_URI and SCRIPT_FILENAME).
+///
+/// # Safety
+/// Called by nginx while parsing, with the directive\'s cf and our main conf.
+pub unsafe extern "C" fn set_fastcgi_param(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: as in set_check.
+    let (e, a) = unsafe { (entry(cf, conf), args(cf)) };
+    if a[0].is_empty() {
+        return fail(cf, ConfError("empty check_fastcgi_param name".into()));
+    }
+    e.fastcgi_params.push((a[0].to_vec(), a[1].to_vec()));
     NGX_CONF_OK
 }
 
@@ -612,9 +635,13 @@ pub unsafe fn postconfiguration(cf: *mut ngx_conf_t, mcf: &mut MainConf) -> Stat
             );
             continue;
         };
-        let http = e.send_set || e.alive_set || !e.expect.ranges.is_empty() || !e.body.is_null();
-        let tls = e.ssl_name.is_some() || e.ssl_verify.is_some() || e.ssl_trusted.is_some();
-        if let Some(w) = pure::mismatch(c.kind, http, tls) {
+        let given = pure::Given {
+            send: e.send_set,
+            expect: e.alive_set || !e.expect.ranges.is_empty() || !e.body.is_null(),
+            tls: e.ssl_name.is_some() || e.ssl_verify.is_some() || e.ssl_trusted.is_some(),
+            fastcgi: !e.fastcgi_params.is_empty(),
+        };
+        if let Some(w) = pure::mismatch(c.kind, given) {
             ngx_log_error!(
                 NGX_LOG_WARN,
                 (*cf).log,
@@ -626,6 +653,13 @@ pub unsafe fn postconfiguration(cf: *mut ngx_conf_t, mcf: &mut MainConf) -> Stat
         }
         if c.kind.is_http() && !e.send_set {
             e.request = pure::default_request(&e.name);
+        }
+        if c.kind == pure::Kind::FastCgi {
+            e.request = if e.fastcgi_params.is_empty() {
+                super::fastcgi::request(&super::fastcgi::DEFAULT_PARAMS)
+            } else {
+                super::fastcgi::request(&e.fastcgi_params)
+            };
         }
         if e.ssl_verify == Some(true) && e.ssl_trusted.is_none() {
             ngx_log_error!(

@@ -4,6 +4,7 @@
 //! the verdict is an [`Outcome`]. Pure: a body expectation (PCRE, FFI) comes in as a closure.
 
 use super::conf::{Expect, Kind};
+use super::fastcgi;
 use super::health::{Outcome, Reason};
 use super::http_parse::{Parser, Progress};
 use crate::cause::{cause_from_errno, errno, Cause};
@@ -69,6 +70,8 @@ pub enum Exchange {
     Connect,
     /// http, https: send the request, parse the response.
     Http(Box<Parser>),
+    /// fastcgi: send the records, read the answer's records and CGI headers.
+    FastCgi(Box<fastcgi::Reader>),
 }
 
 impl Exchange {
@@ -78,6 +81,8 @@ impl Exchange {
         if kind.is_http() {
             let head = request.len() >= 5 && request[..5].eq_ignore_ascii_case(b"HEAD ");
             Exchange::Http(Box::new(Parser::new(want_body, head, keepalive)))
+        } else if kind == Kind::FastCgi {
+            Exchange::FastCgi(Box::new(fastcgi::Reader::new(want_body)))
         } else {
             Exchange::Connect
         }
@@ -86,7 +91,7 @@ impl Exchange {
     /// After a verdict: may the connection carry the next check?
     pub fn reusable(&self) -> bool {
         match self {
-            Exchange::Connect => false,
+            Exchange::Connect | Exchange::FastCgi(_) => false,
             Exchange::Http(p) => p.reusable(),
         }
     }
@@ -95,7 +100,7 @@ impl Exchange {
     pub fn connected(&self) -> Option<Outcome> {
         match self {
             Exchange::Connect => Some(Outcome::pass(None)),
-            Exchange::Http(_) => None,
+            Exchange::Http(_) | Exchange::FastCgi(_) => None,
         }
     }
 
@@ -108,6 +113,11 @@ impl Exchange {
                 Progress::Done(status) => Some(judge.verdict(status, p.body())),
                 Progress::Fail(c) => Some(Outcome::fail(Reason::Cause(c), p.status())),
             },
+            Exchange::FastCgi(r) => match r.feed(d) {
+                Progress::More => None,
+                Progress::Done(status) => Some(judge.verdict(status, r.body())),
+                Progress::Fail(c) => Some(Outcome::fail(Reason::Cause(c), r.status())),
+            },
         }
     }
 
@@ -119,6 +129,11 @@ impl Exchange {
                 Progress::Done(status) => judge.verdict(status, p.body()),
                 Progress::Fail(c) => Outcome::fail(Reason::Cause(c), p.status()),
                 Progress::More => Outcome::fail(Reason::Cause(Cause::PrematureClose), p.status()),
+            },
+            Exchange::FastCgi(r) => match r.eof() {
+                Progress::Done(status) => judge.verdict(status, r.body()),
+                Progress::Fail(c) => Outcome::fail(Reason::Cause(c), r.status()),
+                Progress::More => Outcome::fail(Reason::Cause(Cause::PrematureClose), r.status()),
             },
         }
     }
@@ -208,6 +223,39 @@ mod tests {
         assert_eq!(e.data(b"ok", &judge), Some(Outcome::pass(Some(200))));
         assert!(e.reusable());
         assert!(!Exchange::new(Kind::Tcp, b"", false, true).reusable());
+    }
+
+    #[test]
+    fn fastcgi_status_judged() {
+        let expect = Expect::default(); // 2xx and 3xx
+        let judge = Judge {
+            expect: &expect,
+            body: None,
+        };
+        let out = |stdout: &[u8]| {
+            let mut a = vec![1, 6, 0, 1, 0, stdout.len() as u8, 0, 0];
+            a.extend_from_slice(stdout);
+            a
+        };
+        let mut e = Exchange::new(Kind::FastCgi, b"", false, false);
+        assert_eq!(e.connected(), None);
+        let ok = judge_all(
+            &mut e,
+            &out(b"Content-type: text/plain\r\n\r\npong"),
+            &judge,
+        );
+        assert_eq!(ok, Outcome::pass(Some(200)));
+        assert!(!e.reusable());
+        let mut e = Exchange::new(Kind::FastCgi, b"", false, false);
+        let bad = judge_all(&mut e, &out(b"Status: 404 Not Found\r\n\r\n"), &judge);
+        assert_eq!(bad, Outcome::fail(Reason::BadStatus, Some(404)));
+        // a closed connection before the headers ended
+        let mut e = Exchange::new(Kind::FastCgi, b"", false, false);
+        let cut = judge_all(&mut e, &out(b"Status: 200"), &judge);
+        assert_eq!(
+            cut,
+            Outcome::fail(Reason::Cause(Cause::PrematureClose), None)
+        );
     }
 
     #[test]
