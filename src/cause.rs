@@ -204,7 +204,9 @@ impl Cause {
     /// (`Detail::PlainUnanswered`): a crash, or a port that speaks another protocol and drops
     /// the request. A TLS server (OpenSSL, Node.js) closes on a plain request; php-fpm reads
     /// a FastCGI record header, finds none, and closes with the rest of the request unread,
-    /// which the kernel turns into a reset. None: the cause's own hint.
+    /// which the kernel turns into a reset. Through fastcgi_pass: php-fpm closes a connection
+    /// from a client its `listen.allowed_clients` does not list as soon as it accepts it
+    /// (before nginx wrote, end of file; after, a reset). None: the cause's own hint.
     fn unanswered_text(self, p: Pass) -> Option<String> {
         if !self.unanswered_applies(p) {
             return None;
@@ -216,6 +218,9 @@ impl Cause {
             ),
             (Cause::PrematureClose, Pass::Grpc) => format!(
                 "{own}; a TLS port closes the same way on plain HTTP/2 (then grpc_pass grpcs://)"
+            ),
+            (_, Pass::Fastcgi) => format!(
+                "{own}; php-fpm also closes a connection at once, unread, from an address its pool's listen.allowed_clients does not list (nginx on another host or container)"
             ),
             // the status page's, for a peer whatever module passed to it
             (Cause::PrematureClose, _) => format!(
@@ -234,8 +239,13 @@ impl Cause {
     fn unanswered_applies(self, p: Pass) -> bool {
         matches!(
             (self, p),
-            (Cause::PrematureClose, Pass::Any | Pass::Proxy | Pass::Grpc)
-                | (Cause::ConnectionReset, Pass::Any | Pass::Proxy)
+            (
+                Cause::PrematureClose,
+                Pass::Any | Pass::Proxy | Pass::Grpc | Pass::Fastcgi
+            ) | (
+                Cause::ConnectionReset,
+                Pass::Any | Pass::Proxy | Pass::Fastcgi
+            )
         )
     }
 
@@ -760,6 +770,14 @@ fn decide(f: &Facts) -> Verdict {
         return v(Cause::TlsHandshakeFailed, Phase::Connect, f.errno);
     }
 
+    // nginx reads before it writes when both events come at once: a backend that accepted
+    // the connection and closed it at once (an address allowlist: php-fpm's
+    // listen.allowed_clients) is read as end of file before the request goes out. A failed
+    // connect is never read (nginx tests the connection first).
+    if !f.request_sent && f.read_eof && f.errno.is_none() {
+        return v(Cause::PrematureClose, Phase::ReadHeader, None);
+    }
+
     // The connection never got established (asynchronous connect failed).
     if !f.request_sent {
         let cause = match f.errno.and_then(cause_from_errno) {
@@ -1218,11 +1236,21 @@ mod tests {
         ));
         assert!(hint(Cause::PrematureClose, Pass::Grpc).ends_with("(then grpc_pass grpcs://)"));
         assert!(hint(Cause::ConnectionReset, Pass::Proxy).contains("php-fpm"));
-        // through fastcgi_pass neither applies: the cause's own hint
+        // through fastcgi_pass neither port mistake applies; php-fpm's allowlist does
+        for c in [Cause::PrematureClose, Cause::ConnectionReset] {
+            let own = c.hint_in(None, Detail::None, Pass::Fastcgi);
+            let h = hint(c, Pass::Fastcgi);
+            assert!(
+                h.starts_with(own) && h.contains("listen.allowed_clients"),
+                "{h}"
+            );
+            assert!(!h.contains("TLS"), "{h}");
+        }
+        // uwsgi and scgi: the cause's own hint
         for c in [Cause::PrematureClose, Cause::ConnectionReset] {
             assert_eq!(
-                hint(c, Pass::Fastcgi),
-                c.hint_in(None, Detail::None, Pass::Fastcgi)
+                hint(c, Pass::Uwsgi),
+                c.hint_in(None, Detail::None, Pass::Uwsgi)
             );
         }
         // over TLS (the handshake done), on a unix socket, with bytes received, or after the
@@ -1571,6 +1599,40 @@ mod tests {
             ..failed()
         };
         assert_eq!(classify(&sent).cause, Cause::PrematureClose);
+    }
+
+    #[test]
+    fn closed_once_accepted_before_the_request() {
+        // php-fpm's listen.allowed_clients: accepted, closed at once; nginx read the end of
+        // file before it wrote (nginx logs "upstream prematurely closed connection")
+        let f = Facts {
+            read_eof: true,
+            read_pending_eof: true,
+            ..failed()
+        };
+        assert_eq!(
+            classify(&f),
+            Verdict {
+                cause: Cause::PrematureClose,
+                phase: Phase::ReadHeader,
+                errno: None,
+                detail: Detail::PlainUnanswered
+            }
+        );
+        let h = Cause::PrematureClose.hint_in(None, Detail::PlainUnanswered, Pass::Fastcgi);
+        assert!(h.contains("listen.allowed_clients"), "{h}");
+        assert!(h.starts_with("the backend closed the connection before answering"));
+        // the same reset after nginx wrote
+        let h = Cause::ConnectionReset.hint_in(Some(104), Detail::PlainUnanswered, Pass::Fastcgi);
+        assert!(h.contains("listen.allowed_clients"), "{h}");
+        // a proxied connection keeps its TLS-port text; a unix socket has no allowlist
+        let h = Cause::PrematureClose.hint_in(None, Detail::PlainUnanswered, Pass::Proxy);
+        assert!(
+            !h.contains("allowed_clients") && h.contains("TLS port"),
+            "{h}"
+        );
+        let unix = Facts { unix: true, ..f };
+        assert_eq!(classify(&unix).detail, Detail::None);
     }
 
     #[test]

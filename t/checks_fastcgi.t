@@ -21,17 +21,11 @@ plan skip_all => 'php-fpm is not installed (apt-get install php-fpm; .ci/run ins
     unless Triage::PhpFpm::binary();
 
 my $t = Triage::Harness->new;
-my $www = $t->subdir('www');
-my %script = (
+my $www = Triage::PhpFpm::scripts($t,
     'ok.php'    => '<?php echo "all OK";',
     'down.php'  => '<?php http_response_code(503); echo "maintenance";',
     'moved.php' => '<?php header("Location: /login");',
 );
-for my $f (keys %script) {
-    open my $fh, '>', "$www/$f" or die "$www/$f: $!";
-    print $fh $script{$f};
-    close $fh;
-}
 my $fpm_addr = '127.0.0.1:' . $t->port('fpm');
 my $sock = $t->subdir('sock') . '/php-fpm.sock';
 my $ping = "ping.path = /ping\nping.response = pong\n";

@@ -6,7 +6,9 @@ package Triage::PhpFpm;
 #   my $bin = Triage::PhpFpm::binary() or plan skip_all => '...';
 #   my $fpm = Triage::PhpFpm->start($t, listen => "127.0.0.1:$port",   # or a socket path
 #                                   pool => "ping.path = /ping\n");     # extra pool lines
-#   $fpm->stop;          # also done with the harness ($t->own)
+#   $fpm->stop;          # graceful (SIGQUIT); also done with the harness ($t->own)
+#   my $www = Triage::PhpFpm::scripts($t, 'ok.php' => '<?php echo "ok";');  # PHP files
+#   $fpm->kill9;         # SIGKILL to the master and its workers: the socket file stays
 #
 # The pool is static with one child; ping.path / pm.status_path and the like come from the
 # `pool` lines. As root it runs with -R (no `user`: the children run as root too).
@@ -27,6 +29,18 @@ sub binary {
     return $ENV{TRIAGE_PHP_FPM} if $ENV{TRIAGE_PHP_FPM};
     my ($bin) = sort { $b cmp $a } grep { -x } glob('/usr/sbin/php-fpm*');
     return $bin;
+}
+
+# Write PHP scripts (name => source) into the harness's www/ directory; returns its path.
+sub scripts {
+    my ($t, %script) = @_;
+    my $www = $t->subdir('www');
+    for my $f (sort keys %script) {
+        open my $fh, '>', "$www/$f" or croak "$www/$f: $!";
+        print $fh $script{$f};
+        close $fh;
+    }
+    return $www;
 }
 
 sub start {
@@ -87,6 +101,23 @@ sub log {
         $text .= <$fh> // '';
     }
     return $text;
+}
+
+# SIGKILL the master and its workers at once (the OOM killer, `kill -9` of the group): nothing
+# removes a unix socket file. (Killing the master alone leaves its workers serving.)
+sub kill9 {
+    my ($self) = @_;
+    my $pid = delete $self->{pid} or return;
+    my @workers;
+    for my $stat (glob '/proc/[0-9]*/stat') {
+        open my $fh, '<', $stat or next;
+        my ($ppid) = (<$fh> // '') =~ /\) \S+ (\d+)/ or next;
+        push @workers, $stat =~ m{^/proc/(\d+)/} if $ppid == $pid;
+    }
+    kill 'KILL', $pid, @workers;
+    waitpid($pid, 0);
+    wait_until(sub { !grep { kill 0, $_ } @workers }, 5, 0.01);
+    return 1;
 }
 
 sub stop {
