@@ -1,28 +1,21 @@
 package Triage::PhpFpm;
 
-# A real php-fpm master for tests (Debian's php-fpm package; .ci/run installs it), in the
-# foreground, under the harness's prefix, listening on loopback or a unix socket. Core Perl.
+# A real php-fpm master for tests (Debian's php-fpm package; .ci/run installs it): a static
+# pool with one worker, in the foreground, under the harness's prefix (Triage::AppServer).
 #
 #   my $bin = Triage::PhpFpm::binary() or plan skip_all => '...';
+#   my $www = Triage::PhpFpm::scripts($t, 'ok.php' => '<?php echo "ok";');  # PHP files
 #   my $fpm = Triage::PhpFpm->start($t, listen => "127.0.0.1:$port",   # or a socket path
 #                                   pool => "ping.path = /ping\n");     # extra pool lines
-#   $fpm->stop;          # graceful (SIGQUIT); also done with the harness ($t->own)
-#   my $www = Triage::PhpFpm::scripts($t, 'ok.php' => '<?php echo "ok";');  # PHP files
-#   $fpm->kill9;         # SIGKILL to the master and its workers: the socket file stays
+#   $fpm->stop; $fpm->kill9;   # see Triage::AppServer
 #
-# The pool is static with one child; ping.path / pm.status_path and the like come from the
-# `pool` lines. As root it runs with -R (no `user`: the children run as root too).
+# As root it runs with -R (no `user`: the workers run as root too).
 
 use strict;
 use warnings;
 
 use Carp qw(croak);
-use IO::Socket::INET;
-use IO::Socket::UNIX;
-use POSIX qw(WNOHANG);
-use Socket qw(SOCK_STREAM);
-use Time::HiRes qw(time sleep);
-use Triage::Harness qw(wait_until);
+use parent 'Triage::AppServer';
 
 # The php-fpm binary, or undef when none is installed.
 sub binary {
@@ -47,7 +40,7 @@ sub start {
     my ($class, $t, %opt) = @_;
     my $bin = binary() or croak 'no php-fpm binary';
     my $listen = $opt{listen} or croak 'listen => required';
-    my $dir = $t->subdir('php-fpm-' . ++$Triage::PhpFpm::SEQ);
+    my $dir = $class->new_dir($t, 'php-fpm');
     my $conf = "$dir/php-fpm.conf";
     open my $fh, '>', $conf or croak "$conf: $!";
     print $fh <<"CONF";
@@ -65,71 +58,9 @@ catch_workers_output = yes
 CONF
     print $fh $opt{pool} // '';
     close $fh;
-    my $self = bless { dir => $dir, listen => $listen }, $class;
-    my $pid = fork // croak "fork: $!";
-    if (!$pid) {
-        Triage::Harness::die_with_parent('TERM');
-        open STDIN, '<', '/dev/null';
-        open STDOUT, '>>', "$dir/stdout.log";
-        open STDERR, '>&', \*STDOUT;
-        exec $bin, '-F', ($> == 0 ? '-R' : ()), '-y', $conf, '-p', $dir;
-        exit 127;
-    }
-    $self->{pid} = $pid;
-    $t->own($self);
-    my $up = wait_until(sub {
-        return 0 if waitpid($pid, WNOHANG) == $pid;
-        my $s = $listen =~ m{^/}
-            ? IO::Socket::UNIX->new(Peer => $listen, Type => SOCK_STREAM)
-            : IO::Socket::INET->new(PeerAddr => $listen, Timeout => 1);
-        return $s ? 1 : 0;
-    }, 10, 0.02);
-    croak "php-fpm did not listen on $listen: " . $self->log unless $up;
-    return $self;
-}
-
-sub dir { $_[0]{dir} }
-sub pid { $_[0]{pid} }
-
-# What php-fpm wrote to its error log and stdout.
-sub log {
-    my ($self) = @_;
-    my $text = '';
-    for my $f ("$self->{dir}/php-fpm.log", "$self->{dir}/stdout.log") {
-        open my $fh, '<', $f or next;
-        local $/;
-        $text .= <$fh> // '';
-    }
-    return $text;
-}
-
-# SIGKILL the master and its workers at once (the OOM killer, `kill -9` of the group): nothing
-# removes a unix socket file. (Killing the master alone leaves its workers serving.)
-sub kill9 {
-    my ($self) = @_;
-    my $pid = delete $self->{pid} or return;
-    my @workers;
-    for my $stat (glob '/proc/[0-9]*/stat') {
-        open my $fh, '<', $stat or next;
-        my ($ppid) = (<$fh> // '') =~ /\) \S+ (\d+)/ or next;
-        push @workers, $stat =~ m{^/proc/(\d+)/} if $ppid == $pid;
-    }
-    kill 'KILL', $pid, @workers;
-    waitpid($pid, 0);
-    wait_until(sub { !grep { kill 0, $_ } @workers }, 5, 0.01);
-    return 1;
-}
-
-sub stop {
-    my ($self) = @_;
-    my $pid = delete $self->{pid} or return;
-    kill 'QUIT', $pid;    # graceful: php-fpm removes its socket
-    my $deadline = time + 5;
-    while (waitpid($pid, WNOHANG) != $pid) {
-        if (time > $deadline) { kill 'KILL', $pid; waitpid($pid, 0); last }
-        sleep 0.01;
-    }
-    return 1;
+    return $class->spawn($t, dir => $dir, listen => $listen, logs => ["$dir/php-fpm.log"],
+        stop_signal => 'QUIT',    # graceful: php-fpm removes its socket
+        argv => [ $bin, '-F', ($> == 0 ? '-R' : ()), '-y', $conf, '-p', $dir ]);
 }
 
 1;
