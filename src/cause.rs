@@ -118,16 +118,23 @@ impl Cause {
     /// own, or one those make sharper ([`Cause::sharp_hint`]). The directives it names are
     /// those of `pass` (`fastcgi_read_timeout` for fastcgi_pass).
     pub fn hint_in(self, errno: Option<i32>, detail: Detail, pass: Pass) -> &'static str {
-        if detail == Detail::PlainUnanswered {
-            static UNANSWERED: std::sync::OnceLock<Vec<Vec<Option<String>>>> =
-                std::sync::OnceLock::new();
+        if let Some(unix) = detail.unanswered_on() {
+            type Table = Vec<Vec<Option<String>>>;
+            static UNANSWERED: std::sync::OnceLock<[Table; 2]> = std::sync::OnceLock::new();
             let all = UNANSWERED.get_or_init(|| {
-                Pass::ALL
-                    .iter()
-                    .map(|&p| Cause::ALL.iter().map(|c| c.unanswered_text(p)).collect())
-                    .collect()
+                [false, true].map(|unix| {
+                    Pass::ALL
+                        .iter()
+                        .map(|&p| {
+                            Cause::ALL
+                                .iter()
+                                .map(|c| c.unanswered_text(p, unix))
+                                .collect()
+                        })
+                        .collect()
+                })
             });
-            if let Some(h) = &all[pass as usize][self.index()] {
+            if let Some(h) = &all[usize::from(unix)][pass as usize][self.index()] {
                 return h;
             }
         }
@@ -169,7 +176,7 @@ impl Cause {
                 "the upstream has no server address now: the names of its servers (server ... resolve) resolve to nothing; check the names and the resolver: error.log says why they could not be resolved",
             ),
             // the cause's own hint, made longer for the pass (Cause::hint_in)
-            Detail::PlainUnanswered => {}
+            Detail::PlainUnanswered | Detail::SocketUnanswered => {}
             Detail::NoSni => return Some(
                 "the backend refused the TLS handshake, and nginx sent it no server name (SNI), which shared TLS front ends and CDNs need: set proxy_ssl_server_name on (grpc_ssl_server_name...), and proxy_ssl_name to the backend's host name if the upstream's name is not it",
             ),
@@ -200,19 +207,24 @@ impl Cause {
         }
     }
 
-    /// The hint of a plain connection closed or reset at once, without a byte of an answer
-    /// (`Detail::PlainUnanswered`): a crash, or a port that speaks another protocol and drops
-    /// the request. A TLS server (OpenSSL, Node.js) closes on a plain request; php-fpm reads
-    /// a FastCGI record header, finds none, and closes with the rest of the request unread,
-    /// which the kernel turns into a reset. Through fastcgi_pass: php-fpm closes a connection
-    /// from a client its `listen.allowed_clients` does not list as soon as it accepts it
-    /// (before nginx wrote, end of file; after, a reset). None: the cause's own hint.
-    fn unanswered_text(self, p: Pass) -> Option<String> {
-        if !self.unanswered_applies(p) {
+    /// The hint of a new connection closed or reset at once, without a byte of an answer
+    /// (`Detail::PlainUnanswered` on a TCP port, `SocketUnanswered` on a unix socket): a
+    /// crash, or a server that drops the request. On a TCP port, a TLS server (OpenSSL,
+    /// Node.js) closes on a plain request; php-fpm reads a FastCGI record header, finds none,
+    /// and closes with the rest of the request unread, which the kernel turns into a reset;
+    /// through fastcgi_pass, php-fpm closes a connection from a client its
+    /// `listen.allowed_clients` does not list as soon as it accepts it (before nginx wrote,
+    /// end of file; after, a reset). Through uwsgi_pass, on either: uWSGI drops a request
+    /// bigger than its buffer-size. None: the cause's own hint.
+    fn unanswered_text(self, p: Pass, unix: bool) -> Option<String> {
+        if !self.unanswered_applies(p, unix) {
             return None;
         }
         let own = self.hint_text(p);
         Some(match (self, p) {
+            (_, Pass::Uwsgi) => format!(
+                "{own}; uWSGI drops a request bigger than its buffer-size (4 KB by default: long cookies or query strings) this way and logs \"invalid request block size\": raise buffer-size (uwsgi --buffer-size 32768)"
+            ),
             (Cause::PrematureClose, Pass::Proxy) => format!(
                 "{own}; a TLS port closes the same way on plain HTTP (then proxy_pass https://)"
             ),
@@ -235,25 +247,28 @@ impl Cause {
         })
     }
 
-    /// Does [`Detail::PlainUnanswered`] lengthen this cause's hint through `p`?
-    fn unanswered_applies(self, p: Pass) -> bool {
-        matches!(
-            (self, p),
-            (
-                Cause::PrematureClose,
-                Pass::Any | Pass::Proxy | Pass::Grpc | Pass::Fastcgi
-            ) | (
-                Cause::ConnectionReset,
-                Pass::Any | Pass::Proxy | Pass::Fastcgi
-            )
-        )
+    /// Does a new connection unanswered (on a unix socket: `unix`) lengthen this cause's hint
+    /// through `p`? A unix socket has no port to mistake and no client address to refuse.
+    fn unanswered_applies(self, p: Pass, unix: bool) -> bool {
+        if !matches!(self, Cause::PrematureClose | Cause::ConnectionReset) {
+            return false;
+        }
+        match p {
+            Pass::Uwsgi => true,
+            _ if unix => false,
+            Pass::Any | Pass::Proxy | Pass::Fastcgi => true,
+            Pass::Grpc => self == Cause::PrematureClose,
+            _ => false,
+        }
     }
 
     /// Is the hint for these the cause's own through `pass` (`hint_in(None, Detail::None,
     /// pass)`), which pages keep ready, rather than one the errno or the detail changes?
     pub fn hint_is_own(self, errno: Option<i32>, detail: Detail, pass: Pass) -> bool {
         self.sharp_hint(errno, detail).is_none()
-            && !(detail == Detail::PlainUnanswered && self.unanswered_applies(pass))
+            && !detail
+                .unanswered_on()
+                .is_some_and(|unix| self.unanswered_applies(pass, unix))
     }
 
     fn hint_text(self, p: Pass) -> String {
@@ -503,6 +518,9 @@ pub enum Detail {
     /// The backend refused the handshake (alert 40 handshake_failure or 112
     /// unrecognized_name) from nginx, which sent no server name (SNI).
     NoSni,
+    /// A connection to a unix socket, new, closed or reset at once without a byte of an
+    /// answer: a crash, or a server that drops the request (uWSGI, over its buffer-size).
+    SocketUnanswered,
 }
 
 /// How long after the try began a close without an answer stops looking like a crash on
@@ -512,7 +530,7 @@ pub enum Detail {
 pub const LATE_CLOSE_MS: u64 = 5_000;
 
 impl Detail {
-    pub const ALL: [Detail; 12] = [
+    pub const ALL: [Detail; 13] = [
         Detail::None,
         Detail::Reused,
         Detail::MaxConns,
@@ -525,10 +543,20 @@ impl Detail {
         Detail::PlainUnanswered,
         Detail::CertExpired,
         Detail::NoSni,
+        Detail::SocketUnanswered,
     ];
 
     pub fn from_index(i: usize) -> Option<Detail> {
         Self::ALL.get(i).copied()
+    }
+
+    /// A new connection closed or reset unanswered: Some(on a unix socket).
+    fn unanswered_on(self) -> Option<bool> {
+        match self {
+            Detail::PlainUnanswered => Some(false),
+            Detail::SocketUnanswered => Some(true),
+            _ => None,
+        }
     }
 }
 
@@ -678,8 +706,10 @@ pub fn classify(f: &Facts) -> Verdict {
         Detail::LateClose
     } else if unanswered && f.reused {
         Detail::Reused
-    } else if unanswered && f.tls == Tls::Off && !f.unix {
-        // a TCP port: a unix socket has no port to mistake
+    } else if unanswered && f.unix {
+        Detail::SocketUnanswered
+    } else if unanswered && f.tls == Tls::Off {
+        // a TCP port: TLS there says it is no port mistaken for another
         Detail::PlainUnanswered
     } else if v.cause == Cause::ConnectRefused && f.unix {
         Detail::StaleSocket
@@ -1246,22 +1276,35 @@ mod tests {
             );
             assert!(!h.contains("TLS"), "{h}");
         }
-        // uwsgi and scgi: the cause's own hint
+        // uwsgi: its buffer-size; scgi: the cause's own hint
         for c in [Cause::PrematureClose, Cause::ConnectionReset] {
+            let h = hint(c, Pass::Uwsgi);
+            assert!(h.contains("uwsgi --buffer-size"), "{h}");
             assert_eq!(
-                hint(c, Pass::Uwsgi),
-                c.hint_in(None, Detail::None, Pass::Uwsgi)
+                hint(c, Pass::Scgi),
+                c.hint_in(None, Detail::None, Pass::Scgi)
             );
         }
-        // over TLS (the handshake done), on a unix socket, with bytes received, or after the
-        // header: not this
+        // on a unix socket: its own detail, which only uwsgi_pass makes longer
+        for f in [closed, reset] {
+            let unix = Facts { unix: true, ..f };
+            assert_eq!(classify(&unix).detail, Detail::SocketUnanswered, "{f:?}");
+        }
+        for p in Pass::ALL {
+            for c in [Cause::PrematureClose, Cause::ConnectionReset] {
+                let h = c.hint_in(None, Detail::SocketUnanswered, p);
+                let own = c.hint_in(None, Detail::None, p);
+                assert_eq!(h == own, p != Pass::Uwsgi, "{p:?} {c:?}: {h}");
+                assert_eq!(
+                    c.hint_is_own(None, Detail::SocketUnanswered, p),
+                    p != Pass::Uwsgi
+                );
+            }
+        }
+        // over TLS (the handshake done), with bytes received, or after the header: not this
         for f in [
             Facts {
                 tls: Tls::Established,
-                ..closed
-            },
-            Facts {
-                unix: true,
                 ..closed
             },
             Facts {
@@ -1632,7 +1675,9 @@ mod tests {
             "{h}"
         );
         let unix = Facts { unix: true, ..f };
-        assert_eq!(classify(&unix).detail, Detail::None);
+        assert_eq!(classify(&unix).detail, Detail::SocketUnanswered);
+        let h = Cause::PrematureClose.hint_in(None, Detail::SocketUnanswered, Pass::Fastcgi);
+        assert!(!h.contains("allowed_clients"), "{h}");
     }
 
     #[test]
