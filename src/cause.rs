@@ -215,7 +215,9 @@ impl Cause {
     /// through fastcgi_pass, php-fpm closes a connection from a client its
     /// `listen.allowed_clients` does not list as soon as it accepts it (before nginx wrote,
     /// end of file; after, a reset). Through uwsgi_pass, on either: uWSGI drops a request
-    /// bigger than its buffer-size. None: the cause's own hint.
+    /// bigger than its buffer-size. Through proxy_pass to a unix socket: uWSGI's (--socket)
+    /// reads a plain HTTP request as a too big uwsgi packet and closes; php-fpm's resets, as
+    /// on a port. None: the cause's own hint.
     fn unanswered_text(self, p: Pass, unix: bool) -> Option<String> {
         if !self.unanswered_applies(p, unix) {
             return None;
@@ -225,8 +227,14 @@ impl Cause {
             (_, Pass::Uwsgi) => format!(
                 "{own}; uWSGI drops a request bigger than its buffer-size (4 KB by default: long cookies or query strings) this way and logs \"invalid request block size\": raise buffer-size (uwsgi --buffer-size 32768)"
             ),
+            (Cause::PrematureClose, Pass::Proxy) if unix => format!(
+                "{own}; a uWSGI socket (uwsgi --socket) closes a plain HTTP request the same way (then uwsgi_pass, or uwsgi --http-socket)"
+            ),
+            (Cause::ConnectionReset, Pass::Proxy) if unix => format!(
+                "{own}; a php-fpm socket resets a plain HTTP request this way (then fastcgi_pass)"
+            ),
             (Cause::PrematureClose, Pass::Proxy) => format!(
-                "{own}; a TLS port closes the same way on plain HTTP (then proxy_pass https://)"
+                "{own}; a TLS port closes the same way on plain HTTP (then proxy_pass https://), and so does a uWSGI socket (then uwsgi_pass)"
             ),
             (Cause::PrematureClose, Pass::Grpc) => format!(
                 "{own}; a TLS port closes the same way on plain HTTP/2 (then grpc_pass grpcs://)"
@@ -248,15 +256,15 @@ impl Cause {
     }
 
     /// Does a new connection unanswered (on a unix socket: `unix`) lengthen this cause's hint
-    /// through `p`? A unix socket has no port to mistake and no client address to refuse.
+    /// through `p`? A unix socket is no TLS port and has no client address to refuse.
     fn unanswered_applies(self, p: Pass, unix: bool) -> bool {
         if !matches!(self, Cause::PrematureClose | Cause::ConnectionReset) {
             return false;
         }
         match p {
-            Pass::Uwsgi => true,
+            Pass::Uwsgi | Pass::Proxy => true,
             _ if unix => false,
-            Pass::Any | Pass::Proxy | Pass::Fastcgi => true,
+            Pass::Any | Pass::Fastcgi => true,
             Pass::Grpc => self == Cause::PrematureClose,
             _ => false,
         }
@@ -1262,7 +1270,7 @@ mod tests {
         }
         let hint = |c: Cause, p| c.hint_in(None, Detail::PlainUnanswered, p);
         assert!(hint(Cause::PrematureClose, Pass::Proxy).ends_with(
-            "; a TLS port closes the same way on plain HTTP (then proxy_pass https://)"
+            "; a TLS port closes the same way on plain HTTP (then proxy_pass https://), and so does a uWSGI socket (then uwsgi_pass)"
         ));
         assert!(hint(Cause::PrematureClose, Pass::Grpc).ends_with("(then grpc_pass grpcs://)"));
         assert!(hint(Cause::ConnectionReset, Pass::Proxy).contains("php-fpm"));
@@ -1285,22 +1293,27 @@ mod tests {
                 c.hint_in(None, Detail::None, Pass::Scgi)
             );
         }
-        // on a unix socket: its own detail, which only uwsgi_pass makes longer
+        // on a unix socket: its own detail, which only uwsgi_pass (buffer-size) and
+        // proxy_pass (a uWSGI or php-fpm socket) make longer
         for f in [closed, reset] {
             let unix = Facts { unix: true, ..f };
             assert_eq!(classify(&unix).detail, Detail::SocketUnanswered, "{f:?}");
         }
         for p in Pass::ALL {
+            let longer = matches!(p, Pass::Uwsgi | Pass::Proxy);
             for c in [Cause::PrematureClose, Cause::ConnectionReset] {
                 let h = c.hint_in(None, Detail::SocketUnanswered, p);
                 let own = c.hint_in(None, Detail::None, p);
-                assert_eq!(h == own, p != Pass::Uwsgi, "{p:?} {c:?}: {h}");
-                assert_eq!(
-                    c.hint_is_own(None, Detail::SocketUnanswered, p),
-                    p != Pass::Uwsgi
-                );
+                assert_eq!(h != own, longer, "{p:?} {c:?}: {h}");
+                assert!(h.starts_with(own) && !h.contains("TLS"), "{h}");
+                assert_eq!(c.hint_is_own(None, Detail::SocketUnanswered, p), !longer);
             }
         }
+        let h = |c: Cause| c.hint_in(None, Detail::SocketUnanswered, Pass::Proxy);
+        assert!(h(Cause::PrematureClose).ends_with("(then uwsgi_pass, or uwsgi --http-socket)"));
+        assert!(h(Cause::ConnectionReset).ends_with(
+            "a php-fpm socket resets a plain HTTP request this way (then fastcgi_pass)"
+        ));
         // over TLS (the handshake done), with bytes received, or after the header: not this
         for f in [
             Facts {

@@ -62,7 +62,7 @@ my %case = (
     '/tcp/ok'     => { status => 200 },
     '/unix/ok'    => { status => 200 },
     '/tcp/crash'  => { peer => $addr, hint => qr/^the backend closed the connection before answering: check its logs for crashes/ },
-    '/unix/crash' => { peer => "unix:$sock", hint => qr/^the backend closed the connection before answering: check its logs for crashes, OOM kills or worker restarts$/ },
+    '/unix/crash' => { peer => "unix:$sock", hint => qr/^the backend closed the connection before answering: check its logs for crashes, OOM kills or worker restarts; a uWSGI socket \(uwsgi --socket\) closes a plain HTTP request the same way/ },
     '/tcp/slow'   => { peer => $addr, hint => qr/5 s or more after the request: its own request timeout most likely killed it \(gunicorn --timeout/ },
     '/unix/slow'  => { peer => "unix:$sock", hint => qr/gunicorn --timeout/ },
 );

@@ -2,9 +2,9 @@
 # A real php-fpm behind fastcgi_pass (and, by mistake, proxy_pass), making its own faults:
 # a pool whose listen.allowed_clients leaves nginx out, a worker that crashes (SIGSEGV), a
 # worker killed by request_terminate_timeout, a response header bigger than
-# fastcgi_buffer_size, a plain HTTP request to its port, a master killed (its socket file
-# left behind) and one stopped. Each gets the cause, errno, phase and hint nginx's error.log
-# line supports.
+# fastcgi_buffer_size, a plain HTTP request to its port and to its unix socket, a master
+# killed (its socket file left behind) and one stopped. Each gets the cause, errno, phase
+# and hint nginx's error.log line supports.
 #   Run alone: prove -v t/causes_phpfpm.t
 
 use strict;
@@ -31,6 +31,7 @@ my $www = Triage::PhpFpm::scripts($t,
 my %addr = map { $_ => '127.0.0.1:' . $t->port("fpm_$_") } qw(main allow killed stopped);
 my $sockdir = $t->subdir('sock');
 my $stale = "$sockdir/stale.sock";
+my $fpm_sock = "$sockdir/php-fpm.sock";
 my %fpm = (
     main    => Triage::PhpFpm->start($t, listen => $addr{main},
                                      pool => "request_terminate_timeout = 5s\n"),
@@ -39,6 +40,7 @@ my %fpm = (
                                      pool => "listen.allowed_clients = 127.0.0.9\n"),
     stopped => Triage::PhpFpm->start($t, listen => $addr{stopped}),
     killed  => Triage::PhpFpm->start($t, listen => $stale),
+    unix    => Triage::PhpFpm->start($t, listen => $fpm_sock),
 );
 
 my $fcgi = "fastcgi_param SCRIPT_FILENAME $www\$uri; fastcgi_param REQUEST_METHOD \$request_method;";
@@ -56,6 +58,7 @@ http {
         location /stopped/ { rewrite ^/stopped(/.*)\$ \$1 break; fastcgi_pass $addr{stopped}; $fcgi }
         location /stale/  { rewrite ^/stale(/.*)\$ \$1 break; fastcgi_pass unix:$stale; $fcgi }
         location /proxy/  { proxy_pass http://$addr{main}; }
+        location /proxy_unix/ { proxy_pass http://unix:$fpm_sock:/; }
     }
 }
 CONF
@@ -83,6 +86,10 @@ my %case = (
     '/proxy/x' => {
         status => 502, cause => qr/^connection_reset$/, errno => 104, phase => 'read_header',
         hint => qr/php-fpm\) resets a plain HTTP request this way \(then fastcgi_pass\)/, peer => $addr{main},
+        err => qr/\[error\] .*recv\(\) failed \(104: Connection reset by peer\) while reading response header from upstream/ },
+    '/proxy_unix/x' => {
+        status => 502, cause => qr/^connection_reset$/, errno => 104, phase => 'read_header',
+        hint => qr/; a php-fpm socket resets a plain HTTP request this way \(then fastcgi_pass\)$/, peer => "unix:$fpm_sock",
         err => qr/\[error\] .*recv\(\) failed \(104: Connection reset by peer\) while reading response header from upstream/ },
     '/stopped/ok.php' => {
         status => 502, cause => qr/^connect_refused$/, errno => 111, phase => 'connect',

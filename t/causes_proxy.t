@@ -281,7 +281,7 @@ my @cases = (
       err => qr/\[error\] .*upstream prematurely closed connection while reading response header from upstream/ },
     # a TLS server closes the same way on a plain request: the hint says so
     { uri => '/tls_port', status => 502, cause => 'premature_close', errno => '',
-      hint => qr/; a TLS port closes the same way on plain HTTP \(then proxy_pass https:\/\/\)$/,
+      hint => qr/; a TLS port closes the same way on plain HTTP \(then proxy_pass https:\/\/\), and so does a uWSGI socket \(then uwsgi_pass\)$/,
       phase => 'read_header', peer => $b{tls_only}->addr,
       err => qr/\[error\] .*upstream prematurely closed connection while reading response header from upstream/ },
     # the same close over TLS: a crash, not a TLS port (the hint does not say https://)

@@ -3,7 +3,8 @@
 # request bigger than its buffer-size (4 KB by default: a long query string or cookies),
 # which it drops unanswered, and a worker killed by its harakiri timeout. nginx logs a reset
 # or a premature close for both; the hint names buffer-size for the first, harakiri for the
-# second.
+# second. And proxy_pass to its uwsgi-protocol socket, which closes the plain HTTP request:
+# the hint says uwsgi_pass.
 #   Run alone: prove -v t/causes_uwsgi.t
 
 use strict;
@@ -55,6 +56,9 @@ http {
         large_client_header_buffers 4 16k;
         location /tcp/  { uwsgi_pass $addr; $params }
         location /unix/ { uwsgi_pass unix:$sock; $params }
+        # the classic mistake: proxy_pass to uWSGI's --socket, which speaks the uwsgi protocol
+        location /proxy_tcp/  { proxy_pass http://$addr; }
+        location /proxy_unix/ { proxy_pass http://unix:$sock:/; }
     }
 }
 CONF
@@ -68,6 +72,8 @@ my %case = (
     "/unix/big$big"  => { peer => "unix:$sock", hint => $bufsize },
     '/tcp/slow'      => { peer => $addr, hint => qr/5 s or more after the request: .*uwsgi harakiri/, slow => 1 },
     '/unix/slow'     => { peer => "unix:$sock", hint => qr/uwsgi harakiri/, slow => 1 },
+    '/proxy_tcp/x'   => { peer => $addr, hint => qr/; a TLS port closes the same way on plain HTTP \(then proxy_pass https:\/\/\), and so does a uWSGI socket \(then uwsgi_pass\)$/ },
+    '/proxy_unix/x'  => { peer => "unix:$sock", hint => qr/; a uWSGI socket \(uwsgi --socket\) closes a plain HTTP request the same way \(then uwsgi_pass, or uwsgi --http-socket\)$/ },
 );
 my $err = qr/(?:upstream prematurely closed connection|recv\(\) failed \(104: Connection reset by peer\)) while reading response header from upstream/;
 
