@@ -1,7 +1,7 @@
 #!/usr/bin/perl
 # A real php-fpm behind fastcgi_pass (and, by mistake, proxy_pass), making its own faults:
 # a pool whose listen.allowed_clients leaves nginx out, a worker that crashes (SIGSEGV), a
-# worker killed by request_terminate_timeout, a response header bigger than
+# worker killed by request_terminate_timeout, every worker busy (pm.max_children), a response header bigger than
 # fastcgi_buffer_size, a plain HTTP request to its port and to its unix socket, a master
 # killed (its socket file left behind) and one stopped. Each gets the cause, errno, phase
 # and hint nginx's error.log line supports.
@@ -13,7 +13,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use Test::More;
-use Triage::Harness qw(log_format_directive);
+use Triage::Harness qw(log_format_directive wait_until);
 use Triage::PhpFpm;
 
 plan skip_all => 'php-fpm is not installed (apt-get install php-fpm; .ci/run installs it)'
@@ -27,8 +27,9 @@ my $www = Triage::PhpFpm::scripts($t,
     'crash.php'  => '<?php posix_kill(getmypid(), 11); echo "never";',
     'slow.php'   => '<?php sleep(30); echo "late";',
     'bighdr.php' => '<?php header("X-Big: " . str_repeat("a", 8000)); echo "x";',
+    'wait.php'   => '<?php sleep(4); echo "done";',
 );
-my %addr = map { $_ => '127.0.0.1:' . $t->port("fpm_$_") } qw(main allow killed stopped);
+my %addr = map { $_ => '127.0.0.1:' . $t->port("fpm_$_") } qw(main allow killed stopped busy);
 my $sockdir = $t->subdir('sock');
 my $stale = "$sockdir/stale.sock";
 my $fpm_sock = "$sockdir/php-fpm.sock";
@@ -41,6 +42,9 @@ my %fpm = (
     stopped => Triage::PhpFpm->start($t, listen => $addr{stopped}),
     killed  => Triage::PhpFpm->start($t, listen => $stale),
     unix    => Triage::PhpFpm->start($t, listen => $fpm_sock),
+    # every worker busy: requests wait in its listen queue
+    busy    => Triage::PhpFpm->start($t, listen => $addr{busy}, pool => "pm = dynamic\n"
+                   . "pm.start_servers = 1\npm.min_spare_servers = 1\npm.max_spare_servers = 1\n"),
 );
 
 my $fcgi = "fastcgi_param SCRIPT_FILENAME $www\$uri; fastcgi_param REQUEST_METHOD \$request_method;";
@@ -59,6 +63,8 @@ http {
         location /stale/  { rewrite ^/stale(/.*)\$ \$1 break; fastcgi_pass unix:$stale; $fcgi }
         location /proxy/  { proxy_pass http://$addr{main}; }
         location /proxy_unix/ { proxy_pass http://unix:$fpm_sock:/; }
+        location /busy/   { rewrite ^/busy(/.*)\$ \$1 break; fastcgi_pass $addr{busy}; $fcgi
+                            fastcgi_read_timeout 2s; }
     }
 }
 CONF
@@ -99,6 +105,12 @@ my %case = (
         status => 502, cause => qr/^connect_refused$/, errno => 111, phase => 'connect',
         hint => qr/the unix socket file exists but nothing listens on it/, peer => "unix:$stale",
         err => qr/\[error\] .*connect\(\) to unix:\Q$stale\E failed \(111: Connection refused\) while connecting to upstream/ },
+    # two requests at once to a pool with one worker: one waits in php-fpm's listen queue,
+    # the other in a script that outlasts fastcgi_read_timeout; both time out
+    (map { ("/busy/wait.php?$_" => {
+        status => 504, cause => qr/^read_timeout$/, errno => 110, phase => 'read_header',
+        hint => qr/every one of its workers being busy \(php-fpm pm\.max_children/, peer => $addr{busy}, busy => 1,
+        err => qr/\[error\] .*upstream timed out \(110: Connection timed out\) while reading response header from upstream/ }) } 1, 2),
     # php-fpm kills the worker after request_terminate_timeout (5 s)
     '/main/slow.php' => {
         status => 502, cause => qr/^(?:connection_reset|premature_close)$/, phase => 'read_header',
@@ -108,12 +120,24 @@ my %case = (
 
 # one at a time: each pool has one worker (pm.max_children 1); the slow one last
 my $slow = $t->conn('main') or BAIL_OUT("connect to nginx: $!");
-my @uris = sort grep { !$case{$_}{slow} } keys %case;
+my @uris = sort grep { !$case{$_}{slow} && !$case{$_}{busy} } keys %case;
 for my $u (@uris) {
     my $r = $t->http('main', $u);
     is($r->{status}, $case{$u}{status}, "$u: status $case{$u}{status}");
 }
 $slow->send_request(GET => '/main/slow.php');
+{
+    my @busy = map { my $c = $t->conn('main') or BAIL_OUT("connect to nginx: $!"); $c } 1, 2;
+    # (whichever php-fpm takes first times out too: its script outlasts the read timeout)
+    $_->send_request(GET => '/busy/wait.php?' . ($_ == $busy[0] ? 1 : 2)) for @busy;
+    my @r = map { $_->read_response(timeout => 10) } @busy;
+    is($r[0]{status}, 504, '/busy/wait.php?1: 504') or diag($r[0]{error});
+    is($r[1]{status}, 504, '/busy/wait.php?2: 504') or diag($r[1]{error});
+    ok(wait_until(sub { $fpm{busy}->log =~ /server reached pm\.max_children setting \(1\)/ }, 5),
+       "php-fpm's log: every worker was busy") or diag($fpm{busy}->log);
+    $_->close for @busy;
+}
+push @uris, '/busy/wait.php?1', '/busy/wait.php?2';
 {
     my $r = $slow->read_response(timeout => 15);
     is($r->{status}, 502, '/main/slow.php: 502 once php-fpm kills the worker') or diag($r->{error});
