@@ -28,6 +28,15 @@ impl Judge<'_> {
             _ => Outcome::pass(Some(status)),
         }
     }
+
+    /// A parser's progress as a verdict (None: undecided), with the body and status it read.
+    fn progress(&self, p: Progress, body: &[u8], status: Option<u16>) -> Option<Outcome> {
+        match p {
+            Progress::More => None,
+            Progress::Done(s) => Some(self.verdict(s, body)),
+            Progress::Fail(c) => Some(Outcome::fail(Reason::Cause(c), status)),
+        }
+    }
 }
 
 /// Where a probe is; decides the cause of a timeout or a socket error.
@@ -106,36 +115,24 @@ impl Exchange {
 
     /// Bytes of the response; Some once judged.
     pub fn data(&mut self, d: &[u8], judge: &Judge) -> Option<Outcome> {
-        match self {
-            Exchange::Connect => Some(Outcome::pass(None)),
-            Exchange::Http(p) => match p.feed(d) {
-                Progress::More => None,
-                Progress::Done(status) => Some(judge.verdict(status, p.body())),
-                Progress::Fail(c) => Some(Outcome::fail(Reason::Cause(c), p.status())),
-            },
-            Exchange::FastCgi(r) => match r.feed(d) {
-                Progress::More => None,
-                Progress::Done(status) => Some(judge.verdict(status, r.body())),
-                Progress::Fail(c) => Some(Outcome::fail(Reason::Cause(c), r.status())),
-            },
-        }
+        let (progress, body, status) = match self {
+            Exchange::Connect => return Some(Outcome::pass(None)),
+            Exchange::Http(p) => (p.feed(d), p.body(), p.status()),
+            Exchange::FastCgi(r) => (r.feed(d), r.body(), r.status()),
+        };
+        judge.progress(progress, body, status)
     }
 
     /// The peer closed the connection.
     pub fn eof(&mut self, judge: &Judge) -> Outcome {
-        match self {
-            Exchange::Connect => Outcome::pass(None),
-            Exchange::Http(p) => match p.eof() {
-                Progress::Done(status) => judge.verdict(status, p.body()),
-                Progress::Fail(c) => Outcome::fail(Reason::Cause(c), p.status()),
-                Progress::More => Outcome::fail(Reason::Cause(Cause::PrematureClose), p.status()),
-            },
-            Exchange::FastCgi(r) => match r.eof() {
-                Progress::Done(status) => judge.verdict(status, r.body()),
-                Progress::Fail(c) => Outcome::fail(Reason::Cause(c), r.status()),
-                Progress::More => Outcome::fail(Reason::Cause(Cause::PrematureClose), r.status()),
-            },
-        }
+        let (progress, body, status) = match self {
+            Exchange::Connect => return Outcome::pass(None),
+            Exchange::Http(p) => (p.eof(), p.body(), p.status()),
+            Exchange::FastCgi(r) => (r.eof(), r.body(), r.status()),
+        };
+        judge
+            .progress(progress, body, status)
+            .unwrap_or(Outcome::fail(Reason::Cause(Cause::PrematureClose), status))
     }
 }
 

@@ -5,7 +5,7 @@
 //! as nginx's fastcgi module reads it), and the body when a body expectation needs it.
 //! Pure: the prober feeds the bytes it reads, in pieces of any size.
 
-use super::http_parse::{Progress, BODY_MAX, HEADER_MAX};
+use super::http_parse::{status_code, Progress, BODY_MAX, HEADER_MAX};
 use crate::cause::Cause;
 
 /// UCM's parameters when an upstream gives no `check_fastcgi_param`.
@@ -248,15 +248,7 @@ impl Reader {
         }
         if name.eq_ignore_ascii_case(b"status") {
             // "Status: 404 Not Found" (nginx: "upstream sent invalid status")
-            let code = value.get(..3).ok_or(Cause::InvalidHeader)?;
-            if !code.iter().all(u8::is_ascii_digit) || value.get(3).is_some_and(|&b| b != b' ') {
-                return Err(Cause::InvalidHeader);
-            }
-            let n = code.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
-            if !(100..=599).contains(&n) {
-                return Err(Cause::InvalidHeader);
-            }
-            self.status = Some(n);
+            self.status = Some(status_code(value).ok_or(Cause::InvalidHeader)?);
         } else if name.eq_ignore_ascii_case(b"location") {
             self.location = true;
         }

@@ -81,12 +81,18 @@ fn status_line(l: &[u8]) -> Option<(u16, u8)> {
     {
         return None;
     }
-    let code = &rest[4..7];
-    if !code.iter().all(u8::is_ascii_digit) || rest.get(7).is_some_and(|&b| b != b' ') {
+    status_code(&rest[4..]).map(|n| (n, rest[2] - b'0'))
+}
+
+/// "200 OK" or "200" → 200: three digits, then a space or nothing, 100 to 599 (an HTTP status
+/// line's code, and a CGI `Status:` header's value).
+pub fn status_code(s: &[u8]) -> Option<u16> {
+    let code = s.get(..3)?;
+    if !code.iter().all(u8::is_ascii_digit) || s.get(3).is_some_and(|&b| b != b' ') {
         return None;
     }
-    let n = (code[0] - b'0') as u16 * 100 + (code[1] - b'0') as u16 * 10 + (code[2] - b'0') as u16;
-    (100..=599).contains(&n).then_some((n, rest[2] - b'0'))
+    let n = code.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    (100..=599).contains(&n).then_some(n)
 }
 
 impl Parser {
