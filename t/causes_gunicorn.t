@@ -13,6 +13,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Triage::Harness qw(log_format_directive);
 use Triage::Gunicorn;
+use Triage::Verdict qw(access_verdict);
 
 plan skip_all => 'gunicorn is not installed (apt-get install gunicorn; .ci/run installs it)'
     unless Triage::Gunicorn::binary();
@@ -86,14 +87,9 @@ for my $u (grep { !$slow{$_} } sort keys %case) {
 for my $u (sort keys %case) {
     my $e = $case{$u};
     next if $e->{status};
-    my $rec = $t->find_access('access.log', \@F, request_uri => $u);
-    ok($rec, "$u: access log line") or next;
-    is($rec->{triage_cause}, 'premature_close', "$u: \$triage_cause premature_close");
-    is($rec->{triage_errno}, '', "$u: no errno (nginx logs none)");
-    is($rec->{triage_phase}, 'read_header', "$u: \$triage_phase read_header");
-    is($rec->{triage_peer}, $e->{peer}, "$u: \$triage_peer");
-    like($rec->{triage_hint}, $e->{hint}, "$u: \$triage_hint");
-    ok($t->wait_error_log(qr/$err.*request: "GET \Q$u\E HTTP\/1\.1"/), "$u: error.log proves the fault");
+    # nginx logs no errno for a close
+    access_verdict($t, \@F, $u, cause => 'premature_close', errno => '', phase => 'read_header',
+                   peer => $e->{peer}, hint => $e->{hint}, err => $err);
 }
 like($tcp->log, qr/WORKER TIMEOUT/, "gunicorn's log: the worker timed out");
 like($tcp->log, qr/terminated due to signal 9/, "gunicorn's log: the worker was killed");

@@ -15,6 +15,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Triage::Harness qw(log_format_directive wait_until);
 use Triage::PhpFpm;
+use Triage::Verdict qw(access_verdict);
 
 plan skip_all => 'php-fpm is not installed (apt-get install php-fpm; .ci/run installs it)'
     unless Triage::PhpFpm::binary();
@@ -148,15 +149,8 @@ push @uris, '/main/slow.php';
 for my $u (@uris) {
     my $e = $case{$u};
     next if $e->{status} == 200;
-    my $rec = $t->find_access('access.log', \@F, request_uri => $u);
-    ok($rec, "$u: access log line") or next;
-    like($rec->{triage_cause}, $e->{cause}, "$u: \$triage_cause");
-    is($rec->{triage_errno}, $e->{errno}, "$u: \$triage_errno $e->{errno}") if defined $e->{errno};
-    is($rec->{triage_phase}, $e->{phase}, "$u: \$triage_phase $e->{phase}");
-    is($rec->{triage_peer}, $e->{peer}, "$u: \$triage_peer");
-    like($rec->{triage_hint}, $e->{hint}, "$u: \$triage_hint");
-    ok($t->wait_error_log(qr/$e->{err}.*request: "GET \Q$u\E HTTP\/1\.1"/),
-       "$u: error.log proves the fault");
+    access_verdict($t, \@F, $u, map { $_ => $e->{$_} } grep { exists $e->{$_} }
+                   qw(cause errno phase peer hint err));
 }
 
 $t->stop;

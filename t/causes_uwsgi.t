@@ -15,6 +15,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Triage::Harness qw(log_format_directive);
 use Triage::Uwsgi;
+use Triage::Verdict qw(access_verdict);
 
 plan skip_all => 'uwsgi is not installed (apt-get install uwsgi-core uwsgi-plugin-python3; .ci/run installs them)'
     unless Triage::Uwsgi::binary();
@@ -96,15 +97,10 @@ for my $u (grep { !$slow{$_} } sort keys %case) {
 for my $u (sort keys %case) {
     my $e = $case{$u};
     next if $e->{status};
-    my $name = substr($u, 0, 12);
-    my $rec = $t->find_access('access.log', \@F, request_uri => $u);
-    ok($rec, "$name: access log line") or next;
-    like($rec->{triage_cause}, qr/^(?:premature_close|connection_reset)$/, "$name: \$triage_cause $rec->{triage_cause}");
-    is($rec->{triage_phase}, 'read_header', "$name: \$triage_phase read_header");
-    is($rec->{triage_peer}, $e->{peer}, "$name: \$triage_peer");
-    like($rec->{triage_hint}, $e->{hint}, "$name: \$triage_hint");
     # (nginx cuts an error.log line at 2 KB: the long request line is matched by its start)
-    ok($t->wait_error_log(qr/$err.*request: "GET \Q${\ substr($u, 0, 40)}\E/), "$name: error.log proves the fault");
+    access_verdict($t, \@F, $u, name => substr($u, 0, 12), request => substr($u, 0, 40),
+                   cause => qr/^(?:premature_close|connection_reset)$/, phase => 'read_header',
+                   peer => $e->{peer}, hint => $e->{hint}, err => $err);
 }
 like($tcp->log, qr/invalid request block size: \d+ \(max 4096\)/, "uWSGI's log: the request was over its buffer-size");
 like($tcp->log, qr/HARAKIRI ON WORKER/, "uWSGI's log: harakiri killed the worker");

@@ -8,6 +8,7 @@ package Triage::AppServer;
 #   $s->pid; $s->dir; $s->log;   # master pid, its directory, what it logged
 #   $s->stop;                    # graceful; also done with the harness ($t->own)
 #   $s->kill9;                   # SIGKILL to the master and its workers: a socket file stays
+#   Triage::AppServer->write_files($dir, 'app.py' => $source);  # files for it to serve
 
 use strict;
 use warnings;
@@ -26,6 +27,17 @@ my %SEQ;
 sub new_dir {
     my ($class, $t, $kind) = @_;
     return $t->subdir("$kind-" . ++$SEQ{$kind});
+}
+
+# Write files (name => content) into $dir; returns $dir.
+sub write_files {
+    my ($class, $dir, %file) = @_;
+    for my $f (sort keys %file) {
+        open my $fh, '>', "$dir/$f" or croak "$dir/$f: $!";
+        print $fh $file{$f};
+        close $fh;
+    }
+    return $dir;
 }
 
 # spawn($t, dir => $dir, argv => [...], listen => $addr_or_path, logs => [files],

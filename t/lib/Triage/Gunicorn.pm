@@ -27,9 +27,7 @@ sub start {
     my $bin = binary() or croak 'no gunicorn';
     my $listen = $opt{listen} or croak 'listen => required';
     my $dir = $class->new_dir($t, 'gunicorn');
-    open my $fh, '>', "$dir/app.py" or croak "$dir/app.py: $!";
-    print $fh $opt{app} // croak 'app => required';
-    close $fh;
+    $class->write_files($dir, 'app.py' => $opt{app} // croak 'app => required');
     my $bind = $listen =~ m{^/} ? "unix:$listen" : $listen;
     return $class->spawn($t, dir => $dir, listen => $listen, stop_signal => 'TERM',
         argv => [ $bin, '--chdir', $dir, '--workers', 1, '--bind', $bind,

@@ -27,13 +27,7 @@ sub binary {
 # Write PHP scripts (name => source) into the harness's www/ directory; returns its path.
 sub scripts {
     my ($t, %script) = @_;
-    my $www = $t->subdir('www');
-    for my $f (sort keys %script) {
-        open my $fh, '>', "$www/$f" or croak "$www/$f: $!";
-        print $fh $script{$f};
-        close $fh;
-    }
-    return $www;
+    return __PACKAGE__->write_files($t->subdir('www'), %script);
 }
 
 sub start {

@@ -27,9 +27,7 @@ sub start {
     my $bin = binary() or croak 'no uwsgi_python3';
     my $listen = $opt{listen} or croak 'listen => required';
     my $dir = $class->new_dir($t, 'uwsgi');
-    open my $fh, '>', "$dir/app.py" or croak "$dir/app.py: $!";
-    print $fh $opt{app} // croak 'app => required';
-    close $fh;
+    $class->write_files($dir, 'app.py' => $opt{app} // croak 'app => required');
     return $class->spawn($t, dir => $dir, listen => $listen,
         stop_signal => 'INT',    # uWSGI 2.0 reloads on TERM
         argv => [ $bin, '--master', '--processes', 1, '--socket', $listen,
