@@ -1,7 +1,8 @@
 #!/usr/bin/perl
 # Health-check directives: nginx_upstream_check_module's configuration (the seed block of
 # the issue, verbatim) and every extension pass `nginx -t`; bad ones fail it with an
-# nginx-style message naming the file and line (type=mysql|ajp: "not supported").
+# nginx-style message naming the file and line. Every UCM type is accepted (tcp, http, https,
+# ssl_hello, fastcgi, mysql, ajp); directives a type ignores get a warning.
 #   Run alone: prove -v t/checks_config.t
 
 use strict;
@@ -120,12 +121,25 @@ bad('check_fastcgi_param with an empty name', { UPSTREAM => "check type=fastcgi;
     qr/check_fastcgi_param ""/, qr/empty check_fastcgi_param name/);
 bad('check_fastcgi_param without a value', { UPSTREAM => "check type=fastcgi;\n        check_fastcgi_param SCRIPT_NAME;" },
     qr/check_fastcgi_param SCRIPT_NAME/, qr/invalid number of arguments in "check_fastcgi_param" directive/);
+# type=mysql and type=ajp as UCM's documentation writes them
 for my $type (qw(mysql ajp)) {
-    bad("type=$type", { UPSTREAM => "check interval=3000 type=$type;" }, qr/type=$type/,
-        qr/check type "$type" is not supported \(supported: tcp, http, https, ssl_hello, fastcgi\)/);
+    my $out = good("type=$type", { UPSTREAM => "check interval=3000 rise=2 fall=5 timeout=1000 type=$type;" });
+    unlike($out, qr/\[warn\] check/, "type=$type alone: no check warning");
+}
+{
+    my $out = good('check_http_send with type=mysql',
+        { UPSTREAM => "check type=mysql;\n        check_http_send \"GET / HTTP/1.0\\r\\n\\r\\n\";" });
+    like($out, qr/\[warn\] check_http_\* directives have no effect with type=mysql in upstream "backend"/,
+         'check_http_send with type=mysql: a warning (the server speaks first; nothing is sent)');
+    $out = good('check_keepalive_requests with type=fastcgi',
+        { UPSTREAM => "check type=fastcgi;\n        check_keepalive_requests 10;" });
+    like($out, qr/\[warn\] check_keepalive_requests has no effect with type=fastcgi \(each check opens a new connection\) in upstream "backend"/,
+         'check_keepalive_requests with type=fastcgi: a warning');
+    $out = good('check_keepalive_requests with type=http', { UPSTREAM => "check type=http;\n        check_keepalive_requests 10;" });
+    unlike($out, qr/\[warn\] check/, 'check_keepalive_requests with type=http: no warning');
 }
 bad('unknown type', { UPSTREAM => 'check type=gopher;' }, qr/type=gopher/,
-    qr/unknown check type "gopher"/);
+    qr/unknown check type "gopher" \(supported: tcp, http, https, ssl_hello, fastcgi, mysql, ajp\)/);
 bad('interval not a time', { UPSTREAM => 'check interval=soon;' }, qr/interval=soon/,
     qr/invalid parameter "interval=soon"/);
 bad('rise=0', { UPSTREAM => 'check rise=0;' }, qr/rise=0/, qr/invalid parameter "rise=0"/);

@@ -19,6 +19,10 @@ pub enum Kind {
     /// A FastCGI request (`check_fastcgi_param`), its answer judged by the status in its
     /// CGI headers (and body): php-fpm's `ping.path`, for instance.
     FastCgi,
+    /// A MySQL server's first packet: its handshake passes, an error packet fails.
+    Mysql,
+    /// AJP's CPing, answered by a CPong (Tomcat's AJP connector).
+    Ajp,
 }
 
 impl Kind {
@@ -29,6 +33,8 @@ impl Kind {
             Kind::Https => "https",
             Kind::SslHello => "ssl_hello",
             Kind::FastCgi => "fastcgi",
+            Kind::Mysql => "mysql",
+            Kind::Ajp => "ajp",
         }
     }
 
@@ -47,9 +53,6 @@ impl Kind {
         matches!(self, Kind::Https | Kind::SslHello)
     }
 }
-
-/// UCM's types this module does not implement.
-const UNSUPPORTED: [&str; 2] = ["mysql", "ajp"];
 
 /// Everything the `check` directive sets, with UCM's defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,17 +160,13 @@ pub fn parse_check(args: &[&[u8]]) -> Result<Check, ConfError> {
                     b"https" => Kind::Https,
                     b"ssl_hello" => Kind::SslHello,
                     b"fastcgi" => Kind::FastCgi,
+                    b"mysql" => Kind::Mysql,
+                    b"ajp" => Kind::Ajp,
                     other => {
-                        let t = lossy(other);
-                        return Err(ConfError(if UNSUPPORTED.contains(&t.as_str()) {
-                            format!(
-                                "check type \"{t}\" is not supported (supported: tcp, http, https, ssl_hello, fastcgi)"
-                            )
-                        } else {
-                            format!(
-                                "unknown check type \"{t}\" (supported: tcp, http, https, ssl_hello, fastcgi)"
-                            )
-                        }));
+                        return Err(ConfError(format!(
+                            "unknown check type \"{}\" (supported: tcp, http, https, ssl_hello, fastcgi, mysql, ajp)",
+                            lossy(other)
+                        )));
                     }
                 }
             }
@@ -347,6 +346,8 @@ pub struct Given {
     pub tls: bool,
     /// `check_fastcgi_param`.
     pub fastcgi: bool,
+    /// `check_keepalive_requests` above 1: connections kept between checks (http, https).
+    pub keepalive: bool,
 }
 
 /// Settings that only make sense with some check types: a warning for the operator.
@@ -366,6 +367,12 @@ pub fn mismatch(kind: Kind, given: Given) -> Option<String> {
     if given.fastcgi && kind != Kind::FastCgi {
         return Some(format!(
             "check_fastcgi_param has no effect with type={}",
+            kind.as_str()
+        ));
+    }
+    if given.keepalive && !kind.is_http() {
+        return Some(format!(
+            "check_keepalive_requests has no effect with type={} (each check opens a new connection)",
             kind.as_str()
         ));
     }
@@ -437,16 +444,22 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_types_are_named() {
-        assert_eq!(check("type=fastcgi").unwrap().kind, Kind::FastCgi);
-        for t in ["mysql", "ajp"] {
-            let e = check(&format!("type={t}")).unwrap_err().0;
-            assert!(e.contains(&format!("\"{t}\" is not supported")), "{e}");
+    fn every_ucm_type_is_known() {
+        for (t, k) in [
+            ("tcp", Kind::Tcp),
+            ("http", Kind::Http),
+            ("https", Kind::Https),
+            ("ssl_hello", Kind::SslHello),
+            ("fastcgi", Kind::FastCgi),
+            ("mysql", Kind::Mysql),
+            ("ajp", Kind::Ajp),
+        ] {
+            assert_eq!(check(&format!("type={t}")).unwrap().kind, k);
+            assert_eq!(k.as_str(), t);
         }
-        assert!(check("type=gopher")
-            .unwrap_err()
-            .0
-            .contains("unknown check type"));
+        let e = check("type=gopher").unwrap_err().0;
+        assert!(e.contains("unknown check type \"gopher\""), "{e}");
+        assert!(e.contains("mysql, ajp)"), "{e}");
     }
 
     #[test]
@@ -532,6 +545,7 @@ mod tests {
             expect,
             tls,
             fastcgi,
+            keepalive: false,
         };
         assert!(mismatch(Kind::Tcp, g(true, false, false, false)).is_some());
         assert!(mismatch(Kind::Tcp, g(false, true, false, false)).is_some());
@@ -546,5 +560,21 @@ mod tests {
         );
         let w = mismatch(Kind::Http, g(false, false, false, true)).unwrap();
         assert_eq!(w, "check_fastcgi_param has no effect with type=http");
+        let keepalive = Given {
+            keepalive: true,
+            ..g(false, false, false, false)
+        };
+        assert!(mismatch(Kind::Http, keepalive).is_none());
+        assert!(mismatch(Kind::Https, keepalive).is_none());
+        assert_eq!(
+            mismatch(Kind::FastCgi, keepalive).unwrap(),
+            "check_keepalive_requests has no effect with type=fastcgi (each check opens a new connection)"
+        );
+        // mysql and ajp: nothing to configure but the check itself
+        for k in [Kind::Mysql, Kind::Ajp] {
+            assert!(mismatch(k, g(false, false, false, false)).is_none());
+            assert!(mismatch(k, g(false, true, false, false)).is_some());
+            assert!(mismatch(k, g(false, false, true, false)).is_some());
+        }
     }
 }

@@ -95,7 +95,7 @@ pub struct UpstreamCheck {
     /// `check` (None: only other check_* directives were given).
     pub check: Option<Check>,
     /// `check_http_send`, or the default request once configured; for fastcgi, the
-    /// encoded records.
+    /// encoded records; for ajp, CPing; for mysql, nothing.
     pub request: Vec<u8>,
     /// `check_fastcgi_param NAME VALUE`, in order.
     fastcgi_params: Vec<(Vec<u8>, Vec<u8>)>,
@@ -455,7 +455,8 @@ pub unsafe fn body_matches(re: *mut ngx_regex_t, body: &[u8]) -> bool {
     }
 }
 
-/// `check_keepalive_requests N` (accepted: each check uses a new connection).
+/// `check_keepalive_requests N`: an http or https check's connection carries up to N checks
+/// (other types open a new connection for each check).
 ///
 /// # Safety
 /// Called by nginx while parsing, with the directive\'s cf and our main conf.
@@ -640,6 +641,7 @@ pub unsafe fn postconfiguration(cf: *mut ngx_conf_t, mcf: &mut MainConf) -> Stat
             expect: e.alive_set || !e.expect.ranges.is_empty() || !e.body.is_null(),
             tls: e.ssl_name.is_some() || e.ssl_verify.is_some() || e.ssl_trusted.is_some(),
             fastcgi: !e.fastcgi_params.is_empty(),
+            keepalive: e.keepalive_requests.is_some_and(|n| n > 1),
         };
         if let Some(w) = pure::mismatch(c.kind, given) {
             ngx_log_error!(
@@ -653,6 +655,12 @@ pub unsafe fn postconfiguration(cf: *mut ngx_conf_t, mcf: &mut MainConf) -> Stat
         }
         if c.kind.is_http() && !e.send_set {
             e.request = pure::default_request(&e.name);
+        }
+        match c.kind {
+            // the server speaks first; a check_http_send (warned about above) is not sent
+            pure::Kind::Mysql => e.request = Vec::new(),
+            pure::Kind::Ajp => e.request = super::ajp::CPING.to_vec(),
+            _ => {}
         }
         if c.kind == pure::Kind::FastCgi {
             e.request = if e.fastcgi_params.is_empty() {

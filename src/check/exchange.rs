@@ -4,9 +4,9 @@
 //! the verdict is an [`Outcome`]. Pure: a body expectation (PCRE, FFI) comes in as a closure.
 
 use super::conf::{Expect, Kind};
-use super::fastcgi;
 use super::health::{Outcome, Reason};
 use super::http_parse::{Parser, Progress};
+use super::{ajp, fastcgi, mysql};
 use crate::cause::{cause_from_errno, errno, Cause};
 
 /// `check_http_expect_body`: does the body match?
@@ -81,6 +81,10 @@ pub enum Exchange {
     Http(Box<Parser>),
     /// fastcgi: send the records, read the answer's records and CGI headers.
     FastCgi(Box<fastcgi::Reader>),
+    /// mysql: send nothing, read the server's first packet.
+    Mysql(mysql::Greeting),
+    /// ajp: send CPing, read CPong.
+    Ajp(ajp::Pong),
 }
 
 impl Exchange {
@@ -90,18 +94,21 @@ impl Exchange {
         if kind.is_http() {
             let head = request.len() >= 5 && request[..5].eq_ignore_ascii_case(b"HEAD ");
             Exchange::Http(Box::new(Parser::new(want_body, head, keepalive)))
-        } else if kind == Kind::FastCgi {
-            Exchange::FastCgi(Box::new(fastcgi::Reader::new(want_body)))
         } else {
-            Exchange::Connect
+            match kind {
+                Kind::FastCgi => Exchange::FastCgi(Box::new(fastcgi::Reader::new(want_body))),
+                Kind::Mysql => Exchange::Mysql(mysql::Greeting::new()),
+                Kind::Ajp => Exchange::Ajp(ajp::Pong::new()),
+                _ => Exchange::Connect,
+            }
         }
     }
 
     /// After a verdict: may the connection carry the next check?
     pub fn reusable(&self) -> bool {
         match self {
-            Exchange::Connect | Exchange::FastCgi(_) => false,
             Exchange::Http(p) => p.reusable(),
+            _ => false,
         }
     }
 
@@ -109,7 +116,7 @@ impl Exchange {
     pub fn connected(&self) -> Option<Outcome> {
         match self {
             Exchange::Connect => Some(Outcome::pass(None)),
-            Exchange::Http(_) | Exchange::FastCgi(_) => None,
+            _ => None,
         }
     }
 
@@ -119,6 +126,8 @@ impl Exchange {
             Exchange::Connect => return Some(Outcome::pass(None)),
             Exchange::Http(p) => (p.feed(d), p.body(), p.status()),
             Exchange::FastCgi(r) => (r.feed(d), r.body(), r.status()),
+            Exchange::Mysql(g) => return g.feed(d),
+            Exchange::Ajp(p) => return p.feed(d),
         };
         judge.progress(progress, body, status)
     }
@@ -129,6 +138,8 @@ impl Exchange {
             Exchange::Connect => return Outcome::pass(None),
             Exchange::Http(p) => (p.eof(), p.body(), p.status()),
             Exchange::FastCgi(r) => (r.eof(), r.body(), r.status()),
+            Exchange::Mysql(g) => return g.eof(),
+            Exchange::Ajp(p) => return p.eof(),
         };
         judge
             .progress(progress, body, status)
@@ -251,6 +262,30 @@ mod tests {
         let cut = judge_all(&mut e, &out(b"Status: 200"), &judge);
         assert_eq!(
             cut,
+            Outcome::fail(Reason::Cause(Cause::PrematureClose), None)
+        );
+    }
+
+    #[test]
+    fn mysql_and_ajp_wait_for_their_answer() {
+        let expect = Expect::default();
+        let judge = Judge {
+            expect: &expect,
+            body: None,
+        };
+        let mut e = Exchange::new(Kind::Mysql, b"", false, true);
+        assert_eq!(e.connected(), None);
+        assert_eq!(e.data(b"\x4a\x00\x00", &judge), None);
+        assert_eq!(
+            e.data(b"\x00\x0a8.0.36\x00", &judge),
+            Some(Outcome::pass(None))
+        );
+        assert!(!e.reusable());
+        let mut e = Exchange::new(Kind::Ajp, &ajp::CPING, false, false);
+        assert_eq!(e.connected(), None);
+        assert_eq!(e.data(b"AB\x00", &judge), None);
+        assert_eq!(
+            e.eof(&judge),
             Outcome::fail(Reason::Cause(Cause::PrematureClose), None)
         );
     }

@@ -14,6 +14,40 @@ pub enum Reason {
     BadStatus,
     /// The body does not match `check_http_expect_body`.
     BodyMismatch,
+    /// A MySQL server answered with an error packet instead of its handshake.
+    Mysql(MysqlError),
+}
+
+/// The error a MySQL (or MariaDB) server sends in place of its handshake: it refuses the
+/// connection before any login.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MysqlError {
+    /// 1040 (ER_CON_COUNT_ERROR): `max_connections` reached.
+    TooManyConnections,
+    /// 1129 (ER_HOST_IS_BLOCKED): `max_connect_errors` reached for this host (`FLUSH HOSTS`).
+    HostBlocked,
+    /// 1130 (ER_HOST_NOT_PRIVILEGED): no account may connect from this host.
+    HostNotAllowed,
+    /// Any other error code.
+    Other,
+}
+
+impl MysqlError {
+    pub const ALL: [MysqlError; 4] = [
+        MysqlError::TooManyConnections,
+        MysqlError::HostBlocked,
+        MysqlError::HostNotAllowed,
+        MysqlError::Other,
+    ];
+
+    pub fn from_code(code: u16) -> MysqlError {
+        match code {
+            1040 => MysqlError::TooManyConnections,
+            1129 => MysqlError::HostBlocked,
+            1130 => MysqlError::HostNotAllowed,
+            _ => MysqlError::Other,
+        }
+    }
 }
 
 impl Reason {
@@ -22,15 +56,22 @@ impl Reason {
             Reason::Cause(c) => c.as_str(),
             Reason::BadStatus => "bad_status",
             Reason::BodyMismatch => "body_mismatch",
+            Reason::Mysql(MysqlError::TooManyConnections) => "mysql_too_many_connections",
+            Reason::Mysql(MysqlError::HostBlocked) => "mysql_host_blocked",
+            Reason::Mysql(MysqlError::HostNotAllowed) => "mysql_host_not_allowed",
+            Reason::Mysql(MysqlError::Other) => "mysql_error",
         }
     }
 
-    /// Stored in one byte: 1..=COUNT causes, then the two verdicts; 0 is "none".
+    /// Stored in one byte: 1..=COUNT causes, then the two verdicts, then the MySQL errors;
+    /// 0 is "none".
     pub fn code(self) -> u8 {
+        let n = Cause::COUNT as u8;
         match self {
             Reason::Cause(c) => c.index() as u8 + 1,
-            Reason::BadStatus => Cause::COUNT as u8 + 1,
-            Reason::BodyMismatch => Cause::COUNT as u8 + 2,
+            Reason::BadStatus => n + 1,
+            Reason::BodyMismatch => n + 2,
+            Reason::Mysql(e) => n + 3 + e as u8,
         }
     }
 
@@ -41,7 +82,10 @@ impl Reason {
             c if c <= n => Cause::from_index(c as usize - 1).map(Reason::Cause),
             c if c == n + 1 => Some(Reason::BadStatus),
             c if c == n + 2 => Some(Reason::BodyMismatch),
-            _ => None,
+            c => MysqlError::ALL
+                .get(usize::from(c - n - 3))
+                .copied()
+                .map(Reason::Mysql),
         }
     }
 }
@@ -318,9 +362,19 @@ mod tests {
             let r = Reason::Cause(c);
             assert_eq!(Reason::from_code(r.code()), Some(r));
         }
-        for r in [Reason::BadStatus, Reason::BodyMismatch] {
+        let verdicts = [Reason::BadStatus, Reason::BodyMismatch];
+        for r in verdicts
+            .into_iter()
+            .chain(MysqlError::ALL.map(Reason::Mysql))
+        {
             assert_eq!(Reason::from_code(r.code()), Some(r));
         }
+        assert_eq!(Reason::from_code(Cause::COUNT as u8 + 7), None);
+        assert_eq!(Reason::from_code(255), None);
+        assert_eq!(
+            Reason::Mysql(MysqlError::TooManyConnections).as_str(),
+            "mysql_too_many_connections"
+        );
         assert_eq!(Reason::BadStatus.as_str(), "bad_status");
         assert_eq!(
             Reason::Cause(Cause::ConnectRefused).as_str(),

@@ -10,7 +10,7 @@
 //!   their due time in shared memory: one probe per peer per interval for the whole
 //!   instance) over the pure [`schedule`];
 //! - probing: `probe` (connect, TLS through nginx's OpenSSL in `tls`, send, read, deadline)
-//!   driving the pure [`exchange`], [`http_parse`] and [`fastcgi`];
+//!   driving the pure [`exchange`], [`http_parse`], [`fastcgi`], [`mysql`] and [`ajp`];
 //! - peers nginx adds at run time (`server ... resolve`): `dynamic` makes them targets of
 //!   each worker as they come and drops them as they go;
 //! - taking peers out of rotation: `balancer` sets `down` on the balancer's peers from the
@@ -20,11 +20,13 @@
 //!
 //! The FFI parts are left out of unit-test builds.
 
+pub mod ajp;
 pub mod conf;
 pub mod exchange;
 pub mod fastcgi;
 pub mod health;
 pub mod http_parse;
+pub mod mysql;
 pub mod schedule;
 pub mod ucm;
 

@@ -25,6 +25,9 @@ package Triage::Backend;
 #   cut_body       "200 OK" with Content-Length 1000, then 100 bytes and FIN (opt status => 502)
 #   plain          answers "HTTP/1.1 400" to anything and closes (for proxy_pass https://)
 #   custom         opt respond => $bytes, then => 'close' | 'keep' | 'reset'
+#   greeting       speaks first: writes opt respond => $bytes as it accepts a connection,
+#                  before reading anything, then => 'keep' (default: then reads and ignores
+#                  what comes) | 'close' | 'reset' (a banner: MySQL's handshake, SSH, SMTP)
 #   keepalive_race answers a connection's first request (200, keep-alive) and closes it when
 #                  a second one arrives, unanswered (opt then => 'reset' for RST): a backend
 #                  whose idle timeout ran out just as nginx reused the connection
@@ -383,6 +386,12 @@ sub _serve {
                 $sel->add($c);
                 $st{ fileno $c } = { sock => $c, buf => '', last => time };
                 $self->_event('accept');
+                if ($self->{type} eq 'greeting') {
+                    _write_all($c, $self->{respond} // '');
+                    my $then = $self->{then} // 'keep';
+                    if ($then eq 'keep') { $st{ fileno $c }{silent} = 1 }
+                    else { $drop->($c, $then) }
+                }
                 next;
             }
             my $c = $st{ fileno $s } or next;
