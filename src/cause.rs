@@ -183,6 +183,12 @@ impl Cause {
             Detail::CertExpired => return Some(
                 "the backend's TLS certificate has expired (error.log: certificate has expired): renew it on the backend, and check that both hosts' clocks are right",
             ),
+            Detail::CertChainDepth => return Some(
+                "nginx could not follow the backend's certificate chain to a trusted CA (error.log: unable to get local issuer certificate): proxy_ssl_verify_depth (grpc_, uwsgi_) is 1 by default, enough for one intermediate CA; set it to the number of intermediate CAs in the chain (2 for two). If that is not it, proxy_ssl_trusted_certificate lacks the root CA that issued the chain",
+            ),
+            Detail::CertChainIncomplete => return Some(
+                "the backend sent its certificate without the intermediate CA certificates that link it to a trusted CA (error.log: unable to verify the first certificate): configure the backend with its full chain (its certificate, then the intermediates), or add the intermediates to proxy_ssl_trusted_certificate (grpc_, uwsgi_)",
+            ),
             Detail::TempFile => return Some(
                 "nginx could not write the response to a temporary file (the error.log line names it): the worker user must be able to write the temp path (proxy_temp_path, fastcgi_temp_path...) and its disk must have space; or set *_max_temp_file_size 0 to pass large responses on without one",
             ),
@@ -529,6 +535,14 @@ pub enum Detail {
     /// A connection to a unix socket, new, closed or reset at once without a byte of an
     /// answer: a crash, or a server that drops the request (uWSGI, over its buffer-size).
     SocketUnanswered,
+    /// nginx refused the backend's certificate: its chain did not reach a trusted CA within
+    /// the verify depth (OpenSSL's 20, "unable to get local issuer certificate", as nginx
+    /// logs a chain with two intermediate CAs under `proxy_ssl_verify_depth 1`, its default,
+    /// and a chain whose root CA is not trusted; 22, "certificate chain too long").
+    CertChainDepth,
+    /// nginx refused the backend's certificate: it came without the intermediate CAs that
+    /// link it to a trusted one (OpenSSL's 21, "unable to verify the first certificate").
+    CertChainIncomplete,
 }
 
 /// How long after the try began a close without an answer stops looking like a crash on
@@ -538,7 +552,7 @@ pub enum Detail {
 pub const LATE_CLOSE_MS: u64 = 5_000;
 
 impl Detail {
-    pub const ALL: [Detail; 13] = [
+    pub const ALL: [Detail; 15] = [
         Detail::None,
         Detail::Reused,
         Detail::MaxConns,
@@ -552,7 +566,19 @@ impl Detail {
         Detail::CertExpired,
         Detail::NoSni,
         Detail::SocketUnanswered,
+        Detail::CertChainDepth,
+        Detail::CertChainIncomplete,
     ];
+
+    /// The detail an OpenSSL verify error of the backend's certificate gives, if any.
+    fn of_verify_error(code: u16) -> Option<Detail> {
+        match code {
+            10 => Some(Detail::CertExpired),
+            20 | 22 => Some(Detail::CertChainDepth),
+            21 => Some(Detail::CertChainIncomplete),
+            _ => None,
+        }
+    }
 
     pub fn from_index(i: usize) -> Option<Detail> {
         Self::ALL.get(i).copied()
@@ -647,8 +673,8 @@ pub struct Facts {
     pub unix: bool,
     /// `errno` is that of nginx's own file operation (a temporary file), not the connection's.
     pub file_error: bool,
-    /// nginx refused the backend's certificate as expired.
-    pub cert_expired: bool,
+    /// nginx refused the backend's certificate: OpenSSL's verify error, as nginx logged it.
+    pub cert_verify: Option<u16>,
     /// The TLS alert the backend sent during the handshake, as nginx logged it.
     pub tls_alert: Option<u16>,
     /// nginx sends the server name in the handshake (`proxy_ssl_server_name on`).
@@ -702,8 +728,12 @@ pub fn classify(f: &Facts) -> Verdict {
         f.skipped.detail()
     } else if f.file_error {
         Detail::TempFile
-    } else if f.cert_expired && v.cause == Cause::TlsHandshakeFailed {
-        Detail::CertExpired
+    } else if let Some(d) = f
+        .cert_verify
+        .filter(|_| v.cause == Cause::TlsHandshakeFailed)
+        .and_then(Detail::of_verify_error)
+    {
+        d
     } else if v.cause == Cause::TlsHandshakeFailed
         && !f.sni
         && matches!(f.tls_alert, Some(40 | 112))
@@ -866,10 +896,9 @@ pub struct LogLine {
     /// `pwrite() "/path" failed (28: ...)`): nginx names the file, quoted, right after the
     /// call; socket calls name none (`recv() failed`, `connect() to unix:/path failed`).
     pub file_error: bool,
-    /// nginx refused the backend's certificate because it has expired ("upstream SSL
-    /// certificate verify error: (10:certificate has expired)"; 10 is OpenSSL's
-    /// X509_V_ERR_CERT_HAS_EXPIRED).
-    pub cert_expired: bool,
+    /// Why nginx refused the backend's certificate: OpenSSL's verify error ("upstream SSL
+    /// certificate verify error: (10:certificate has expired)": X509_V_ERR_CERT_HAS_EXPIRED).
+    pub cert_verify: Option<u16>,
     /// The TLS alert the backend sent ("SSL alert number 112"), if the line names one.
     pub tls_alert: Option<u16>,
 }
@@ -921,15 +950,19 @@ pub fn parse_log_line(line: &[u8]) -> LogLine {
     let msg = &line[..find(line, b", client: ", 0).unwrap_or(line.len())];
     out.out_of_connections = find(msg, b"worker_connections are not enough", 3).is_some();
     out.sent_invalid = find(msg, b"upstream sent ", 0).is_some();
-    out.cert_expired = find(msg, b"certificate verify error: (10:", 26).is_some();
+    if let Some(at) = find(msg, b"certificate verify error: (", 26) {
+        out.cert_verify = leading_number(&msg[at + 27..]);
+    }
     if let Some(at) = find(msg, b"SSL alert number ", 13) {
-        let digits = &msg[at + 17..];
-        let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
-        out.tls_alert = std::str::from_utf8(&digits[..n.min(3)])
-            .ok()
-            .and_then(|d| d.parse().ok());
+        out.tls_alert = leading_number(&msg[at + 17..]);
     }
     out
+}
+
+/// The number of up to 3 digits that `s` starts with (an OpenSSL verify error, a TLS alert).
+fn leading_number(s: &[u8]) -> Option<u16> {
+    let n = s.iter().take(3).take_while(|b| b.is_ascii_digit()).count();
+    (n > 0).then(|| s[..n].iter().fold(0, |v, d| v * 10 + u16::from(d - b'0')))
 }
 
 /// errnos no file operation gives: a line with one of them is a socket's.
@@ -1376,7 +1409,7 @@ mod tests {
         // out), and the verify error was "certificate has expired"
         let f = Facts {
             tls: Tls::Established,
-            cert_expired: true,
+            cert_verify: Some(10),
             ..failed()
         };
         let v = classify(&f);
@@ -1388,10 +1421,52 @@ mod tests {
             .hint_in(None, v.detail, Pass::Proxy)
             .contains("certificate has expired"));
         let other = Facts {
-            cert_expired: false,
+            cert_verify: None,
             ..f
         };
         assert_eq!(classify(&other).detail, Detail::None);
+        // self-signed (18): the cause's own hint (trust it) applies
+        let self_signed = Facts {
+            cert_verify: Some(18),
+            ..f
+        };
+        assert_eq!(classify(&self_signed).detail, Detail::None);
+    }
+
+    #[test]
+    fn certificate_chains_nginx_cannot_follow() {
+        // two intermediate CAs under proxy_ssl_verify_depth 1 (nginx's default): nginx logs 20
+        let f = Facts {
+            tls: Tls::Established,
+            cert_verify: Some(20),
+            ..failed()
+        };
+        let v = classify(&f);
+        assert_eq!(
+            (v.cause, v.detail),
+            (Cause::TlsHandshakeFailed, Detail::CertChainDepth)
+        );
+        let hint = Cause::TlsHandshakeFailed.hint_in(None, v.detail, Pass::Proxy);
+        assert!(hint.contains("proxy_ssl_verify_depth (grpc_, uwsgi_) is 1 by default"));
+        assert!(hint.contains("lacks the root CA"));
+        let f22 = Facts {
+            cert_verify: Some(22),
+            ..f
+        };
+        assert_eq!(classify(&f22).detail, Detail::CertChainDepth);
+        // the backend sends its certificate without its intermediates: 21
+        let f21 = Facts {
+            cert_verify: Some(21),
+            ..f
+        };
+        assert_eq!(classify(&f21).detail, Detail::CertChainIncomplete);
+        // a verify error is only read into a TLS failure
+        let f = Facts {
+            cert_verify: Some(20),
+            ..failed()
+        };
+        assert_ne!(classify(&f).cause, Cause::TlsHandshakeFailed);
+        assert_eq!(classify(&f).detail, Detail::None);
     }
 
     #[test]
@@ -1844,9 +1919,14 @@ mod tests {
         }
         // an expired certificate, and another verify error
         let l = parse_log_line(b"2026/04/24 [error] 1#0: *1 upstream SSL certificate verify error: (10:certificate has expired) while SSL handshaking to upstream, client: 127.0.0.1");
-        assert!(l.cert_expired && l.errno.is_none());
+        assert_eq!((l.cert_verify, l.errno), (Some(10), None));
         let l = parse_log_line(b"2026/04/24 [error] 1#0: *1 upstream SSL certificate verify error: (18:self-signed certificate) while SSL handshaking to upstream, client: 127.0.0.1, request: \"GET /verify error: (10:x\"");
-        assert!(!l.cert_expired);
+        assert_eq!(l.cert_verify, Some(18));
+        let l = parse_log_line(b"2026/04/24 [error] 1#0: *1 upstream SSL certificate verify error: (22:certificate chain too long) while SSL handshaking to upstream, client: 127.0.0.1");
+        assert_eq!(l.cert_verify, Some(22));
+        // only in the request line: not taken
+        let l = parse_log_line(b"2026/04/24 [error] 1#0: *1 upstream timed out while SSL handshaking to upstream, client: 127.0.0.1, request: \"GET /certificate verify error: (22:x\"");
+        assert_eq!(l.cert_verify, None);
         // the backend's TLS alert
         let l = parse_log_line(b"2026/04/24 [crit] 1#0: *1 SSL_do_handshake() failed (SSL: error:0A000458:SSL routines::tlsv1 unrecognized name:SSL alert number 112) while SSL handshaking to upstream, client: 127.0.0.1");
         assert_eq!((l.tls_alert, l.errno), (Some(112), None));

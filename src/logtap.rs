@@ -94,7 +94,9 @@ unsafe extern "C" fn writer(log: *mut ngx_log_t, level: ngx_uint_t, buf: *mut u_
     ctx.log.out_of_connections |= seen.out_of_connections;
     // "upstream sent duplicate header line" and the like are warnings: only errors decide
     ctx.log.sent_invalid |= seen.sent_invalid && level <= NGX_LOG_ERR as ngx_uint_t;
-    ctx.log.cert_expired |= seen.cert_expired;
+    if seen.cert_verify.is_some() {
+        ctx.log.cert_verify = seen.cert_verify;
+    }
     if seen.tls_alert.is_some() {
         ctx.log.tls_alert = seen.tls_alert;
     }

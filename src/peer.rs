@@ -443,7 +443,7 @@ unsafe fn gather(
         reused: (*pc).cached() != 0,
         sent_invalid: logged.sent_invalid,
         file_error: logged.file_error,
-        cert_expired: logged.cert_expired,
+        cert_verify: logged.cert_verify,
         tls_alert: logged.tls_alert,
         sni: sni(u),
         elapsed_ms: ngx_current_msec.wrapping_sub((*u).start_time) as u64,

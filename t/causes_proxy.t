@@ -14,7 +14,7 @@ use IO::Socket::INET;
 use IO::Socket::UNIX;
 use Socket qw(SOCK_STREAM SOL_SOCKET SO_RCVBUF);
 use IO::Select;
-use Triage::Harness qw(log_format_directive self_signed_cert);
+use Triage::Harness qw(log_format_directive self_signed_cert cert_chain);
 use Triage::Backend;
 
 my @F = qw(request_uri status triage_cause triage_causes triage_errno triage_phase
@@ -73,6 +73,9 @@ my $mute_dns = IO::Socket::INET->new(Proto => 'udp', LocalAddr => '127.0.0.1', L
 my $certs = $t->subdir('tls');
 self_signed_cert($certs, $_) for qw(good.test other.test);
 self_signed_cert($certs, 'old.test', expired => 1);
+# a chain with two intermediate CAs (as some commercial CAs issue), served whole and without
+# its intermediates
+cert_chain($certs, 'chain.test', 2);
 # a TLS-only backend (OpenSSL's own server) given plain HTTP: proxy_pass http:// to an https port
 $b{tls_only} = $t->backend('tls_only', cert => "$certs/good.test.crt", key => "$certs/good.test.key");
 
@@ -153,6 +156,31 @@ http {
                 proxy_ssl_trusted_certificate %%CERTS%%/old.test.crt;
             }
         }
+        # certificate chains nginx cannot follow: the root CA trusted, the name right
+        location /chain_ {
+            proxy_ssl_session_reuse off;
+            proxy_ssl_verify on;
+            proxy_ssl_name chain.test;
+            proxy_ssl_trusted_certificate %%CERTS%%/chain.test.root.crt;
+            # two intermediates, proxy_ssl_verify_depth 1 (nginx's default)
+            location /chain_too_long { proxy_pass https://127.0.0.1:%%PORT_tls_chain%%; }
+            # the same chain with the depth it needs: the control
+            location /chain_followed {
+                proxy_pass https://127.0.0.1:%%PORT_tls_chain%%;
+                proxy_ssl_verify_depth 2;
+            }
+            # the backend sends its certificate without its intermediates
+            location /chain_no_intermediates {
+                proxy_pass https://127.0.0.1:%%PORT_tls_leaf%%;
+                proxy_ssl_verify_depth 3;
+            }
+            # the depth the chain needs, and another CA trusted than its root
+            location /chain_untrusted {
+                proxy_pass https://127.0.0.1:%%PORT_tls_chain%%;
+                proxy_ssl_verify_depth 2;
+                proxy_ssl_trusted_certificate %%CERTS%%/other.test.crt;
+            }
+        }
         # run-time upstreams: nginx builds their peers without peer.init
         location /var_refused { set $b 127.0.0.1:%%CLOSED3%%; proxy_pass http://$b; }
         location = /status    { triage_status; access_log off; }
@@ -223,6 +251,20 @@ http {
         ssl_certificate_key %%CERTS%%/good.test.key;
         access_log off;
         location / { return 200 "sni ok\n"; }
+    }
+    server {
+        listen 127.0.0.1:%%PORT_tls_chain%% ssl;
+        ssl_certificate %%CERTS%%/chain.test.chain.crt;
+        ssl_certificate_key %%CERTS%%/chain.test.key;
+        access_log off;
+        location / { return 200 "tls ok\n"; }
+    }
+    server {
+        listen 127.0.0.1:%%PORT_tls_leaf%% ssl;
+        ssl_certificate %%CERTS%%/chain.test.leaf.crt;
+        ssl_certificate_key %%CERTS%%/chain.test.key;
+        access_log off;
+        location / { return 200 "tls ok\n"; }
     }
     server {
         listen 127.0.0.1:%%PORT_tls_old%% ssl;
@@ -370,6 +412,21 @@ my @cases = (
       phase => 'connect', peer => qr/^127\.0\.0\.1:\d+$/,
       hint => qr/^the backend's TLS certificate has expired \(error\.log: certificate has expired\): renew it/,
       err => qr/\[error\] .*upstream SSL certificate verify error: \(10:certificate has expired\) while SSL handshaking to upstream/ },
+    # two intermediate CAs, nginx's default verify depth (1): OpenSSL stops building the
+    # chain at the depth and reports no issuer (20), not "certificate chain too long" (22)
+    { uri => '/chain_too_long', status => 502, cause => 'tls_handshake_failed', errno => '',
+      phase => 'connect', peer => qr/^127\.0\.0\.1:\d+$/,
+      hint => qr/^nginx could not follow the backend's certificate chain to a trusted CA .*: proxy_ssl_verify_depth .* is 1 by default/,
+      err => qr/\[error\] .*upstream SSL certificate verify error: \(20:unable to get local issuer certificate\) while SSL handshaking to upstream/ },
+    # the same line when the chain's root CA is not trusted: the hint names both
+    { uri => '/chain_untrusted', status => 502, cause => 'tls_handshake_failed', errno => '',
+      phase => 'connect', peer => qr/^127\.0\.0\.1:\d+$/,
+      hint => qr/^nginx could not follow the backend's certificate chain .*proxy_ssl_trusted_certificate lacks the root CA that issued the chain$/,
+      err => qr/\[error\] .*upstream SSL certificate verify error: \(20:unable to get local issuer certificate\) while SSL handshaking to upstream/ },
+    { uri => '/chain_no_intermediates', status => 502, cause => 'tls_handshake_failed', errno => '',
+      phase => 'connect', peer => qr/^127\.0\.0\.1:\d+$/,
+      hint => qr/^the backend sent its certificate without the intermediate CA certificates .*: configure the backend with its full chain/,
+      err => qr/\[error\] .*upstream SSL certificate verify error: \(21:unable to verify the first certificate\) while SSL handshaking to upstream/ },
     { uri => '/tls_wrongname', status => 502, cause => 'tls_handshake_failed', errno => '',
       phase => 'connect', peer => qr/^127\.0\.0\.1:\d+$/, hint => qr/and name proxy_ssl_name$/,
       err => qr/\[error\] .*upstream SSL certificate does not match "bad\.test" while SSL handshaking to upstream/ },
@@ -453,6 +510,13 @@ sub check_error_log {
     my $r = $t->http('main', '/tls_verified');
     is($r->{status}, 200, '/tls_verified: 200 through a verified TLS connection');
     is($r->{body}, "tls ok\n", '/tls_verified: the TLS server answered');
+}
+# The chain with two intermediates, followed with the depth it needs (so /chain_too_long
+# fails for the depth alone).
+{
+    my $r = $t->http('main', '/chain_followed');
+    is($r->{status}, 200, '/chain_followed: 200 with proxy_ssl_verify_depth 2');
+    is($r->{body}, "tls ok\n", '/chain_followed: the TLS server answered');
 }
 
 # All single-request faults concurrently (the timeouts overlap: ~1 s in total).

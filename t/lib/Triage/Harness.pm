@@ -38,6 +38,7 @@ package Triage::Harness;
 #   my $rec = $t->find_access('access.log', \@fields, uri => '/path');   # hashref or undef
 #   my $line = $t->wait_error_log(qr/connect\(\) failed/);               # line or undef
 #   self_signed_cert($dir, 'good.test');      # $dir/good.test.crt and .key (openssl CLI)
+#   cert_chain($dir, 'chain.test', 2);        # a root CA, 2 intermediates, a leaf (see there)
 #   $t->reload($new_conf, %vars); $t->worker_pids; $t->stop;
 #   my ($rc, $out) = $t->test_config($conf);                             # nginx -t
 
@@ -57,7 +58,7 @@ use POSIX qw(WNOHANG);
 use Time::HiRes qw(time sleep);
 
 use Exporter 'import';
-our @EXPORT_OK = qw(wait_until log_format_directive self_signed_cert);
+our @EXPORT_OK = qw(wait_until log_format_directive self_signed_cert cert_chain);
 
 my $T_DIR = abs_path(dirname(__FILE__) . '/../..');    # .../t
 my $REPO  = dirname($T_DIR);
@@ -132,6 +133,51 @@ sub self_signed_cert {
             or croak "openssl failed: " . do { local (@ARGV, $/) = ("$dir/openssl.log"); <> };
     }
     chmod 0644, "$dir/$name.key", "$dir/$name.crt";
+}
+
+# cert_chain($dir, $name, $intermediates): a certificate chain as CAs issue them, made by the
+# openssl CLI (EC keys, valid 2 days): $dir/$name.root.crt (the root CA: what a client
+# trusts), $intermediates intermediate CAs, and a leaf for CN and subjectAltName DNS:$name
+# signed by the last of them, with its key $dir/$name.key. $dir/$name.chain.crt holds the
+# leaf then the intermediates (what a server sends: nginx's ssl_certificate), and
+# $dir/$name.leaf.crt the leaf alone (a server configured without its intermediates).
+sub cert_chain {
+    my ($dir, $name, $intermediates) = @_;
+    my $run = sub {
+        system("@_ >$dir/openssl.log 2>&1") == 0
+            or croak "openssl failed: " . do { local (@ARGV, $/) = ("$dir/openssl.log"); <> };
+    };
+    my @ec = ('-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes');
+    open my $ext, '>', "$dir/$name.ca.ext" or croak "$dir/$name.ca.ext: $!";
+    print $ext "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n";
+    close $ext;
+    open $ext, '>', "$dir/$name.leaf.ext" or croak "$dir/$name.leaf.ext: $!";
+    print $ext "basicConstraints=CA:FALSE\nsubjectAltName=DNS:$name\n";
+    close $ext;
+    my $ca = "$dir/$name.root";
+    $run->('openssl', 'req', '-x509', @ec, '-keyout', "$ca.key", '-out', "$ca.crt", '-days', 2,
+        '-subj', "/CN=$name-root", '-addext', "'basicConstraints=critical,CA:TRUE'",
+        '-addext', "'keyUsage=critical,keyCertSign,cRLSign'");
+    my @issued;
+    for my $i (1 .. $intermediates + 1) {
+        my $leaf = $i > $intermediates;
+        my $cert = $leaf ? "$dir/$name" : "$dir/$name.int$i";
+        $run->('openssl', 'req', '-new', @ec, '-keyout', "$cert.key", '-out', "$cert.csr",
+            '-subj', $leaf ? "/CN=$name" : "/CN=$name-int$i");
+        $run->('openssl', 'x509', '-req', '-in', "$cert.csr", '-CA', "$ca.crt", '-CAkey',
+            "$ca.key", '-CAcreateserial', '-days', 2, '-out', "$cert.crt", '-extfile',
+            $leaf ? "$dir/$name.leaf.ext" : "$dir/$name.ca.ext");
+        unshift @issued, "$cert.crt";
+        $ca = $cert;
+    }
+    my $slurp = sub { local (@ARGV, $/) = @_; <> };
+    for my $out (["$dir/$name.chain.crt", @issued], ["$dir/$name.leaf.crt", $issued[0]]) {
+        my ($file, @parts) = @$out;
+        open my $fh, '>', $file or croak "$file: $!";
+        print $fh $slurp->($_) for @parts;
+        close $fh;
+    }
+    chmod 0644, glob("$dir/$name.*");
 }
 
 # Allocate a free TCP port on 127.0.0.1 (bind to 0, read, close).
