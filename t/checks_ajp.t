@@ -14,7 +14,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Triage::Harness;
 use Triage::Backend;
-use Triage::Checks qw(status_json peer settled crash_lines);
+use Triage::Checks qw(settled no_crash expect_verdicts);
 
 my $t = Triage::Harness->new;
 my $CPONG = "AB\x00\x01\x09";
@@ -69,17 +69,7 @@ CONF
 
 my @workers = $t->worker_pids;
 
-for my $name (sort keys %ups) {
-    my ($peer, $state, $err) = @{ $ups{$name} };
-    my $p = settled($t, $name, $peer, $state, $err);
-    is($p && $p->{state}, $state, "$name: $state") or diag(explain($p));
-    is($p && $p->{health}{type}, 'ajp', "$name: health.type ajp");
-    if ($err) {
-        is($p && $p->{health}{last_error}, $err, "$name: last_error $err");
-    } else {
-        ok($p && $p->{health}{last_passed}, "$name: the last check passed");
-    }
-}
+expect_verdicts($t, 'ajp', \%ups);
 # what the container received: CPings, 5 bytes each, nothing else
 {
     my @got = $h{ajp}->requests;
@@ -97,8 +87,6 @@ $h{ajp}->stop;
     is($p && $p->{health}{last_error}, 'connect_refused', 'container stopped: ajp is unhealthy, connect_refused');
 }
 
-is_deeply([$t->worker_pids], \@workers, 'no worker died');
-is(scalar(crash_lines($t)), 0, 'no alert, crit or crash in error.log')
-    or diag(join "\n", crash_lines($t));
+no_crash($t, \@workers);
 $t->stop;
 done_testing;

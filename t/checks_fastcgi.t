@@ -14,7 +14,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Triage::Harness;
 use Triage::Backend;
-use Triage::Checks qw(status_json peer settled crash_lines);
+use Triage::Checks qw(settled no_crash expect_verdicts);
 use Triage::PhpFpm;
 
 plan skip_all => 'php-fpm is not installed (apt-get install php-fpm; .ci/run installs it)'
@@ -107,20 +107,7 @@ CONF
 
 my @workers = $t->worker_pids;
 
-for my $name (sort keys %ups) {
-    my ($peer, undef, $state, $err, $status) = @{ $ups{$name} };
-    my $p = settled($t, $name, $peer, $state, $err);
-    is($p && $p->{state}, $state, "$name: $state") or diag(explain($p));
-    is($p && $p->{health}{type}, 'fastcgi', "$name: health.type fastcgi");
-    if ($err) {
-        is($p && $p->{health}{last_error}, $err, "$name: last_error $err");
-    } else {
-        ok($p && $p->{health}{last_passed}, "$name: the last check passed");
-    }
-    if (defined $status) {
-        is($p && $p->{health}{last_status}, $status, "$name: last_status $status (from the CGI headers)");
-    }
-}
+expect_verdicts($t, 'fastcgi', { map { $_ => [@{ $ups{$_} }[0, 2 .. $#{ $ups{$_} }]] } keys %ups });
 ok($h{http}->connections > 0 && $h{reset}->connections > 0, 'the hostile peers were really contacted');
 
 # rotation: only php-fpm answers, every time
@@ -148,8 +135,6 @@ $fpm->stop;
     is($p && $p->{health}{last_error}, 'connect_refused', 'php-fpm stopped: ping is unhealthy, connect_refused');
 }
 
-is_deeply([$t->worker_pids], \@workers, 'no worker died');
-is(scalar(crash_lines($t)), 0, 'no alert, crit or crash in error.log')
-    or diag(join "\n", crash_lines($t));
+no_crash($t, \@workers);
 $t->stop;
 done_testing;

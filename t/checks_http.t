@@ -14,7 +14,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Triage::Harness qw(wait_until);
 use Triage::Backend;
-use Triage::Checks qw(status_json peer settled crash_lines);
+use Triage::Checks qw(status_json peer settled no_crash);
 
 my $t = Triage::Harness->new;
 my $closed = Triage::Backend::closed_port();
@@ -160,8 +160,6 @@ ok($h{garbage}->connections > 0 && $h{reset}->count > 0, 'hostile peers were rea
     is($p && $p->{state}, 'up', 'port=: the check goes to the given port, not the peer\'s');
 }
 
-is_deeply([$t->worker_pids], \@workers, 'no worker died');
-is(scalar(crash_lines($t)), 0, 'no alert, crit or crash in error.log')
-    or diag(join "\n", crash_lines($t));
+no_crash($t, \@workers);
 $t->stop;
 done_testing;

@@ -15,7 +15,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Triage::Harness;
 use Triage::Backend;
-use Triage::Checks qw(status_json peer settled crash_lines);
+use Triage::Checks qw(settled no_crash expect_verdicts);
 use Triage::MariaDb;
 
 plan skip_all => 'mariadbd is not installed (apt-get install mariadb-server-core; .ci/run installs it)'
@@ -37,17 +37,17 @@ my %h = (
     close   => $t->backend('greeting', then => 'close'),
     reset   => $t->backend('greeting', then => 'reset'),
 );
-# name => [peer, expected state, last_error]
+# name => [peer, expected state, last_error, last_status (none: not HTTP)]
 my %ups = (
-    db      => [$db_addr, 'up'],
-    db_unix => ["unix:$sock", 'up'],
-    ssh     => [$h{ssh}->addr, 'unhealthy', 'invalid_header'],
+    db      => [$db_addr, 'up', undef, undef],
+    db_unix => ["unix:$sock", 'up', undef, undef],
+    ssh     => [$h{ssh}->addr, 'unhealthy', 'invalid_header', undef],
     # an HTTP server waits for a request that a mysql check never sends
-    http    => [$h{http}->addr, 'unhealthy', 'read_timeout'],
-    silent  => [$h{silent}->addr, 'unhealthy', 'read_timeout'],
-    close   => [$h{close}->addr, 'unhealthy', 'premature_close'],
-    reset   => [$h{reset}->addr, 'unhealthy', 'connection_reset'],
-    closed  => ["127.0.0.1:$closed", 'unhealthy', 'connect_refused'],
+    http    => [$h{http}->addr, 'unhealthy', 'read_timeout', undef],
+    silent  => [$h{silent}->addr, 'unhealthy', 'read_timeout', undef],
+    close   => [$h{close}->addr, 'unhealthy', 'premature_close', undef],
+    reset   => [$h{reset}->addr, 'unhealthy', 'connection_reset', undef],
+    closed  => ["127.0.0.1:$closed", 'unhealthy', 'connect_refused', undef],
 );
 
 my $check = 'check interval=200 rise=1 fall=1 timeout=500 type=mysql;';
@@ -73,18 +73,7 @@ CONF
 
 my @workers = $t->worker_pids;
 
-for my $name (sort keys %ups) {
-    my ($peer, $state, $err) = @{ $ups{$name} };
-    my $p = settled($t, $name, $peer, $state, $err);
-    is($p && $p->{state}, $state, "$name: $state") or diag(explain($p));
-    is($p && $p->{health}{type}, 'mysql', "$name: health.type mysql");
-    if ($err) {
-        is($p && $p->{health}{last_error}, $err, "$name: last_error $err");
-    } else {
-        ok($p && $p->{health}{last_passed}, "$name: the last check passed");
-    }
-    ok($p && !defined $p->{health}{last_status}, "$name: no last_status (not HTTP)");
-}
+expect_verdicts($t, 'mysql', \%ups);
 ok($h{ssh}->connections > 0 && $h{reset}->connections > 0, 'the other servers were really contacted');
 is($h{http}->count, 0, 'the HTTP server got no request (a mysql check sends nothing)');
 
@@ -117,8 +106,6 @@ $db->stop;
     is($p && $p->{health}{last_error}, 'connect_refused', 'MariaDB stopped: db is unhealthy, connect_refused');
 }
 
-is_deeply([$t->worker_pids], \@workers, 'no worker died');
-is(scalar(crash_lines($t)), 0, 'no alert, crit or crash in error.log')
-    or diag(join "\n", crash_lines($t));
+no_crash($t, \@workers);
 $t->stop;
 done_testing;

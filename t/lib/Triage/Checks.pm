@@ -10,6 +10,8 @@ package Triage::Checks;
 #   my $p = settled($t, 'backend', $addr, 'unhealthy', 'bad_status'); # ... and last_error (5 s)
 #   my $n = count_requests($b, qr{^GET /app});           # backend requests matching
 #   my @bad = crash_lines($t);                          # alert/crit lines, crashed workers
+#   no_crash($t, \@workers);                            # ... none, and the same workers (2 tests)
+#   expect_verdicts($t, 'mysql', { db => [$addr, 'unhealthy', 'connect_refused'] });
 
 use strict;
 use warnings;
@@ -19,7 +21,8 @@ use Time::HiRes qw(time);
 use Triage::Harness qw(wait_until);
 
 use Exporter 'import';
-our @EXPORT_OK = qw(status_json peer wait_state settled wait_health count_requests crash_lines);
+our @EXPORT_OK = qw(status_json peer wait_state settled wait_health count_requests crash_lines
+                    no_crash expect_verdicts);
 
 our $STATUS = '/status';
 
@@ -80,6 +83,38 @@ sub crash_lines {
     my ($t) = @_;
     return grep { /\[(alert|crit|emerg)\]|exited on signal|core dumped/ }
         split /\n/, $t->error_log_since(0);
+}
+
+# no_crash($t, \@workers): two tests, the workers are still those started (none died and was
+# replaced) and error.log has no crash_lines.
+sub no_crash {
+    my ($t, $workers) = @_;
+    Test::More::is_deeply([$t->worker_pids], $workers, 'no worker died');
+    Test::More::is(scalar(crash_lines($t)), 0, 'no alert, crit or crash in error.log')
+        or Test::More::diag(join "\n", crash_lines($t));
+}
+
+# expect_verdicts($t, $type, { upstream => [peer, state, last_error, last_status] }): for each
+# upstream (sorted by name), once its peer settled (5 s): its state, health.type $type, and
+# last_error, or without one that the last check passed; last_status where the entry has a
+# fourth element (undef: the check reads no status).
+sub expect_verdicts {
+    my ($t, $type, $ups) = @_;
+    for my $name (sort keys %$ups) {
+        my ($peer, $state, $err, @status) = @{ $ups->{$name} };
+        my $p = settled($t, $name, $peer, $state, $err);
+        Test::More::is($p && $p->{state}, $state, "$name: $state")
+            or Test::More::diag(Test::More::explain($p));
+        Test::More::is($p && $p->{health}{type}, $type, "$name: health.type $type");
+        if ($err) {
+            Test::More::is($p && $p->{health}{last_error}, $err, "$name: last_error $err");
+        } else {
+            Test::More::ok($p && $p->{health}{last_passed}, "$name: the last check passed");
+        }
+        next unless @status;
+        Test::More::is($p && $p->{health}{last_status}, $status[0],
+            "$name: last_status " . ($status[0] // 'null'));
+    }
 }
 
 1;
