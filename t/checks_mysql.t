@@ -15,7 +15,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Triage::Harness;
 use Triage::Backend;
-use Triage::Checks qw(settled no_crash expect_verdicts);
+use Triage::Checks qw(settled no_crash start_checked expect_verdicts);
 use Triage::MariaDb;
 
 plan skip_all => 'mariadbd is not installed (apt-get install mariadb-server-core; .ci/run installs it)'
@@ -51,27 +51,7 @@ my %ups = (
 );
 
 my $check = 'check interval=200 rise=1 fall=1 timeout=500 type=mysql;';
-my $conf_ups = '';
-for my $name (sort keys %ups) {
-    $conf_ups .= "    upstream $name { server $ups{$name}[0]; $check }\n";
-}
-
-$t->start(<<"CONF");
-%%LOAD_MODULE%%
-worker_processes 2;
-events { worker_connections 256; }
-http {
-    access_log off;
-$conf_ups
-    server {
-        listen 127.0.0.1:%%PORT_main%%;
-        location = /status { triage_status; }
-        location = /cs { check_status json; }
-    }
-}
-CONF
-
-my @workers = $t->worker_pids;
+my @workers = start_checked($t, $check, \%ups);
 
 expect_verdicts($t, 'mysql', \%ups);
 ok($h{ssh}->connections > 0 && $h{reset}->connections > 0, 'the other servers were really contacted');

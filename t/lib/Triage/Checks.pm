@@ -11,6 +11,7 @@ package Triage::Checks;
 #   my $n = count_requests($b, qr{^GET /app});           # backend requests matching
 #   my @bad = crash_lines($t);                          # alert/crit lines, crashed workers
 #   no_crash($t, \@workers);                            # ... none, and the same workers (2 tests)
+#   start_checked($t, 'check type=mysql;', { db => [$addr, ...] });  # nginx, an upstream each
 #   expect_verdicts($t, 'mysql', { db => [$addr, 'unhealthy', 'connect_refused'] });
 
 use strict;
@@ -22,7 +23,7 @@ use Triage::Harness qw(wait_until);
 
 use Exporter 'import';
 our @EXPORT_OK = qw(status_json peer wait_state settled wait_health count_requests crash_lines
-                    no_crash expect_verdicts);
+                    no_crash start_checked expect_verdicts);
 
 our $STATUS = '/status';
 
@@ -92,6 +93,29 @@ sub no_crash {
     Test::More::is_deeply([$t->worker_pids], $workers, 'no worker died');
     Test::More::is(scalar(crash_lines($t)), 0, 'no alert, crit or crash in error.log')
         or Test::More::diag(join "\n", crash_lines($t));
+}
+
+# start_checked($t, $check, { upstream => [peer, ...] }): start nginx (2 workers) with one
+# upstream per entry, its peer (the entry's first element) checked by $check, and on
+# PORT_main /status (triage_status) and /cs (check_status json). Returns the worker pids.
+sub start_checked {
+    my ($t, $check, $ups) = @_;
+    my $blocks = join '', map { "    upstream $_ { server $ups->{$_}[0]; $check }\n" } sort keys %$ups;
+    $t->start(<<"CONF");
+%%LOAD_MODULE%%
+worker_processes 2;
+events { worker_connections 256; }
+http {
+    access_log off;
+$blocks
+    server {
+        listen 127.0.0.1:%%PORT_main%%;
+        location = /status { triage_status; }
+        location = /cs { check_status json; }
+    }
+}
+CONF
+    return $t->worker_pids;
 }
 
 # expect_verdicts($t, $type, { upstream => [peer, state, last_error, last_status] }): for each
