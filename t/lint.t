@@ -14,6 +14,8 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Triage::Harness qw(wait_until);
 use Triage::Backend;
+use IO::Socket::INET;
+use IO::Socket::IP;
 
 my $t = Triage::Harness->new;
 my $file = $t->conf_file;
@@ -157,6 +159,25 @@ fires('proxy_pass to localhost on a port nothing listens on',
       { LOCATION => "proxy_pass http://localhost:$closed;" },
       'nothing-listening', qr/proxy_pass http:\/\/localhost/,
       qr/^nothing listens on localhost:$closed \(127\.0\.0\.1 or \[::1\]\) \(proxy_pass in location "\/"\) at the moment/);
+# the backend on the other address family's loopback (a listening socket of this test)
+SKIP: {
+    my $v6 = IO::Socket::IP->new(LocalHost => '::1', LocalPort => 0, Listen => 1)
+        or skip "no IPv6 loopback on this machine ($@)", 7;
+    my $p6 = $v6->sockport;
+    fires('proxy_pass to 127.0.0.1, the backend on [::1] only',
+          { LOCATION => "proxy_pass http://127.0.0.1:$p6;" },
+          'nothing-listening', qr/proxy_pass http:\/\/127/,
+          qr/^nothing listens on 127\.0\.0\.1:$p6 \(proxy_pass in location "\/"\), but something listens on \[::1\]:$p6: the backend listens on IPv6 only .*connect to \[::1\]:$p6, or make the backend listen on 127\.0\.0\.1/);
+}
+{
+    my $v4 = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1)
+        or die "listen on 127.0.0.1: $!";
+    my $p4 = $v4->sockport;
+    fires('fastcgi_pass to [::1], the backend on 127.0.0.1 only',
+          { LOCATION => "fastcgi_pass [::1]:$p4;" },
+          'nothing-listening', qr/fastcgi_pass \[::1\]/,
+          qr/^nothing listens on \[::1\]:$p4 \(fastcgi_pass in location "\/"\), but something listens on 127\.0\.0\.1:$p4: the backend listens on IPv4 only/);
+}
 silent('proxy_pass to localhost where a backend listens',
        { LOCATION => 'proxy_pass http://localhost:' . $ok->port . ';' });
 # nginx in front of itself: at nginx -t (and the first start) nothing listens there yet

@@ -33,20 +33,49 @@ pub(super) fn nothing_listening(ix: &Index, sys: &dyn SystemView, r: &mut Report
                 .chain(&ix.cfg.listens)
                 .any(|l| serves(l, addr))
         });
-        if !served {
-            r.emit(
-                Code::NothingListening,
-                d.site,
-                format!(
-                    "nothing listens on {shown} ({}) at the moment — requests get 502 \
-                     connect_refused until a backend listens there; check that the backend's \
-                     listen port matches (fine if it starts after nginx)",
-                    d.what
-                ),
-                &d.ignore,
-            );
+        if served {
+            continue;
         }
+        let message = match addrs.iter().find_map(|a| other_family(&listeners, a)) {
+            None => format!(
+                "nothing listens on {shown} ({}) at the moment — requests get 502 \
+                 connect_refused until a backend listens there; check that the backend's \
+                 listen port matches (fine if it starts after nginx)",
+                d.what
+            ),
+            Some((l, target)) if l.is_ipv6() => format!(
+                "nothing listens on {shown} ({}), but something listens on {l}: the backend \
+                 listens on IPv6 only (a server told to listen on \"localhost\" binds the first \
+                 address it resolves to, ::1 on many systems: Node.js 17 and later, for one) — \
+                 requests get 502 connect_refused; connect to {l}, or make the backend listen \
+                 on {}",
+                d.what,
+                target.ip()
+            ),
+            Some((l, _)) => format!(
+                "nothing listens on {shown} ({}), but something listens on {l}: the backend \
+                 listens on IPv4 only — requests get 502 connect_refused; connect to {l}, or \
+                 make the backend listen on [::1]",
+                d.what
+            ),
+        };
+        r.emit(Code::NothingListening, d.site, message, &d.ignore);
     }
+}
+
+/// A listening socket on `target`'s port, on the loopback (or every address) of the other
+/// address family, with `target`: the backend is there, on the family nginx does not use.
+fn other_family(listeners: &[SocketAddr], target: &SocketAddr) -> Option<(SocketAddr, SocketAddr)> {
+    let t = target.ip().to_canonical();
+    listeners
+        .iter()
+        .find(|l| {
+            let ip = l.ip().to_canonical();
+            l.port() == target.port()
+                && ip.is_ipv4() != t.is_ipv4()
+                && (ip.is_loopback() || ip.is_unspecified())
+        })
+        .map(|l| (*l, *target))
 }
 
 /// The loopback addresses a target connects to, and how to name them: a literal loopback
@@ -181,6 +210,39 @@ mod tests {
         assert!(!serves(&a("0.0.0.0:80"), &a("[::1]:80")));
         assert!(!serves(&a("127.0.0.1:80"), &a("127.0.0.2:80")));
         assert!(!serves(&a("127.0.0.1:81"), &a("127.0.0.1:80")));
+    }
+
+    #[test]
+    fn the_backend_on_the_other_family() {
+        // proxy_pass to 127.0.0.1:3000, the app on [::1]:3000 only
+        let mut cfg = config();
+        cfg.locations
+            .push(location("/", PassKind::Proxy, "http://127.0.0.1:3000", 9));
+        let f = run(&cfg, &listening(&["[::1]:3000", "127.0.0.1:8080"]));
+        assert_eq!(f.len(), 1);
+        assert!(f[0].message.starts_with(
+            "nothing listens on 127.0.0.1:3000 (proxy_pass in location \"/\"), but something listens on [::1]:3000: the backend listens on IPv6 only"
+        ), "{}", f[0].message);
+        assert!(f[0]
+            .message
+            .ends_with("connect to [::1]:3000, or make the backend listen on 127.0.0.1"));
+        // another port on the other family: the plain finding
+        let f = run(&cfg, &listening(&["[::1]:3001"]));
+        assert!(f[0].message.contains("at the moment"), "{}", f[0].message);
+        // fastcgi_pass to [::1]:9000, php-fpm on 127.0.0.1:9000 (or every IPv4 address)
+        let mut cfg = config();
+        cfg.locations
+            .push(location("/", PassKind::Fastcgi, "[::1]:9000", 4));
+        for l in ["127.0.0.1:9000", "0.0.0.0:9000"] {
+            let f = run(&cfg, &listening(&[l]));
+            assert_eq!(f.len(), 1, "{l}");
+            assert!(f[0].message.starts_with(&format!(
+                "nothing listens on [::1]:9000 (fastcgi_pass in location \"/\"), but something listens on {l}: the backend listens on IPv4 only"
+            )), "{}", f[0].message);
+        }
+        // an address that is not loopback, on the other family: not the backend
+        let f = run(&cfg, &listening(&["10.0.0.1:9000"]));
+        assert!(f[0].message.contains("at the moment"), "{}", f[0].message);
     }
 
     #[test]
