@@ -4,7 +4,7 @@
 # trusted certificate, a check_http_expect_body regex, a fallback file), failures of every
 # kind answered by triage_fallback (refused, timed out, reset, a backend's own 502 replaced,
 # no live upstreams, a run-time upstream, a unix socket with mode 000), the status in its
-# three formats, HTTPS and TCP health checks, and a reload. Then every valgrind log is read:
+# three formats, HTTPS, TCP, MySQL and AJP health checks, and a reload. Then every valgrind log is read:
 # one invalid read or write, one use of uninitialised memory, one bad free, in any process,
 # fails the test with valgrind's report.
 # Needs valgrind: .ci/run installs it, and so does the test when run as root; missing, it fails.
@@ -59,6 +59,10 @@ my $own502 = $t->backend('bad_gateway');
 my $sockdir = $t->subdir('sock');
 my $locked = $t->backend('ok', unix => "$sockdir/php.sock", mode => 0000);
 my $closed = Triage::Backend::closed_port();
+# a MySQL server past max_connections (MariaDB's bytes), an AJP container
+my $mysql = $t->backend('greeting', then => 'close',
+    respond => "\x17\x00\x00\x00\xff\x10\x04Too many connections");
+my $ajp = $t->backend('custom', protocol => 'raw', respond => "AB\x00\x01\x09", then => 'keep');
 
 my $conf = <<'CONF';
 %%LOAD_MODULE%%
@@ -68,6 +72,8 @@ http {
     access_log off;
     upstream refused  { server 127.0.0.1:%%CLOSED%%; }
     upstream checked  { server 127.0.0.1:%%CLOSED%%; check interval=200 rise=1 fall=1 timeout=1000 type=tcp; }
+    upstream mysql    { server %%MYSQL%%; check interval=200 rise=1 fall=1 timeout=1000 type=mysql; }
+    upstream ajp      { server %%AJP%%; check interval=200 rise=1 fall=1 timeout=1000 type=ajp; }
     upstream silent   { server %%SILENT%%; }
     upstream reset    { server %%RESET%%; }
     upstream own502   { server %%OWN502%%; }
@@ -110,7 +116,8 @@ http {
 }
 CONF
 my %vars = (CLOSED => $closed, SILENT => $silent->addr, RESET => $reset->addr,
-    OWN502 => $own502->addr, TLS => $tls, SOCK => "$sockdir/php.sock");
+    OWN502 => $own502->addr, TLS => $tls, SOCK => "$sockdir/php.sock",
+    MYSQL => $mysql->addr, AJP => $ajp->addr);
 
 my ($rc, $out) = $t->test_config($conf, %vars);
 is($rc, 0, 'nginx -t under memcheck: exit 0 (99 would be a memcheck error)') or diag $out;
@@ -178,6 +185,16 @@ $h = wait_until(sub {
     $p && ($p->{health}{last_error} // '') ne '' ? $p : undef;
 }, 30, 0.2);
 is($h && $h->{health}{last_error}, 'connect_refused', 'tcp check of a closed port: connect_refused');
+$h = wait_until(sub {
+    my $p = peer(status_json($t), 'mysql', $mysql->addr);
+    $p && ($p->{health}{last_error} // '') ne '' ? $p : undef;
+}, 30, 0.2);
+is($h && $h->{health}{last_error}, 'mysql_too_many_connections', 'mysql check, error packet: mysql_too_many_connections');
+$h = wait_until(sub {
+    my $p = peer(status_json($t), 'ajp', $ajp->addr);
+    $p && ($p->{state} // '') eq 'up' ? $p : undef;
+}, 30, 0.2);
+ok($h, 'ajp check, CPong: up');
 
 $t->reload($conf, %vars);
 failures('after reload');
