@@ -4,6 +4,8 @@
 # still on 127.0.0.0/8:
 # - no route to the backend: an "unreachable" route for 127.0.0.5 gives connect()
 #   "113: No route to host" (host_unreachable);
+# - a connect the kernel forbids: a "prohibit" route for 127.0.0.6 gives "13: Permission
+#   denied" on a TCP port, as SELinux does (permission_denied);
 # - ephemeral ports exhausted: four local ports (ip_local_port_range 40000 40003), no reuse
 #   of TIME-WAIT ports (tcp_tw_reuse 0), and a backend that nginx closes first, each try
 #   leaving a port in TIME-WAIT: a few requests in, connect() fails "99: Cannot assign
@@ -46,6 +48,7 @@ sub sysctl {
 
 sh('ip link set lo up');
 sh('ip route add unreachable 127.0.0.5/32 table local');
+sh('ip route add prohibit 127.0.0.6/32 table local');
 
 my @F = qw(request_uri status triage_cause triage_errno triage_phase triage_peer triage_hint);
 my $t = Triage::Harness->new;
@@ -70,6 +73,7 @@ http {
     server {
         listen 127.0.0.1:%%PORT_main%%;
         location /unreachable { proxy_pass http://127.0.0.5:8080; }
+        location /prohibited  { proxy_pass http://127.0.0.6:8080; }
         location /short/  { proxy_pass http://short; }
         location /pooled/ {
             proxy_pass http://pooled;
@@ -88,6 +92,17 @@ CONF
         phase => 'connect', peer => '127.0.0.5:8080',
         hint => qr/^no route to the backend host: check the address, the network and firewall rules/,
         err => qr/\[error\] .*connect\(\) to 127\.0\.0\.5:8080 failed \(113: No route to host\) while connecting to upstream/);
+}
+
+# --- a TCP connect the kernel forbids: "13: Permission denied", as SELinux makes it
+# (httpd_can_network_connect off); here a "prohibit" route
+{
+    my $r = $t->http('main', '/prohibited');
+    is($r->{status}, 502, '/prohibited: 502');
+    access_verdict($t, \@F, '/prohibited', cause => 'permission_denied', errno => 13,
+        phase => 'connect', peer => '127.0.0.6:8080',
+        hint => qr/SELinux \(to a TCP port: setsebool -P httpd_can_network_connect 1\)/,
+        err => qr/\[crit\] .*connect\(\) to 127\.0\.0\.6:8080 failed \(13: Permission denied\) while connecting to upstream/);
 }
 
 # --- ephemeral ports exhausted. One client connection for all that follows (opened while
