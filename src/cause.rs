@@ -189,6 +189,9 @@ impl Cause {
             Detail::CertChainIncomplete => return Some(
                 "the backend sent its certificate without the intermediate CA certificates that link it to a trusted CA (error.log: unable to verify the first certificate): configure the backend with its full chain (its certificate, then the intermediates), or add the intermediates to proxy_ssl_trusted_certificate (grpc_, uwsgi_)",
             ),
+            Detail::TcpForbidden => return Some(
+                "the kernel refused nginx's connect to a TCP port (13: Permission denied): on SELinux systems (RHEL, Fedora, Rocky...) nginx may connect only to ports labelled http_port_t; run setsebool -P httpd_can_network_connect 1, or label the port (semanage port -a -t http_port_t -p tcp PORT); getenforce says whether SELinux enforces, ausearch -m avc -c nginx shows the denial",
+            ),
             Detail::TempFile => return Some(
                 "nginx could not write the response to a temporary file (the error.log line names it): the worker user must be able to write the temp path (proxy_temp_path, fastcgi_temp_path...) and its disk must have space; or set *_max_temp_file_size 0 to pass large responses on without one",
             ),
@@ -543,6 +546,10 @@ pub enum Detail {
     /// nginx refused the backend's certificate: it came without the intermediate CAs that
     /// link it to a trusted one (OpenSSL's 21, "unable to verify the first certificate").
     CertChainIncomplete,
+    /// The kernel refused nginx's connect to a TCP address with 13: Permission denied, as
+    /// SELinux does to nginx with `httpd_can_network_connect` off (not a unix socket's mode).
+    /// The 16th detail: the 4 bits of `state`'s `last_info` are full.
+    TcpForbidden,
 }
 
 /// How long after the try began a close without an answer stops looking like a crash on
@@ -552,7 +559,7 @@ pub enum Detail {
 pub const LATE_CLOSE_MS: u64 = 5_000;
 
 impl Detail {
-    pub const ALL: [Detail; 15] = [
+    pub const ALL: [Detail; 16] = [
         Detail::None,
         Detail::Reused,
         Detail::MaxConns,
@@ -568,6 +575,7 @@ impl Detail {
         Detail::SocketUnanswered,
         Detail::CertChainDepth,
         Detail::CertChainIncomplete,
+        Detail::TcpForbidden,
     ];
 
     /// The detail an OpenSSL verify error of the backend's certificate gives, if any.
@@ -671,6 +679,8 @@ pub struct Facts {
     pub elapsed_ms: u64,
     /// The peer is a unix socket.
     pub unix: bool,
+    /// The peer is a TCP address (IPv4 or IPv6).
+    pub tcp: bool,
     /// `errno` is that of nginx's own file operation (a temporary file), not the connection's.
     pub file_error: bool,
     /// nginx refused the backend's certificate: OpenSSL's verify error, as nginx logged it.
@@ -728,6 +738,8 @@ pub fn classify(f: &Facts) -> Verdict {
         f.skipped.detail()
     } else if f.file_error {
         Detail::TempFile
+    } else if v.cause == Cause::PermissionDenied && f.tcp {
+        Detail::TcpForbidden
     } else if let Some(d) = f
         .cert_verify
         .filter(|_| v.cause == Cause::TlsHandshakeFailed)
@@ -1467,6 +1479,36 @@ mod tests {
         };
         assert_ne!(classify(&f).cause, Cause::TlsHandshakeFailed);
         assert_eq!(classify(&f).detail, Detail::None);
+    }
+
+    #[test]
+    fn a_tcp_connect_the_kernel_forbids() {
+        // "connect() to 127.0.0.1:8080 failed (13: Permission denied)": SELinux
+        let f = Facts {
+            errno: Some(errno::EACCES),
+            tcp: true,
+            ..failed()
+        };
+        let v = classify(&f);
+        assert_eq!(
+            (v.cause, v.detail),
+            (Cause::PermissionDenied, Detail::TcpForbidden)
+        );
+        let hint = v.cause.hint_in(v.errno, v.detail, Pass::Proxy);
+        assert!(hint.starts_with("the kernel refused nginx's connect to a TCP port"));
+        assert!(hint.contains("setsebool -P httpd_can_network_connect 1"));
+        // a unix socket's mode: the cause's own hint (owner and mode)
+        let unix = Facts {
+            tcp: false,
+            unix: true,
+            ..f
+        };
+        let v = classify(&unix);
+        assert_eq!(v.detail, Detail::None);
+        assert!(v
+            .cause
+            .hint_in(v.errno, v.detail, Pass::Proxy)
+            .contains("listen.owner/listen.mode"));
     }
 
     #[test]

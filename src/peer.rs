@@ -447,7 +447,8 @@ unsafe fn gather(
         tls_alert: logged.tls_alert,
         sni: sni(u),
         elapsed_ms: ngx_current_msec.wrapping_sub((*u).start_time) as u64,
-        unix: !(*pc).sockaddr.is_null() && (*(*pc).sockaddr).sa_family == AF_UNIX as u16,
+        unix: family(pc) == Some(AF_UNIX as u16),
+        tcp: matches!(family(pc), Some(f) if f == AF_INET as u16 || f == AF_INET6 as u16),
         ..Default::default()
     };
     if !(*u).buffer.start.is_null() {
@@ -469,6 +470,11 @@ unsafe fn gather(
         (c.is_null() && e != 0).then_some(e)
     });
     f
+}
+
+/// The address family of the peer being tried, once the balancer chose one.
+unsafe fn family(pc: *const ngx_peer_connection_t) -> Option<u16> {
+    (!(*pc).sockaddr.is_null()).then(|| (*(*pc).sockaddr).sa_family)
 }
 
 /// TLS on the upstream connection.

@@ -101,7 +101,7 @@ CONF
     is($r->{status}, 502, '/prohibited: 502');
     access_verdict($t, \@F, '/prohibited', cause => 'permission_denied', errno => 13,
         phase => 'connect', peer => '127.0.0.6:8080',
-        hint => qr/SELinux \(to a TCP port: setsebool -P httpd_can_network_connect 1\)/,
+        hint => qr/^the kernel refused nginx's connect to a TCP port \(13: Permission denied\): on SELinux systems .*setsebool -P httpd_can_network_connect 1/,
         err => qr/\[crit\] .*connect\(\) to 127\.0\.0\.6:8080 failed \(13: Permission denied\) while connecting to upstream/);
 }
 
