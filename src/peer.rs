@@ -434,6 +434,8 @@ unsafe fn gather(
 ) -> Facts {
     let u = (*r).upstream;
     let c = (*pc).connection;
+    // the peer's address family, once the balancer chose one
+    let family = (!(*pc).sockaddr.is_null()).then(|| (*(*pc).sockaddr).sa_family);
     let mut f = Facts {
         event,
         connected: !c.is_null(),
@@ -447,8 +449,8 @@ unsafe fn gather(
         tls_alert: logged.tls_alert,
         sni: sni(u),
         elapsed_ms: ngx_current_msec.wrapping_sub((*u).start_time) as u64,
-        unix: family(pc) == Some(AF_UNIX as u16),
-        tcp: matches!(family(pc), Some(f) if f == AF_INET as u16 || f == AF_INET6 as u16),
+        unix: family == Some(AF_UNIX as u16),
+        tcp: matches!(family, Some(f) if f == AF_INET as u16 || f == AF_INET6 as u16),
         ..Default::default()
     };
     if !(*u).buffer.start.is_null() {
@@ -470,11 +472,6 @@ unsafe fn gather(
         (c.is_null() && e != 0).then_some(e)
     });
     f
-}
-
-/// The address family of the peer being tried, once the balancer chose one.
-unsafe fn family(pc: *const ngx_peer_connection_t) -> Option<u16> {
-    (!(*pc).sockaddr.is_null()).then(|| (*(*pc).sockaddr).sa_family)
 }
 
 /// TLS on the upstream connection.

@@ -653,21 +653,20 @@ pub unsafe fn postconfiguration(cf: *mut ngx_conf_t, mcf: &mut MainConf) -> Stat
                 e.at
             );
         }
-        if c.kind.is_http() && !e.send_set {
-            e.request = pure::default_request(&e.name);
-        }
+        // What the check sends once connected (a check_http_send given to another type was
+        // warned about above, and is not sent).
         match c.kind {
-            // the server speaks first; a check_http_send (warned about above) is not sent
-            pure::Kind::Mysql => e.request = Vec::new(),
+            pure::Kind::Http | pure::Kind::Https if !e.send_set => {
+                e.request = pure::default_request(&e.name)
+            }
+            pure::Kind::Http | pure::Kind::Https => {}
+            pure::Kind::FastCgi if e.fastcgi_params.is_empty() => {
+                e.request = super::fastcgi::request(&super::fastcgi::DEFAULT_PARAMS)
+            }
+            pure::Kind::FastCgi => e.request = super::fastcgi::request(&e.fastcgi_params),
             pure::Kind::Ajp => e.request = super::ajp::CPING.to_vec(),
-            _ => {}
-        }
-        if c.kind == pure::Kind::FastCgi {
-            e.request = if e.fastcgi_params.is_empty() {
-                super::fastcgi::request(&super::fastcgi::DEFAULT_PARAMS)
-            } else {
-                super::fastcgi::request(&e.fastcgi_params)
-            };
+            // the server speaks first; tcp and ssl_hello pass once connected
+            pure::Kind::Mysql | pure::Kind::Tcp | pure::Kind::SslHello => e.request = Vec::new(),
         }
         if e.ssl_verify == Some(true) && e.ssl_trusted.is_none() {
             ngx_log_error!(

@@ -91,16 +91,15 @@ impl Exchange {
     /// `request` is what will be sent (a HEAD request expects no body); `keepalive`: read
     /// responses to their end so that the connection can carry the next check.
     pub fn new(kind: Kind, request: &[u8], want_body: bool, keepalive: bool) -> Exchange {
-        if kind.is_http() {
-            let head = request.len() >= 5 && request[..5].eq_ignore_ascii_case(b"HEAD ");
-            Exchange::Http(Box::new(Parser::new(want_body, head, keepalive)))
-        } else {
-            match kind {
-                Kind::FastCgi => Exchange::FastCgi(Box::new(fastcgi::Reader::new(want_body))),
-                Kind::Mysql => Exchange::Mysql(mysql::Greeting::new()),
-                Kind::Ajp => Exchange::Ajp(ajp::Pong::new()),
-                _ => Exchange::Connect,
+        match kind {
+            Kind::Http | Kind::Https => {
+                let head = request.len() >= 5 && request[..5].eq_ignore_ascii_case(b"HEAD ");
+                Exchange::Http(Box::new(Parser::new(want_body, head, keepalive)))
             }
+            Kind::FastCgi => Exchange::FastCgi(Box::new(fastcgi::Reader::new(want_body))),
+            Kind::Mysql => Exchange::Mysql(mysql::Greeting::new()),
+            Kind::Ajp => Exchange::Ajp(ajp::Pong::new()),
+            Kind::Tcp | Kind::SslHello => Exchange::Connect,
         }
     }
 
