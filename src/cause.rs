@@ -5,6 +5,8 @@
 
 use core::fmt;
 
+use crate::listeners::Family;
+
 /// Why an upstream try failed. The names are a contract (variables, JSON, metrics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
@@ -191,6 +193,12 @@ impl Cause {
             ),
             Detail::TcpForbidden => return Some(
                 "the kernel refused nginx's connect to a TCP port (13: Permission denied): on SELinux systems (RHEL, Fedora, Rocky...) nginx may connect only to ports labelled http_port_t; run setsebool -P httpd_can_network_connect 1, or label the port (semanage port -a -t http_port_t -p tcp PORT); getenforce says whether SELinux enforces, ausearch -m avc -c nginx shows the denial",
+            ),
+            Detail::OnIpv6Only => return Some(
+                "nothing listens on this IPv4 address, but the backend listens on the same port on IPv6 ([::1]) only: a server told to listen on \"localhost\" binds the first address the name resolves to, ::1 on many systems (Node.js 17 and later, for one); connect to [::1] at that port, or make the backend listen on 127.0.0.1 (or on both)",
+            ),
+            Detail::OnIpv4Only => return Some(
+                "nothing listens on [::1], but the backend listens on the same port on IPv4 (127.0.0.1 or 0.0.0.0) only: connect to 127.0.0.1 at that port, or make the backend listen on [::1] too",
             ),
             Detail::TempFile => return Some(
                 "nginx could not write the response to a temporary file (the error.log line names it): the worker user must be able to write the temp path (proxy_temp_path, fastcgi_temp_path...) and its disk must have space; or set *_max_temp_file_size 0 to pass large responses on without one",
@@ -548,8 +556,13 @@ pub enum Detail {
     CertChainIncomplete,
     /// The kernel refused nginx's connect to a TCP address with 13: Permission denied, as
     /// SELinux does to nginx with `httpd_can_network_connect` off (not a unix socket's mode).
-    /// The 16th detail: the 4 bits of `state`'s `last_info` are full.
     TcpForbidden,
+    /// A refused connect to an IPv4 loopback address, and the backend listening on the same
+    /// port on IPv6 ([::1], or every IPv6 address with IPV6_V6ONLY) only.
+    OnIpv6Only,
+    /// A refused connect to [::1], and the backend listening on the same port on IPv4 only
+    /// (127.0.0.1 or 0.0.0.0).
+    OnIpv4Only,
 }
 
 /// How long after the try began a close without an answer stops looking like a crash on
@@ -559,7 +572,7 @@ pub enum Detail {
 pub const LATE_CLOSE_MS: u64 = 5_000;
 
 impl Detail {
-    pub const ALL: [Detail; 16] = [
+    pub const ALL: [Detail; 18] = [
         Detail::None,
         Detail::Reused,
         Detail::MaxConns,
@@ -576,6 +589,8 @@ impl Detail {
         Detail::CertChainDepth,
         Detail::CertChainIncomplete,
         Detail::TcpForbidden,
+        Detail::OnIpv6Only,
+        Detail::OnIpv4Only,
     ];
 
     /// The detail an OpenSSL verify error of the backend's certificate gives, if any.
@@ -689,6 +704,9 @@ pub struct Facts {
     pub tls_alert: Option<u16>,
     /// nginx sends the server name in the handshake (`proxy_ssl_server_name on`).
     pub sni: bool,
+    /// A refused connect to a loopback address: the backend listens on the same port on this
+    /// other IP family (the kernel's table of listening sockets, [`crate::listeners`]).
+    pub listens_on: Option<Family>,
 }
 
 /// errno values the taxonomy knows (Linux numbering).
@@ -763,6 +781,11 @@ pub fn classify(f: &Facts) -> Verdict {
         Detail::PlainUnanswered
     } else if v.cause == Cause::ConnectRefused && f.unix {
         Detail::StaleSocket
+    } else if v.cause == Cause::ConnectRefused && f.tcp && f.listens_on.is_some() {
+        match f.listens_on {
+            Some(Family::V6) => Detail::OnIpv6Only,
+            _ => Detail::OnIpv4Only,
+        }
     } else if v.cause == Cause::ConnectTimeout && f.tls == Tls::Handshaking {
         // TLS starts once the TCP connection is made
         Detail::TlsStalled
@@ -1568,6 +1591,45 @@ mod tests {
             ..stale
         };
         assert_eq!(classify(&denied).detail, Detail::None);
+    }
+
+    #[test]
+    fn refused_with_the_backend_on_the_other_family() {
+        // proxy_pass http://127.0.0.1:3000, Node.js listening on [::1]:3000
+        let refused = Facts {
+            connected: true,
+            errno: Some(errno::ECONNREFUSED),
+            tcp: true,
+            listens_on: Some(Family::V6),
+            ..Default::default()
+        };
+        let v = classify(&refused);
+        assert_eq!(
+            (v.cause, v.phase, v.detail),
+            (Cause::ConnectRefused, Phase::Connect, Detail::OnIpv6Only)
+        );
+        let h = Cause::ConnectRefused.hint_in(Some(111), v.detail, Pass::Proxy);
+        assert!(h.contains("connect to [::1] at that port"), "{h}");
+        let v4 = Facts {
+            listens_on: Some(Family::V4),
+            ..refused
+        };
+        assert_eq!(classify(&v4).detail, Detail::OnIpv4Only);
+        let h = Cause::ConnectRefused.hint_in(Some(111), Detail::OnIpv4Only, Pass::Fastcgi);
+        assert!(h.contains("connect to 127.0.0.1 at that port"), "{h}");
+        // nothing on either family: the cause's own hint
+        let nowhere = Facts {
+            listens_on: None,
+            ..refused
+        };
+        assert_eq!(classify(&nowhere).detail, Detail::None);
+        // another failure on the same peer says nothing of it
+        let reset = Facts {
+            errno: Some(errno::ECONNRESET),
+            request_sent: true,
+            ..refused
+        };
+        assert_ne!(classify(&reset).detail, Detail::OnIpv6Only);
     }
 
     #[test]

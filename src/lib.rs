@@ -7,7 +7,8 @@
 //!   negotiation, arguments), [`render`] (JSON, Prometheus and HTML renderers), [`lint`]
 //!   (configuration lint rules; its `lint::glue` is FFI and left out of unit-test builds),
 //!   [`fallback_body`] (the `triage_fallback` pages and arguments), [`accept`] (`Accept`
-//!   negotiation), [`shm_index`] (the lookup in both shared zones), [`ring`] (the lock-free
+//!   negotiation), [`shm_index`] (the lookup in both shared zones), [`listeners`] (who listens on a refused
+//!   port on the other IP family: sock_diag's request and reply, a worker's cache), [`ring`] (the lock-free
 //!   recent-failures ring's sequence rules), and the pure parts of
 //!   [`check`] (active health checks; its FFI parts are gated inside);
 //! - FFI glue: `conf` (directives), `peer` (peer.init/get/free and finalize wrappers),
@@ -22,6 +23,7 @@ pub mod cause;
 pub mod check;
 pub mod fallback_body;
 pub mod lint;
+pub mod listeners;
 pub mod query;
 pub mod render;
 pub mod ring;

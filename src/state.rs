@@ -22,7 +22,8 @@ use crate::module::Module;
 use crate::snapshot::{LastFailure, RecentFailure, Window};
 use crate::{ring, shm_index, upstreams};
 
-const MAGIC: u64 = 0x7472_6961_6765_0003;
+// 4: last_info's detail field grew from 4 bits to 8.
+const MAGIC: u64 = 0x7472_6961_6765_0004;
 
 /// The zone's header.
 #[repr(C)]
@@ -49,6 +50,9 @@ pub struct Shared {
 /// Slots per block allocation.
 const BLOCK: usize = 64;
 
+// Slot::last_info's fields: a cause and a detail in 8 bits each, a phase in 4.
+const _: () = assert!(Cause::COUNT <= 256 && Detail::ALL.len() <= 256 && Phase::ALL.len() <= 16);
+
 /// Counters of one (upstream, peer).
 #[repr(C)]
 pub struct Slot {
@@ -62,7 +66,8 @@ pub struct Slot {
     /// Last configuration generation that had this peer.
     pub seen: AtomicU64,
     pub by_cause: [AtomicU64; Cause::COUNT],
-    /// cause | phase << 8 | status << 16 | (errno + 1) << 32; 0 = none.
+    /// cause | phase << 8 | detail << 12 | status << 20 | (errno + 1) << 32; 0 = none.
+    /// Bits: cause 8, phase 4, detail 8, status 12, errno 32.
     last_info: AtomicU64,
     last_time_ms: AtomicU64,
     /// Tries sent to this peer.
@@ -307,8 +312,8 @@ impl Slot {
         Some(LastFailure {
             cause: Cause::from_index((info & 0xff) as usize)?,
             phase: Phase::from_index(((info >> 8) & 0xf) as usize)?,
-            detail: Detail::from_index(((info >> 12) & 0xf) as usize).unwrap_or_default(),
-            status: ((info >> 16) & 0xffff) as u16,
+            detail: Detail::from_index(((info >> 12) & 0xff) as usize).unwrap_or_default(),
+            status: ((info >> 20) & 0xfff) as u16,
             errno: (errno >= 0).then_some(errno as i32),
             time_ms: self.last_time_ms.load(Ordering::Relaxed),
         })
@@ -569,11 +574,11 @@ pub fn count(
         return;
     }
     let e = errno.map_or(0u64, |e| (e as u32 as u64).wrapping_add(1) & 0xffff_ffff);
-    // phase and detail: 4 bits each (records made before details read Detail::None)
+    // the layout of Slot::last_info
     let info = cause.index() as u64
         | (phase as u64) << 8
         | (detail as u64) << 12
-        | (status as u64) << 16
+        | u64::from(status & 0xfff) << 20
         | e << 32;
     let now = now_ms();
     s.last_time_ms.store(now, Ordering::Relaxed);

@@ -13,6 +13,7 @@ use super::{Index, Report};
 use crate::lint::code::Code;
 use crate::lint::system::SystemView;
 use crate::lint::target::{is_loopback, Target};
+use crate::listeners::other_family;
 
 pub(super) fn nothing_listening(ix: &Index, sys: &dyn SystemView, r: &mut Report) {
     let targets: Vec<_> = ix
@@ -36,7 +37,10 @@ pub(super) fn nothing_listening(ix: &Index, sys: &dyn SystemView, r: &mut Report
         if served {
             continue;
         }
-        let message = match addrs.iter().find_map(|a| other_family(&listeners, a)) {
+        let message = match addrs
+            .iter()
+            .find_map(|a| other_family(&listeners, a).map(|l| (l, *a)))
+        {
             None => format!(
                 "nothing listens on {shown} ({}) at the moment — requests get 502 \
                  connect_refused until a backend listens there; check that the backend's \
@@ -61,21 +65,6 @@ pub(super) fn nothing_listening(ix: &Index, sys: &dyn SystemView, r: &mut Report
         };
         r.emit(Code::NothingListening, d.site, message, &d.ignore);
     }
-}
-
-/// A listening socket on `target`'s port, on the loopback (or every address) of the other
-/// address family, with `target`: the backend is there, on the family nginx does not use.
-fn other_family(listeners: &[SocketAddr], target: &SocketAddr) -> Option<(SocketAddr, SocketAddr)> {
-    let t = target.ip().to_canonical();
-    listeners
-        .iter()
-        .find(|l| {
-            let ip = l.ip().to_canonical();
-            l.port() == target.port()
-                && ip.is_ipv4() != t.is_ipv4()
-                && (ip.is_loopback() || ip.is_unspecified())
-        })
-        .map(|l| (*l, *target))
 }
 
 /// The loopback addresses a target connects to, and how to name them: a literal loopback

@@ -51,8 +51,8 @@ package Triage::Backend;
 #                  invalid headers, garbage, nothing) with up to 3 random byte edits, then
 #                  keeps, closes (FIN) or resets the connection; opt seed => N (the
 #                  sequence is the same for the same seed and order of requests)
-# Options: host => '127.0.0.3' and port => N (TCP types: listen there instead of
-# 127.0.0.1 and a free port; loopback only), unix => $path (listen on a unix socket instead; its dir must be
+# Options: host => '127.0.0.3' or '::1' and port => N (TCP types: listen there instead of
+# 127.0.0.1 and a free port; loopback only; addr is then "[::1]:N"), unix => $path (listen on a unix socket instead; its dir must be
 # traversable by "nobody"), mode => 0000 (chmod of the socket, default 0666), dir => $dir (state files; default a dir under t/tmp), protocol => 'raw',
 # delay => $seconds (wait that long after each request before acting on it: a backend killed
 # by its own request timeout is type 'close' with a delay; it serves one request at a time then).
@@ -119,6 +119,12 @@ sub start {
             Listen => 128) or croak "unix bind $opt{unix}: $!";
         # default 0666: nginx workers run as "nobody" and need write permission
         chmod $opt{mode} // 0666, $opt{unix};
+    } elsif ($self->host =~ /:/) {
+        # IPv6 (IO::Socket::IP: core Perl since 5.20)
+        require IO::Socket::IP;
+        $sock = IO::Socket::IP->new(LocalHost => $self->host, LocalPort => $opt{port} // 0,
+            Proto => 'tcp', Listen => 128, ReuseAddr => 1) or croak "bind [$self->{host}]: $@";
+        $self->{port} = $sock->sockport;
     } else {
         $sock = IO::Socket::INET->new(LocalAddr => $self->host, LocalPort => $opt{port} // 0,
             Proto => 'tcp', Listen => 128, ReuseAddr => 1) or croak "bind: $!";
@@ -166,7 +172,12 @@ sub start {
 sub port { $_[0]{port} }
 sub pid  { $_[0]{pid} }
 sub host { $_[0]{host} // '127.0.0.1' }
-sub addr { defined $_[0]{unix} ? "unix:$_[0]{unix}" : $_[0]->host . ":$_[0]{port}" }
+sub addr {
+    my ($self) = @_;
+    return "unix:$self->{unix}" if defined $self->{unix};
+    my $h = $self->host;
+    return ($h =~ /:/ ? "[$h]" : $h) . ":$self->{port}";
+}
 
 sub _events {
     my ($self) = @_;

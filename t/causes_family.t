@@ -1,0 +1,141 @@
+#!/usr/bin/perl
+# "111: Connection refused" with the backend running, on the other IP family: a server told
+# to listen on "localhost" binds the first address the name resolves to (::1 on many systems:
+# Node.js 17 and later), and nginx connects to 127.0.0.1 (or the other way round). The module
+# reads the kernel's table of listening sockets (netlink sock_diag, never a connect to the
+# backend) and says where the backend is: in $triage_hint, in the status page's peer hint
+# (the detail kept in shared memory) and in the fallback's details.
+# Real sockets: a backend on [::1] only, one on 127.0.0.1 only, a port nothing listens on,
+# and a backend that starts on [::1] while nginx runs (seen within a second: each worker
+# reads the table at most once a second a port). Skipped where the machine has no ::1.
+#   Run alone: prove -v t/causes_family.t
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use Test::More;
+use IO::Socket::IP;
+use JSON::PP ();
+use Triage::Harness qw(log_format_directive wait_until);
+use Triage::Backend;
+use Triage::Checks qw(status_json peer no_crash);
+use Triage::Verdict qw(access_verdict);
+
+BEGIN {
+    my $probe = IO::Socket::IP->new(LocalHost => '::1', LocalPort => 0, Listen => 1);
+    plan skip_all => "no IPv6 loopback on this machine ($@)" unless $probe;
+}
+
+my @F = qw(request_uri status triage_cause triage_errno triage_phase triage_peer triage_hint);
+my $t = Triage::Harness->new;
+my $on6 = $t->backend('ok', host => '::1', body => "from ::1\n");
+my $on4 = $t->backend('ok', body => "from 127.0.0.1\n");
+my ($p6, $p4) = ($on6->port, $on4->port);
+my $closed = Triage::Backend::closed_port();
+my $later = Triage::Backend::closed_port();
+
+$t->start(<<"CONF", LOG_FORMAT => log_format_directive('triage', @F));
+%%LOAD_MODULE%%
+worker_processes 1;
+events { worker_connections 128; }
+http {
+    %%LOG_FORMAT%%
+    access_log logs/access.log triage;
+    upstream app  { server 127.0.0.1:$p6 max_fails=0; }
+    upstream late { server 127.0.0.1:$later max_fails=0; }
+    server {
+        listen 127.0.0.1:%%PORT_main%%;
+        location /v4/      { proxy_pass http://app; }
+        location /v6/      { proxy_pass http://[::1]:$p6; }
+        location /to6/     { fastcgi_pass [::1]:$p4; }
+        location /nowhere/ { proxy_pass http://127.0.0.1:$closed; }
+        location /late/    { proxy_pass http://late; }
+        location /api/ {
+            proxy_pass http://app;
+            triage_fallback json;
+            triage_fallback_details on;
+        }
+        location /status { triage_status; }
+    }
+}
+CONF
+
+my @workers = $t->worker_pids;
+my $v6_hint = qr/^nothing listens on this IPv4 address, but the backend listens on the same port on IPv6 \(\[::1\]\) only: .*Node\.js 17.*connect to \[::1\] at that port, or make the backend listen on 127\.0\.0\.1/;
+my $plain_hint = qr/^nothing listens at that address: is the backend running/;
+
+# --- nginx on 127.0.0.1, the backend on [::1] only
+{
+    my $r = $t->http('main', '/v4/a');
+    is($r->{status}, 502, '/v4/a: 502 (127.0.0.1, the backend on [::1])');
+    access_verdict($t, \@F, '/v4/a', cause => 'connect_refused', errno => 111,
+        phase => 'connect', peer => "127.0.0.1:$p6", hint => $v6_hint,
+        err => qr/\[error\] .*connect\(\) failed \(111: Connection refused\) while connecting to upstream/);
+    # the backend is there: the same port on [::1] answers
+    $r = $t->http('main', '/v6/a');
+    is($r->{status}, 200, '/v6/a: 200 through [::1]');
+    is($r->{body}, "from ::1\n", '/v6/a: the [::1] backend answered');
+    is($on6->count, 1, 'the [::1] backend got that request only (it was never connected to for the look)');
+
+    # the status page: the peer's hint from the failure's detail, kept in shared memory
+    my $p = peer(status_json($t), 'app', "127.0.0.1:$p6");
+    ok($p, 'status: the peer is listed') or diag(explain(status_json($t)));
+    like($p->{hint} // '', $v6_hint, 'status: the peer hint says the backend is on [::1]');
+    is($p->{last_failure}{cause}, 'connect_refused', 'status: last failure connect_refused');
+
+    # the fallback's details carry the same hint
+    $r = $t->http('main', '/api/x');
+    is($r->{status}, 502, '/api/x: 502');
+    my $j = eval { JSON::PP::decode_json($r->{body}) } || {};
+    is($j->{cause}, 'connect_refused', '/api/x: fallback cause connect_refused');
+    like($j->{hint} // '', $v6_hint, '/api/x: fallback hint says the backend is on [::1]');
+}
+
+# --- nginx on [::1], the backend on 127.0.0.1 only (fastcgi_pass, php-fpm's usual listen)
+{
+    my $r = $t->http('main', '/to6/a');
+    is($r->{status}, 502, '/to6/a: 502 ([::1], the backend on 127.0.0.1)');
+    access_verdict($t, \@F, '/to6/a', cause => 'connect_refused', errno => 111,
+        phase => 'connect', peer => "[::1]:$p4",
+        hint => qr/^nothing listens on \[::1\], but the backend listens on the same port on IPv4 \(127\.0\.0\.1 or 0\.0\.0\.0\) only: connect to 127\.0\.0\.1 at that port/,
+        err => qr/\[error\] .*connect\(\) failed \(111: Connection refused\) while connecting to upstream/);
+    is($on4->count, 0, 'the 127.0.0.1 backend got no connection from the look');
+}
+
+# --- nothing on either family: the plain hint
+{
+    my $r = $t->http('main', '/nowhere/a');
+    is($r->{status}, 502, '/nowhere/a: 502');
+    access_verdict($t, \@F, '/nowhere/a', cause => 'connect_refused', errno => 111,
+        phase => 'connect', peer => "127.0.0.1:$closed", hint => $plain_hint,
+        err => qr/\[error\] .*connect\(\) failed \(111: Connection refused\)/);
+}
+
+# --- the backend starts on [::1] while nginx runs: seen within a second or so
+{
+    my $r = $t->http('main', '/late/0');
+    is($r->{status}, 502, '/late/0: 502');
+    access_verdict($t, \@F, '/late/0', cause => 'connect_refused', errno => 111,
+        phase => 'connect', peer => "127.0.0.1:$later", hint => $plain_hint,
+        err => qr/\[error\] .*connect\(\) failed \(111: Connection refused\)/);
+    my $started = $t->backend('ok', host => '::1', port => $later);
+    my $n = 0;
+    # one request every 100 ms, for at most 5 s, until one gets the new hint
+    my $seen = wait_until(sub {
+        $n++;
+        $t->http('main', "/late/$n");
+        my $rec = $t->find_access('access.log', \@F, request_uri => "/late/$n");
+        $rec && $rec->{triage_hint} =~ $v6_hint ? $n : undef;
+    }, 5);
+    ok($seen, "a backend started on [::1] is named in the hint ($n requests later)");
+    my $first = $t->find_access('access.log', \@F, request_uri => '/late/1');
+    is($first->{triage_cause}, 'connect_refused', '/late/1: still connect_refused (the port is not served on 127.0.0.1)');
+    $started->stop;
+}
+
+no_crash($t, \@workers);
+$t->stop;
+
+done_testing;
