@@ -45,6 +45,8 @@ http {
     access_log logs/access.log triage;
     upstream app  { server 127.0.0.1:$p6 max_fails=0; }
     upstream late { server 127.0.0.1:$later max_fails=0; }
+    # what "localhost" in a server line or proxy_pass makes: both loopback addresses
+    upstream both { server 127.0.0.1:$p6; server [::1]:$p6; }
     server {
         listen 127.0.0.1:%%PORT_main%%;
         location /v4/      { proxy_pass http://app; }
@@ -52,6 +54,7 @@ http {
         location /to6/     { fastcgi_pass [::1]:$p4; }
         location /nowhere/ { proxy_pass http://127.0.0.1:$closed; }
         location /late/    { proxy_pass http://late; }
+        location /both/    { proxy_pass http://both; }
         location /api/ {
             proxy_pass http://app;
             triage_fallback json;
@@ -91,6 +94,23 @@ my $plain_hint = qr/^nothing listens at that address: is the backend running/;
     my $j = eval { JSON::PP::decode_json($r->{body}) } || {};
     is($j->{cause}, 'connect_refused', '/api/x: fallback cause connect_refused');
     like($j->{hint} // '', $v6_hint, '/api/x: fallback hint says the backend is on [::1]');
+}
+
+# --- "localhost" resolving to both: the client gets its 200 from [::1] after a refused try
+# on 127.0.0.1 every fail_timeout; the status page says why that peer fails
+{
+    # two requests: round robin tries each server first once
+    for my $i (1, 2) {
+        my $r = $t->http('main', "/both/$i");
+        is($r->{status}, 200, "/both/$i: 200");
+        is($r->{body}, "from ::1\n", "/both/$i: answered by [::1]");
+    }
+    my $j = status_json($t);
+    my $p = peer($j, 'both', "127.0.0.1:$p6");
+    is($p && $p->{last_failure}{cause}, 'connect_refused', 'status: 127.0.0.1 refused')
+        or diag(explain($j->{upstreams}{both}));
+    like($p && $p->{hint} // '', $v6_hint, 'status: its hint says the backend is on [::1]');
+    is(peer($j, 'both', "[::1]:$p6")->{last_failure}, undef, 'status: [::1] has not failed');
 }
 
 # --- nginx on [::1], the backend on 127.0.0.1 only (fastcgi_pass, php-fpm's usual listen)
