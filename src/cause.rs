@@ -140,6 +140,16 @@ impl Cause {
                 return h;
             }
         }
+        if detail == Detail::ContainerLoopback && self == Cause::ConnectRefused {
+            static CONTAINER: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+            let all = CONTAINER.get_or_init(|| {
+                Pass::ALL
+                    .iter()
+                    .map(|&p| format!("{}; {CONTAINER_LOOPBACK}", self.hint_text(p)))
+                    .collect()
+            });
+            return &all[pass as usize];
+        }
         self.sharp_hint(errno, detail).unwrap_or_else(|| {
             static HINTS: std::sync::OnceLock<Vec<Vec<String>>> = std::sync::OnceLock::new();
             let all = HINTS.get_or_init(|| {
@@ -178,7 +188,7 @@ impl Cause {
                 "the upstream has no server address now: the names of its servers (server ... resolve) resolve to nothing; check the names and the resolver: error.log says why they could not be resolved",
             ),
             // the cause's own hint, made longer for the pass (Cause::hint_in)
-            Detail::PlainUnanswered | Detail::SocketUnanswered => {}
+            Detail::PlainUnanswered | Detail::SocketUnanswered | Detail::ContainerLoopback => {}
             Detail::NoSni => return Some(
                 "the backend refused the TLS handshake, and nginx sent it no server name (SNI), which shared TLS front ends and CDNs need: set proxy_ssl_server_name on (grpc_ssl_server_name...), and proxy_ssl_name to the backend's host name if the upstream's name is not it",
             ),
@@ -291,6 +301,7 @@ impl Cause {
     /// pass)`), which pages keep ready, rather than one the errno or the detail changes?
     pub fn hint_is_own(self, errno: Option<i32>, detail: Detail, pass: Pass) -> bool {
         self.sharp_hint(errno, detail).is_none()
+            && !(detail == Detail::ContainerLoopback && self == Cause::ConnectRefused)
             && !detail
                 .unanswered_on()
                 .is_some_and(|unix| self.unanswered_applies(pass, unix))
@@ -563,7 +574,13 @@ pub enum Detail {
     /// A refused connect to [::1], and the backend listening on the same port on IPv4 only
     /// (127.0.0.1 or 0.0.0.0).
     OnIpv4Only,
+    /// A refused connect to a loopback address, nothing on the other family either, and nginx
+    /// in a container: there loopback is the container's own, not the host's.
+    ContainerLoopback,
 }
+
+/// What a refused connect to loopback adds to its hint when nginx runs in a container.
+const CONTAINER_LOOPBACK: &str = "nginx runs in a container, where 127.0.0.1 and ::1 are the container's own loopback: a backend on the host or in another container is not there; connect to another container by its service name (Docker Compose, a Kubernetes Service), to the host by host.docker.internal or its address, unless nginx shares the backend's network (network_mode: host, the same pod)";
 
 /// How long after the try began a close without an answer stops looking like a crash on
 /// arrival and starts looking like the backend's own request timeout (gunicorn --timeout is
@@ -572,7 +589,7 @@ pub enum Detail {
 pub const LATE_CLOSE_MS: u64 = 5_000;
 
 impl Detail {
-    pub const ALL: [Detail; 18] = [
+    pub const ALL: [Detail; 19] = [
         Detail::None,
         Detail::Reused,
         Detail::MaxConns,
@@ -591,6 +608,7 @@ impl Detail {
         Detail::TcpForbidden,
         Detail::OnIpv6Only,
         Detail::OnIpv4Only,
+        Detail::ContainerLoopback,
     ];
 
     /// The detail an OpenSSL verify error of the backend's certificate gives, if any.
@@ -707,6 +725,10 @@ pub struct Facts {
     /// A refused connect to a loopback address: the backend listens on the same port on this
     /// other IP family (the kernel's table of listening sockets, [`crate::listeners`]).
     pub listens_on: Option<Family>,
+    /// The refused address is a loopback one (127.0.0.0/8, ::1).
+    pub loopback: bool,
+    /// nginx runs in a container (its own loopback).
+    pub container: bool,
 }
 
 /// errno values the taxonomy knows (Linux numbering).
@@ -786,6 +808,8 @@ pub fn classify(f: &Facts) -> Verdict {
             Some(Family::V6) => Detail::OnIpv6Only,
             _ => Detail::OnIpv4Only,
         }
+    } else if v.cause == Cause::ConnectRefused && f.tcp && f.loopback && f.container {
+        Detail::ContainerLoopback
     } else if v.cause == Cause::ConnectTimeout && f.tls == Tls::Handshaking {
         // TLS starts once the TCP connection is made
         Detail::TlsStalled
@@ -1630,6 +1654,59 @@ mod tests {
             ..refused
         };
         assert_ne!(classify(&reset).detail, Detail::OnIpv6Only);
+    }
+
+    #[test]
+    fn refused_on_loopback_in_a_container() {
+        // nginx in a container, proxy_pass http://127.0.0.1:3000, the app on the host
+        let refused = Facts {
+            connected: true,
+            errno: Some(errno::ECONNREFUSED),
+            tcp: true,
+            loopback: true,
+            container: true,
+            ..Default::default()
+        };
+        let v = classify(&refused);
+        assert_eq!(
+            (v.cause, v.detail),
+            (Cause::ConnectRefused, Detail::ContainerLoopback)
+        );
+        for p in Pass::ALL {
+            let h = Cause::ConnectRefused.hint_in(Some(111), v.detail, p);
+            // the cause's own hint first, for the module that passed
+            let own = Cause::ConnectRefused.hint_in(Some(111), Detail::None, p);
+            assert!(h.starts_with(own), "{h}");
+            assert!(h.ends_with(CONTAINER_LOOPBACK), "{h}");
+            assert!(!Cause::ConnectRefused.hint_is_own(Some(111), v.detail, p));
+        }
+        assert!(Cause::ConnectRefused
+            .hint_in(Some(111), v.detail, Pass::Fastcgi)
+            .contains("does fastcgi_pass match"));
+        // the backend found on the other family says more than the container does
+        let other = Facts {
+            listens_on: Some(Family::V6),
+            ..refused
+        };
+        assert_eq!(classify(&other).detail, Detail::OnIpv6Only);
+        // not loopback (another host), or not in a container: the plain refusal
+        for f in [
+            Facts {
+                loopback: false,
+                ..refused
+            },
+            Facts {
+                container: false,
+                ..refused
+            },
+        ] {
+            assert_eq!(classify(&f).detail, Detail::None, "{f:?}");
+        }
+        // another cause keeps its own detail and hint
+        assert_eq!(
+            Cause::ConnectTimeout.hint_in(None, Detail::ContainerLoopback, Pass::Proxy),
+            Cause::ConnectTimeout.hint_in(None, Detail::None, Pass::Proxy)
+        );
     }
 
     #[test]

@@ -92,6 +92,7 @@ mod module {
             // SAFETY: nginx passes a valid configuration context; our main conf exists.
             let mcf = &mut *Module::main_conf_mut(&*cf).expect("main conf");
             lint::glue::finish(cf, mcf);
+            crate::listeners::note_container();
             if state::add_zone(cf, mcf) != Status::NGX_OK {
                 return Status::NGX_ERROR.into();
             }

@@ -11,6 +11,9 @@
 //!
 //! Pure: the request's bytes, the reply's parser, the rule ([`other_family`]) and the cache.
 //! The system calls are in [`listening`].
+//!
+//! When nothing listens on either family and nginx runs in a container ([`note_container`]),
+//! the loopback nginx connected to is the container's own: the hint says that instead.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -227,6 +230,27 @@ pub fn listening(_family: Family, _port: u16) -> Option<Vec<SocketAddr>> {
     None
 }
 
+static CONTAINER: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Note whether nginx runs in a container, where loopback is the container's own (read at
+/// configuration time, in the master: workers inherit it). Its files say so (see
+/// [`crate::lint::system::SystemView::container`]), or Kubernetes' environment does.
+pub fn note_container() {
+    use crate::lint::system::{Root, SystemView};
+    let yes = Root::new("/").container() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    CONTAINER.store(yes, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// nginx runs in a container ([`note_container`]).
+pub fn in_container() -> bool {
+    CONTAINER.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// A loopback address (127.0.0.0/8, ::1, or IPv4's mapped into IPv6).
+pub fn is_loopback(a: &SocketAddr) -> bool {
+    a.ip().to_canonical().is_loopback()
+}
+
 /// How long a worker keeps what it read of a port (ms): a backend started on the other
 /// family is seen within this time.
 pub const KEEP_MS: u64 = 1_000;
@@ -273,8 +297,7 @@ impl Answers {
         now_ms: u64,
         look: impl FnOnce(Family, u16) -> Option<Vec<SocketAddr>>,
     ) -> Option<Family> {
-        let ip = target.ip().to_canonical();
-        if !ip.is_loopback() || target.port() == 0 {
+        if !is_loopback(target) || target.port() == 0 {
             return None;
         }
         let family = Family::of(target);

@@ -15,7 +15,7 @@ use ngx::http::{
 
 use crate::cause::{classify, Event, Facts, LogLine, Pass, Skipped, Tls};
 use crate::conf::{LocConf, MainConf};
-use crate::listeners::{self, Answers, Family};
+use crate::listeners::{self, Answers};
 use crate::module::Module;
 use crate::record::{self, Record, Try};
 use crate::upstreams::{self, Wrapped};
@@ -474,7 +474,13 @@ unsafe fn gather(
         (c.is_null() && e != 0).then_some(e)
     });
     if f.tcp && f.errno == Some(crate::cause::errno::ECONNREFUSED) {
-        f.listens_on = listens_on((*pc).sockaddr);
+        if let Some(a) = peer_addr((*pc).sockaddr).filter(listeners::is_loopback) {
+            f.loopback = true;
+            f.container = listeners::in_container();
+            // SAFETY: single-threaded worker (see WorkerAnswers); the borrow ends here.
+            let answers = &mut *ANSWERS.0.get();
+            f.listens_on = answers.other_family(&a, ngx_current_msec as u64, listeners::listening);
+        }
     }
     f
 }
@@ -487,29 +493,22 @@ unsafe impl Sync for WorkerAnswers {}
 
 static ANSWERS: WorkerAnswers = WorkerAnswers(core::cell::UnsafeCell::new(Answers::new()));
 
-/// A connect to `sa` was refused: if it is a loopback address, the family the backend
-/// listens on instead, if it does (the kernel's table, read at most once a second a port).
+/// The try's TCP peer address.
 ///
 /// # Safety
 /// `sa` must be the try's peer address (`pc->sockaddr`, valid while the try is).
-unsafe fn listens_on(sa: *const sockaddr) -> Option<Family> {
-    let target = match i32::from((*sa).sa_family) {
+unsafe fn peer_addr(sa: *const sockaddr) -> Option<SocketAddr> {
+    Some(match i32::from((*sa).sa_family) {
         libc::AF_INET => {
             let a = &*(sa as *const libc::sockaddr_in);
-            SocketAddr::from((
-                u32::from_be(a.sin_addr.s_addr).to_be_bytes(),
-                u16::from_be(a.sin_port),
-            ))
+            SocketAddr::from((a.sin_addr.s_addr.to_ne_bytes(), u16::from_be(a.sin_port)))
         }
         libc::AF_INET6 => {
             let a = &*(sa as *const libc::sockaddr_in6);
             SocketAddr::from((a.sin6_addr.s6_addr, u16::from_be(a.sin6_port)))
         }
         _ => return None,
-    };
-    // SAFETY: single-threaded worker (see WorkerAnswers); the borrow ends here.
-    let answers = &mut *ANSWERS.0.get();
-    answers.other_family(&target, ngx_current_msec as u64, listeners::listening)
+    })
 }
 
 /// TLS on the upstream connection.

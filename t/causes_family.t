@@ -7,7 +7,9 @@
 # (the detail kept in shared memory) and in the fallback's details.
 # Real sockets: a backend on [::1] only, one on 127.0.0.1 only, a port nothing listens on,
 # and a backend that starts on [::1] while nginx runs (seen within a second: each worker
-# reads the table at most once a second a port). Skipped where the machine has no ::1.
+# reads the table at most once a second a port). Nothing on either family with nginx in a
+# container (this machine may be one; Triage::Harness::in_container says): the hint adds that
+# loopback is the container's own. Skipped where the machine has no ::1.
 #   Run alone: prove -v t/causes_family.t
 
 use strict;
@@ -18,7 +20,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use IO::Socket::IP;
 use JSON::PP ();
-use Triage::Harness qw(log_format_directive wait_until);
+use Triage::Harness qw(log_format_directive wait_until in_container);
 use Triage::Backend;
 use Triage::Checks qw(status_json peer no_crash);
 use Triage::Verdict qw(access_verdict);
@@ -68,6 +70,18 @@ CONF
 my @workers = $t->worker_pids;
 my $v6_hint = qr/^nothing listens on this IPv4 address, but the backend listens on the same port on IPv6 \(\[::1\]\) only: .*Node\.js 17.*connect to \[::1\] at that port, or make the backend listen on 127\.0\.0\.1/;
 my $plain_hint = qr/^nothing listens at that address: is the backend running/;
+# in a container (this machine may be one), loopback is the container's own: the hint says so
+my $container = qr/; nginx runs in a container, where 127\.0\.0\.1 and ::1 are the container's own loopback: a backend on the host or in another container is not there; connect to another container by its service name .*host\.docker\.internal/;
+my $in_container = in_container();
+sub container_part {
+    my ($uri) = @_;
+    my $rec = $t->find_access('access.log', \@F, request_uri => $uri) or return fail("$uri: logged");
+    if ($in_container) {
+        like($rec->{triage_hint}, $container, "$uri: nginx runs in a container: the hint says loopback is the container's");
+    } else {
+        unlike($rec->{triage_hint}, qr/container/, "$uri: no container here: the hint says nothing of one");
+    }
+}
 
 # --- nginx on 127.0.0.1, the backend on [::1] only
 {
@@ -131,6 +145,7 @@ my $plain_hint = qr/^nothing listens at that address: is the backend running/;
     access_verdict($t, \@F, '/nowhere/a', cause => 'connect_refused', errno => 111,
         phase => 'connect', peer => "127.0.0.1:$closed", hint => $plain_hint,
         err => qr/\[error\] .*connect\(\) failed \(111: Connection refused\)/);
+    container_part('/nowhere/a');
 }
 
 # --- the backend starts on [::1] while nginx runs: seen within a second or so
@@ -140,6 +155,7 @@ my $plain_hint = qr/^nothing listens at that address: is the backend running/;
     access_verdict($t, \@F, '/late/0', cause => 'connect_refused', errno => 111,
         phase => 'connect', peer => "127.0.0.1:$later", hint => $plain_hint,
         err => qr/\[error\] .*connect\(\) failed \(111: Connection refused\)/);
+    container_part('/late/0');
     my $started = $t->backend('ok', host => '::1', port => $later);
     my $n = 0;
     # one request every 100 ms, for at most 5 s, until one gets the new hint

@@ -53,6 +53,8 @@ pub trait SystemView {
     fn listeners(&self) -> Option<Vec<SocketAddr>>;
     /// `None` when SELinux is not enabled.
     fn selinux(&self) -> Option<Selinux>;
+    /// nginx runs in a container (Docker, Podman, Kubernetes, LXC), as its files say.
+    fn container(&self) -> bool;
 }
 
 /// The system under a root directory: `/` for real, a temporary directory in tests.
@@ -121,6 +123,18 @@ impl SystemView for Root {
             enforcing: enforce.trim() == "1",
             network_connect,
         })
+    }
+
+    fn container(&self) -> bool {
+        // Docker's and Podman's marker files; else PID 1's cgroup (cgroup v1 names the
+        // container's; under v2 a container sees "0::/")
+        self.path("/.dockerenv").exists()
+            || self.path("/run/.containerenv").exists()
+            || self.read("/proc/1/cgroup").is_some_and(|c| {
+                ["docker", "kubepods", "libpod", "containerd", "/lxc/"]
+                    .iter()
+                    .any(|k| c.contains(k))
+            })
     }
 }
 
@@ -261,6 +275,30 @@ mod tests {
         drop(l);
         let all = Root::new("/").listeners().unwrap();
         assert!(!all.contains(&addr));
+    }
+
+    #[test]
+    fn container_signs() {
+        let container = |r: &FakeRoot| Root::new(r.root()).container();
+        let r = FakeRoot::fresh();
+        r.write("/proc/1/cgroup", "0::/init.scope\n");
+        assert!(!container(&r), "a host's systemd");
+        for (file, content) in [
+            ("/.dockerenv", ""),
+            ("/run/.containerenv", "engine=\"podman-4.3\"\n"),
+            (
+                "/proc/1/cgroup",
+                "12:pids:/docker/3f2a9c\n11:memory:/docker/3f2a9c\n",
+            ),
+            (
+                "/proc/1/cgroup",
+                "1:name=systemd:/kubepods/burstable/pod1/ab12\n",
+            ),
+        ] {
+            let r = FakeRoot::fresh();
+            r.write(file, content);
+            assert!(container(&r), "{file}: {content}");
+        }
     }
 
     #[test]

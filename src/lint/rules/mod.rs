@@ -254,6 +254,7 @@ pub(crate) mod testing {
         pub files: HashMap<String, Stat>,
         pub listeners: Option<Vec<SocketAddr>>,
         pub selinux: Option<Selinux>,
+        pub container: bool,
     }
 
     impl SystemView for FakeSystem {
@@ -265,6 +266,9 @@ pub(crate) mod testing {
         }
         fn selinux(&self) -> Option<Selinux> {
             self.selinux
+        }
+        fn container(&self) -> bool {
+            self.container
         }
     }
 }

@@ -27,6 +27,7 @@ pub(super) fn nothing_listening(ix: &Index, sys: &dyn SystemView, r: &mut Report
     let Some(listeners) = sys.listeners() else {
         return;
     };
+    let in_container = sys.container();
     for (d, shown, addrs) in targets {
         let served = addrs.iter().any(|addr| {
             listeners
@@ -44,8 +45,9 @@ pub(super) fn nothing_listening(ix: &Index, sys: &dyn SystemView, r: &mut Report
             None => format!(
                 "nothing listens on {shown} ({}) at the moment — requests get 502 \
                  connect_refused until a backend listens there; check that the backend's \
-                 listen port matches (fine if it starts after nginx)",
-                d.what
+                 listen port matches (fine if it starts after nginx){}",
+                d.what,
+                if in_container { CONTAINER } else { "" }
             ),
             Some((l, target)) if l.is_ipv6() => format!(
                 "nothing listens on {shown} ({}), but something listens on {l}: the backend \
@@ -66,6 +68,11 @@ pub(super) fn nothing_listening(ix: &Index, sys: &dyn SystemView, r: &mut Report
         r.emit(Code::NothingListening, d.site, message, &d.ignore);
     }
 }
+
+/// What the plain finding adds when nginx runs in a container.
+const CONTAINER: &str = "; nginx runs in a container, where 127.0.0.1 and [::1] are the \
+     container's own: a backend on the host or in another container is not there (reach \
+     another container by its service name, the host by host.docker.internal or its address)";
 
 /// The loopback addresses a target connects to, and how to name them: a literal loopback
 /// `IP:port`, or `localhost:port` (127.0.0.1 or ::1, whichever the system resolves it to:
@@ -252,6 +259,43 @@ mod tests {
         // no port (an upstream block's name, or port 80 by the scheme): not judged
         cfg.locations[0].pass.target = "http://localhost".into();
         assert!(found(&cfg, &listening(&[])).is_empty());
+    }
+
+    #[test]
+    fn in_a_container_loopback_is_the_containers() {
+        // nginx in a container, proxy_pass to 127.0.0.1 where the app is on the host
+        let mut cfg = config();
+        cfg.locations
+            .push(location("/", PassKind::Proxy, "http://127.0.0.1:3000", 9));
+        let mut sys = listening(&["127.0.0.1:8080"]);
+        let plain = run(&cfg, &sys);
+        assert!(
+            !plain[0].message.contains("container"),
+            "{}",
+            plain[0].message
+        );
+        sys.container = true;
+        let f = run(&cfg, &sys);
+        assert_eq!(f.len(), 1);
+        assert!(f[0]
+            .message
+            .starts_with("nothing listens on 127.0.0.1:3000"));
+        assert!(
+            f[0].message.ends_with(
+                "nginx runs in a container, where 127.0.0.1 and [::1] are the container's own: a backend on the host or in another container is not there (reach another container by its service name, the host by host.docker.internal or its address)"
+            ),
+            "{}",
+            f[0].message
+        );
+        // the backend found on the other family: that finding, not the container's
+        let f = run(
+            &cfg,
+            &FakeSystem {
+                container: true,
+                ..listening(&["[::1]:3000"])
+            },
+        );
+        assert!(!f[0].message.contains("container"), "{}", f[0].message);
     }
 
     #[test]

@@ -58,7 +58,7 @@ use POSIX qw(WNOHANG);
 use Time::HiRes qw(time sleep);
 
 use Exporter 'import';
-our @EXPORT_OK = qw(wait_until log_format_directive self_signed_cert cert_chain);
+our @EXPORT_OK = qw(wait_until log_format_directive self_signed_cert cert_chain in_container);
 
 my $T_DIR = abs_path(dirname(__FILE__) . '/../..');    # .../t
 my $REPO  = dirname($T_DIR);
@@ -104,6 +104,18 @@ sub wait_until {
         return undef if time >= $deadline;
         sleep $step;
     }
+}
+
+# in_container() -> true when this machine is a container (Docker, Podman, Kubernetes, LXC),
+# where loopback is the container's own: what an operator would look at (the marker files,
+# PID 1's cgroup, Kubernetes' environment). The module says more about a refused loopback
+# address there; tests expect what this machine is.
+sub in_container {
+    return 1 if -e '/.dockerenv' || -e '/run/.containerenv' || $ENV{KUBERNETES_SERVICE_HOST};
+    open my $fh, '<', '/proc/1/cgroup' or return 0;
+    local $/;
+    my $c = <$fh> // '';
+    return $c =~ m{docker|kubepods|libpod|containerd|/lxc/} ? 1 : 0;
 }
 
 # log_format_directive('triage', qw(uri status triage_cause)) ->
