@@ -5,7 +5,7 @@
 
 use core::fmt;
 
-use crate::listeners::Family;
+use crate::listeners::Elsewhere;
 
 /// Why an upstream try failed. The names are a contract (variables, JSON, metrics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -209,6 +209,9 @@ impl Cause {
             ),
             Detail::OnIpv4Only => return Some(
                 "nothing listens on [::1], but the backend listens on the same port on IPv4 (127.0.0.1 or 0.0.0.0) only: connect to 127.0.0.1 at that port, or make the backend listen on [::1] too",
+            ),
+            Detail::OnOtherAddress => return Some(
+                "nothing listens on this loopback address, but the backend listens on the same port on another address of this host only (ss -ltn 'sport = :PORT' names it): it was told to listen on one address (gunicorn --bind, a container port published on one address); connect to that address, or make the backend listen on 127.0.0.1 (or 0.0.0.0)",
             ),
             Detail::TempFile => return Some(
                 "nginx could not write the response to a temporary file (the error.log line names it): the worker user must be able to write the temp path (proxy_temp_path, fastcgi_temp_path...) and its disk must have space; or set *_max_temp_file_size 0 to pass large responses on without one",
@@ -574,9 +577,12 @@ pub enum Detail {
     /// A refused connect to [::1], and the backend listening on the same port on IPv4 only
     /// (127.0.0.1 or 0.0.0.0).
     OnIpv4Only,
-    /// A refused connect to a loopback address, nothing on the other family either, and nginx
-    /// in a container: there loopback is the container's own, not the host's.
+    /// A refused connect to a loopback address, nothing on that port at all, and nginx in a
+    /// container: there loopback is the container's own, not the host's.
     ContainerLoopback,
+    /// A refused connect to a loopback address, and the backend listening on the same port on
+    /// another address only (an interface's, or another loopback address).
+    OnOtherAddress,
 }
 
 /// What a refused connect to loopback adds to its hint when nginx runs in a container.
@@ -589,7 +595,7 @@ const CONTAINER_LOOPBACK: &str = "nginx runs in a container, where 127.0.0.1 and
 pub const LATE_CLOSE_MS: u64 = 5_000;
 
 impl Detail {
-    pub const ALL: [Detail; 19] = [
+    pub const ALL: [Detail; 20] = [
         Detail::None,
         Detail::Reused,
         Detail::MaxConns,
@@ -609,6 +615,7 @@ impl Detail {
         Detail::OnIpv6Only,
         Detail::OnIpv4Only,
         Detail::ContainerLoopback,
+        Detail::OnOtherAddress,
     ];
 
     /// The detail an OpenSSL verify error of the backend's certificate gives, if any.
@@ -722,9 +729,9 @@ pub struct Facts {
     pub tls_alert: Option<u16>,
     /// nginx sends the server name in the handshake (`proxy_ssl_server_name on`).
     pub sni: bool,
-    /// A refused connect to a loopback address: the backend listens on the same port on this
-    /// other IP family (the kernel's table of listening sockets, [`crate::listeners`]).
-    pub listens_on: Option<Family>,
+    /// A refused connect to a loopback address: where the backend listens on the same port
+    /// instead (the kernel's table of listening sockets, [`crate::listeners`]).
+    pub listens_on: Option<Elsewhere>,
     /// The refused address is a loopback one (127.0.0.0/8, ::1).
     pub loopback: bool,
     /// nginx runs in a container (its own loopback).
@@ -805,8 +812,9 @@ pub fn classify(f: &Facts) -> Verdict {
         Detail::StaleSocket
     } else if v.cause == Cause::ConnectRefused && f.tcp && f.listens_on.is_some() {
         match f.listens_on {
-            Some(Family::V6) => Detail::OnIpv6Only,
-            _ => Detail::OnIpv4Only,
+            Some(Elsewhere::Ipv6Only) => Detail::OnIpv6Only,
+            Some(Elsewhere::Ipv4Only) => Detail::OnIpv4Only,
+            _ => Detail::OnOtherAddress,
         }
     } else if v.cause == Cause::ConnectRefused && f.tcp && f.loopback && f.container {
         Detail::ContainerLoopback
@@ -1624,7 +1632,7 @@ mod tests {
             connected: true,
             errno: Some(errno::ECONNREFUSED),
             tcp: true,
-            listens_on: Some(Family::V6),
+            listens_on: Some(Elsewhere::Ipv6Only),
             ..Default::default()
         };
         let v = classify(&refused);
@@ -1635,12 +1643,27 @@ mod tests {
         let h = Cause::ConnectRefused.hint_in(Some(111), v.detail, Pass::Proxy);
         assert!(h.contains("connect to [::1] at that port"), "{h}");
         let v4 = Facts {
-            listens_on: Some(Family::V4),
+            listens_on: Some(Elsewhere::Ipv4Only),
             ..refused
         };
         assert_eq!(classify(&v4).detail, Detail::OnIpv4Only);
         let h = Cause::ConnectRefused.hint_in(Some(111), Detail::OnIpv4Only, Pass::Fastcgi);
         assert!(h.contains("connect to 127.0.0.1 at that port"), "{h}");
+        // on another address only (gunicorn --bind 10.0.0.5:3000)
+        let other = Facts {
+            listens_on: Some(Elsewhere::OtherAddress),
+            ..refused
+        };
+        assert_eq!(classify(&other).detail, Detail::OnOtherAddress);
+        let h = Cause::ConnectRefused.hint_in(Some(111), Detail::OnOtherAddress, Pass::Proxy);
+        assert!(h.contains("on another address of this host only"), "{h}");
+        // the backend elsewhere says more than the container does
+        let contained = Facts {
+            loopback: true,
+            container: true,
+            ..other
+        };
+        assert_eq!(classify(&contained).detail, Detail::OnOtherAddress);
         // nothing on either family: the cause's own hint
         let nowhere = Facts {
             listens_on: None,
@@ -1685,7 +1708,7 @@ mod tests {
             .contains("does fastcgi_pass match"));
         // the backend found on the other family says more than the container does
         let other = Facts {
-            listens_on: Some(Family::V6),
+            listens_on: Some(Elsewhere::Ipv6Only),
             ..refused
         };
         assert_eq!(classify(&other).detail, Detail::OnIpv6Only);

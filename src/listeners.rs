@@ -1,19 +1,22 @@
-//! Who listens on a port, on the other IP family: the backend that nginx's connect missed.
+//! Who listens on the port of a refused loopback address: the backend that nginx's connect
+//! missed.
 //!
 //! A server told to listen on "localhost" binds the first address the name resolves to: ::1
-//! on many systems (Node.js 17 and later, for one), 127.0.0.1 on others. nginx connecting to
-//! the other one gets "111: Connection refused" while the backend runs. When a connect to a
-//! loopback address is refused, the kernel's table of listening sockets of the other family
-//! is read for the same port, through netlink's sock_diag (what `ss -ltn` reads; the kernel
-//! filters by state and port, so the answer is a few sockets however busy the machine):
-//! never by connecting to the backend. A worker reads it at most once a second per port
-//! ([`Answers`]).
+//! on many systems (Node.js 17 and later, for one), 127.0.0.1 on others. One told to listen on
+//! an interface's address (`--bind 10.0.0.5`, a container port published on one address) is
+//! not on loopback at all. nginx connecting to 127.0.0.1 gets "111: Connection refused" while
+//! the backend runs. When a connect to a loopback address is refused, the kernel's table of
+//! listening sockets on that port is read, both families, through netlink's sock_diag (what
+//! `ss -ltn` reads; the kernel filters by state and port, so the answer is a few sockets
+//! however busy the machine): never by connecting to the backend. A worker reads it at most
+//! once a second per address ([`Answers`]).
 //!
-//! Pure: the request's bytes, the reply's parser, the rule ([`other_family`]) and the cache.
-//! The system calls are in [`listening`].
+//! Pure: the request's bytes, the reply's parser, the rules ([`other_family`], [`elsewhere`])
+//! and the cache. The system calls are in [`listening`].
 //!
-//! When nothing listens on either family and nginx runs in a container ([`note_container`]),
-//! the loopback nginx connected to is the container's own: the hint says that instead.
+//! When nothing listens on that port at all and nginx runs in a container
+//! ([`note_container`]), the loopback nginx connected to is the container's own: the hint says
+//! that instead.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -30,13 +33,6 @@ impl Family {
             Family::V4
         } else {
             Family::V6
-        }
-    }
-
-    fn other(self) -> Family {
-        match self {
-            Family::V4 => Family::V6,
-            Family::V6 => Family::V4,
         }
     }
 
@@ -58,6 +54,40 @@ pub fn other_family(listeners: &[SocketAddr], target: &SocketAddr) -> Option<Soc
             && ip.is_ipv4() != t.is_ipv4()
             && (ip.is_loopback() || ip.is_unspecified())
     })
+}
+
+/// Where the backend listens, on the port of a refused loopback address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Elsewhere {
+    /// On the other family's loopback (or every address of it): IPv6 only.
+    Ipv6Only,
+    /// IPv4 only.
+    Ipv4Only,
+    /// On another address only: one interface's (`--bind 10.0.0.5`, a port published on
+    /// one address), or another loopback address.
+    OtherAddress,
+}
+
+/// The listening socket on `target`'s port that says where the backend is instead (`target`
+/// itself refused connections), and what it says: the other family first (see
+/// [`other_family`]), else any other address.
+pub fn elsewhere(listeners: &[SocketAddr], target: &SocketAddr) -> Option<(Elsewhere, SocketAddr)> {
+    if let Some(l) = other_family(listeners, target) {
+        let e = match Family::of(&l) {
+            Family::V6 => Elsewhere::Ipv6Only,
+            Family::V4 => Elsewhere::Ipv4Only,
+        };
+        return Some((e, l));
+    }
+    let t = target.ip().to_canonical();
+    listeners
+        .iter()
+        .copied()
+        .find(|l| {
+            let ip = l.ip().to_canonical();
+            l.port() == target.port() && !ip.is_unspecified() && ip != t
+        })
+        .map(|l| (Elsewhere::OtherAddress, l))
 }
 
 /// netlink's sock_diag (linux/sock_diag.h, linux/inet_diag.h).
@@ -251,24 +281,24 @@ pub fn is_loopback(a: &SocketAddr) -> bool {
     a.ip().to_canonical().is_loopback()
 }
 
-/// How long a worker keeps what it read of a port (ms): a backend started on the other
-/// family is seen within this time.
+/// How long a worker keeps what it read of a port (ms): a backend started elsewhere is
+/// seen within this time.
 pub const KEEP_MS: u64 = 1_000;
 
 const ENTRIES: usize = 8;
 
-/// A worker's recent answers, by port and the family of the address refused: direct-mapped.
+/// A worker's recent answers, by the address refused: direct-mapped by port.
 #[derive(Clone, Copy, Debug)]
 pub struct Answers {
     entries: [Entry; ENTRIES],
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct Entry {
-    /// port << 1 | the refused address is IPv6; 0: empty (port 0 is never connected to).
-    key: u32,
+    /// The refused address (None: empty).
+    target: Option<SocketAddr>,
     at_ms: u64,
-    found: Option<Family>,
+    found: Option<Elsewhere>,
 }
 
 impl Default for Answers {
@@ -281,37 +311,34 @@ impl Answers {
     pub const fn new() -> Answers {
         Answers {
             entries: [Entry {
-                key: 0,
+                target: None,
                 at_ms: 0,
                 found: None,
             }; ENTRIES],
         }
     }
 
-    /// For a refused connect to `target` (a loopback address), at `now_ms`: the family the
-    /// backend listens on instead, if it does. `look` reads the kernel's table (of the family,
-    /// on the port), when this worker has no answer younger than [`KEEP_MS`].
-    pub fn other_family(
+    /// For a refused connect to `target` (a loopback address), at `now_ms`: where the backend
+    /// listens instead, if it does. `look` reads the kernel's table (of a family, on the
+    /// port), for both families, when this worker has no answer younger than [`KEEP_MS`].
+    pub fn elsewhere(
         &mut self,
         target: &SocketAddr,
         now_ms: u64,
-        look: impl FnOnce(Family, u16) -> Option<Vec<SocketAddr>>,
-    ) -> Option<Family> {
+        mut look: impl FnMut(Family, u16) -> Option<Vec<SocketAddr>>,
+    ) -> Option<Elsewhere> {
         if !is_loopback(target) || target.port() == 0 {
             return None;
         }
-        let family = Family::of(target);
-        let key = u32::from(target.port()) << 1 | u32::from(family == Family::V6);
         let e = &mut self.entries[target.port() as usize % ENTRIES];
-        if e.key == key && now_ms.wrapping_sub(e.at_ms) < KEEP_MS {
+        if e.target == Some(*target) && now_ms.wrapping_sub(e.at_ms) < KEEP_MS {
             return e.found;
         }
-        let want = family.other();
-        let found = look(want, target.port())
-            .and_then(|ls| other_family(&ls, target))
-            .map(|_| want);
+        let mut all = look(Family::V4, target.port()).unwrap_or_default();
+        all.extend(look(Family::V6, target.port()).unwrap_or_default());
+        let found = elsewhere(&all, target).map(|(e, _)| e);
         *e = Entry {
-            key,
+            target: Some(*target),
             at_ms: now_ms,
             found,
         };
@@ -442,16 +469,44 @@ mod tests {
     }
 
     #[test]
+    fn where_else() {
+        let t = sa("127.0.0.1:3000");
+        let found = |ls: &[&str]| {
+            let ls: Vec<_> = ls.iter().map(|l| sa(l)).collect();
+            elsewhere(&ls, &t)
+        };
+        assert_eq!(
+            found(&["[::1]:3000"]),
+            Some((Elsewhere::Ipv6Only, sa("[::1]:3000")))
+        );
+        // one interface's address, another loopback address, another family's interface
+        for l in ["10.0.0.5:3000", "127.0.0.2:3000", "[fd00::5]:3000"] {
+            assert_eq!(found(&[l]), Some((Elsewhere::OtherAddress, sa(l))), "{l}");
+        }
+        // the other family's loopback says more than another address
+        assert_eq!(
+            found(&["10.0.0.5:3000", "[::]:3000"]).map(|f| f.0),
+            Some(Elsewhere::Ipv6Only)
+        );
+        // another port; the refused address itself (a race with its close): nothing
+        assert_eq!(found(&["10.0.0.5:3001", "127.0.0.1:3000"]), None);
+        let v6 = sa("[::1]:9000");
+        assert_eq!(
+            elsewhere(&[sa("0.0.0.0:9000")], &v6).map(|f| f.0),
+            Some(Elsewhere::Ipv4Only)
+        );
+    }
+
+    #[test]
     fn a_worker_looks_once_a_second() {
         let mut seen = Answers::new();
         let t = sa("127.0.0.1:3000");
-        let mut looks = 0;
+        let mut looks = Vec::new();
         // the table read: the backend on ::1 or nowhere
         let mut ask = |seen: &mut Answers, now: u64, on_v6: bool| {
-            seen.other_family(&t, now, |f, port| {
-                assert_eq!(f, Family::V6);
-                looks += 1;
-                Some(if on_v6 {
+            seen.elsewhere(&t, now, |f, port| {
+                looks.push(f);
+                Some(if on_v6 && f == Family::V6 {
                     vec![SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port)]
                 } else {
                     vec![]
@@ -461,18 +516,24 @@ mod tests {
         assert_eq!(ask(&mut seen, 10_000, false), None);
         // the backend moves to ::1: not seen until the answer is a second old
         assert_eq!(ask(&mut seen, 10_999, true), None);
-        assert_eq!(ask(&mut seen, 11_000, true), Some(Family::V6));
-        assert_eq!(ask(&mut seen, 11_500, false), Some(Family::V6));
-        assert_eq!(looks, 2);
+        assert_eq!(ask(&mut seen, 11_000, true), Some(Elsewhere::Ipv6Only));
+        assert_eq!(ask(&mut seen, 11_500, false), Some(Elsewhere::Ipv6Only));
+        // both families read, twice
+        assert_eq!(looks, [Family::V4, Family::V6, Family::V4, Family::V6]);
         // not loopback: another host, whose sockets this one cannot see
         let far = sa("192.0.2.1:3000");
-        assert_eq!(seen.other_family(&far, 0, |_, _| panic!("looked")), None);
-        // the reverse: refused on ::1, the backend on 127.0.0.1
-        let v6 = sa("[::1]:3000");
-        let found = seen.other_family(&v6, 20_000, |f, p| {
-            assert_eq!(f, Family::V4);
-            Some(vec![SocketAddr::new(Ipv4Addr::LOCALHOST.into(), p)])
+        assert_eq!(seen.elsewhere(&far, 0, |_, _| panic!("looked")), None);
+        // another loopback address on the same port is its own entry
+        let other = sa("127.0.0.2:3000");
+        let found = seen.elsewhere(&other, 11_600, |f, p| {
+            Some(match f {
+                Family::V4 => vec![SocketAddr::new(Ipv4Addr::LOCALHOST.into(), p)],
+                Family::V6 => vec![],
+            })
         });
-        assert_eq!(found, Some(Family::V4));
+        assert_eq!(found, Some(Elsewhere::OtherAddress));
+        // a table that cannot be read: nothing said
+        let v6 = sa("[::1]:4000");
+        assert_eq!(seen.elsewhere(&v6, 20_000, |_, _| None), None);
     }
 }

@@ -479,7 +479,7 @@ unsafe fn gather(
             f.container = listeners::in_container();
             // SAFETY: single-threaded worker (see WorkerAnswers); the borrow ends here.
             let answers = &mut *ANSWERS.0.get();
-            f.listens_on = answers.other_family(&a, ngx_current_msec as u64, listeners::listening);
+            f.listens_on = answers.elsewhere(&a, ngx_current_msec as u64, listeners::listening);
         }
     }
     f

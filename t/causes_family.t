@@ -1,15 +1,17 @@
 #!/usr/bin/perl
-# "111: Connection refused" with the backend running, on the other IP family: a server told
-# to listen on "localhost" binds the first address the name resolves to (::1 on many systems:
-# Node.js 17 and later), and nginx connects to 127.0.0.1 (or the other way round). The module
-# reads the kernel's table of listening sockets (netlink sock_diag, never a connect to the
-# backend) and says where the backend is: in $triage_hint, in the status page's peer hint
-# (the detail kept in shared memory) and in the fallback's details.
-# Real sockets: a backend on [::1] only, one on 127.0.0.1 only, a port nothing listens on,
-# and a backend that starts on [::1] while nginx runs (seen within a second: each worker
-# reads the table at most once a second a port). Nothing on either family with nginx in a
-# container (this machine may be one; Triage::Harness::in_container says): the hint adds that
-# loopback is the container's own. Skipped where the machine has no ::1.
+# "111: Connection refused" on a loopback address with the backend running elsewhere: on
+# the other IP family (a server told to listen on "localhost" binds the first address the name
+# resolves to, ::1 on many systems: Node.js 17 and later) or on one other address only (as
+# `gunicorn --bind` does). The module reads the kernel's table of listening sockets on the
+# port (netlink sock_diag, never a connect to the backend) and says where the backend is: in
+# $triage_hint, in the status page's peer hint (the detail kept in shared memory) and in the
+# fallback's details.
+# Real sockets: a backend on [::1] only, one on 127.0.0.1 only, one on 127.0.0.2 only, a port
+# nothing listens on, and a backend that starts on [::1] while nginx runs (seen within a
+# second: each worker reads the table at most once a second an address). Nothing on that port
+# at all with nginx in a container (this machine may be one; Triage::Harness::in_container
+# says): the hint adds that loopback is the container's own. Skipped where the machine has no
+# ::1.
 #   Run alone: prove -v t/causes_family.t
 
 use strict;
@@ -34,7 +36,9 @@ my @F = qw(request_uri status triage_cause triage_errno triage_phase triage_peer
 my $t = Triage::Harness->new;
 my $on6 = $t->backend('ok', host => '::1', body => "from ::1\n");
 my $on4 = $t->backend('ok', body => "from 127.0.0.1\n");
-my ($p6, $p4) = ($on6->port, $on4->port);
+# bound to one address only (as gunicorn --bind does): another loopback address here
+my $on2 = $t->backend('ok', host => '127.0.0.2', body => "from 127.0.0.2\n");
+my ($p6, $p4, $p2) = ($on6->port, $on4->port, $on2->port);
 my $closed = Triage::Backend::closed_port();
 my $later = Triage::Backend::closed_port();
 
@@ -55,6 +59,8 @@ http {
         location /v6/      { proxy_pass http://[::1]:$p6; }
         location /to6/     { fastcgi_pass [::1]:$p4; }
         location /nowhere/ { proxy_pass http://127.0.0.1:$closed; }
+        location /bound/   { proxy_pass http://127.0.0.1:$p2; }
+        location /bound2/  { proxy_pass http://127.0.0.2:$p2; }
         location /late/    { proxy_pass http://late; }
         location /both/    { proxy_pass http://both; }
         location /api/ {
@@ -136,6 +142,19 @@ sub container_part {
         hint => qr/^nothing listens on \[::1\], but the backend listens on the same port on IPv4 \(127\.0\.0\.1 or 0\.0\.0\.0\) only: connect to 127\.0\.0\.1 at that port/,
         err => qr/\[error\] .*connect\(\) failed \(111: Connection refused\) while connecting to upstream/);
     is($on4->count, 0, 'the 127.0.0.1 backend got no connection from the look');
+}
+
+# --- the backend bound to another address only (an interface's, here 127.0.0.2)
+{
+    my $r = $t->http('main', '/bound/a');
+    is($r->{status}, 502, '/bound/a: 502 (127.0.0.1, the backend on 127.0.0.2 only)');
+    access_verdict($t, \@F, '/bound/a', cause => 'connect_refused', errno => 111,
+        phase => 'connect', peer => "127.0.0.1:$p2",
+        hint => qr/^nothing listens on this loopback address, but the backend listens on the same port on another address of this host only \(ss -ltn 'sport = :PORT' names it\): .*connect to that address, or make the backend listen on 127\.0\.0\.1 \(or 0\.0\.0\.0\)/,
+        err => qr/\[error\] .*connect\(\) failed \(111: Connection refused\) while connecting to upstream/);
+    $r = $t->http('main', '/bound2/a');
+    is($r->{status}, 200, '/bound2/a: 200 through 127.0.0.2');
+    is($on2->count, 1, 'the 127.0.0.2 backend got that request only');
 }
 
 # --- nothing on either family: the plain hint

@@ -13,7 +13,7 @@ use super::{Index, Report};
 use crate::lint::code::Code;
 use crate::lint::system::SystemView;
 use crate::lint::target::{is_loopback, Target};
-use crate::listeners::other_family;
+use crate::listeners::{elsewhere, Elsewhere};
 
 pub(super) fn nothing_listening(ix: &Index, sys: &dyn SystemView, r: &mut Report) {
     let targets: Vec<_> = ix
@@ -40,7 +40,7 @@ pub(super) fn nothing_listening(ix: &Index, sys: &dyn SystemView, r: &mut Report
         }
         let message = match addrs
             .iter()
-            .find_map(|a| other_family(&listeners, a).map(|l| (l, *a)))
+            .find_map(|a| elsewhere(&listeners, a).map(|(e, l)| (e, l, *a)))
         {
             None => format!(
                 "nothing listens on {shown} ({}) at the moment — requests get 502 \
@@ -49,7 +49,7 @@ pub(super) fn nothing_listening(ix: &Index, sys: &dyn SystemView, r: &mut Report
                 d.what,
                 if in_container { CONTAINER } else { "" }
             ),
-            Some((l, target)) if l.is_ipv6() => format!(
+            Some((Elsewhere::Ipv6Only, l, target)) => format!(
                 "nothing listens on {shown} ({}), but something listens on {l}: the backend \
                  listens on IPv6 only (a server told to listen on \"localhost\" binds the first \
                  address it resolves to, ::1 on many systems: Node.js 17 and later, for one) — \
@@ -58,11 +58,18 @@ pub(super) fn nothing_listening(ix: &Index, sys: &dyn SystemView, r: &mut Report
                 d.what,
                 target.ip()
             ),
-            Some((l, _)) => format!(
+            Some((Elsewhere::Ipv4Only, l, _)) => format!(
                 "nothing listens on {shown} ({}), but something listens on {l}: the backend \
                  listens on IPv4 only — requests get 502 connect_refused; connect to {l}, or \
                  make the backend listen on [::1]",
                 d.what
+            ),
+            Some((Elsewhere::OtherAddress, l, target)) => format!(
+                "nothing listens on {shown} ({}), but something listens on {l}: the backend \
+                 listens on that address only — requests get 502 connect_refused; connect to \
+                 {l}, or make the backend listen on {} (or on every address)",
+                d.what,
+                target.ip()
             ),
         };
         r.emit(Code::NothingListening, d.site, message, &d.ignore);
@@ -236,9 +243,14 @@ mod tests {
                 "nothing listens on [::1]:9000 (fastcgi_pass in location \"/\"), but something listens on {l}: the backend listens on IPv4 only"
             )), "{}", f[0].message);
         }
-        // an address that is not loopback, on the other family: not the backend
+        // an address that is not loopback, on the other family: the backend on that address
         let f = run(&cfg, &listening(&["10.0.0.1:9000"]));
-        assert!(f[0].message.contains("at the moment"), "{}", f[0].message);
+        assert!(f[0].message.starts_with(
+            "nothing listens on [::1]:9000 (fastcgi_pass in location \"/\"), but something listens on 10.0.0.1:9000: the backend listens on that address only"
+        ), "{}", f[0].message);
+        assert!(f[0].message.ends_with(
+            "connect to 10.0.0.1:9000, or make the backend listen on ::1 (or on every address)"
+        ));
     }
 
     #[test]
