@@ -210,6 +210,9 @@ impl Cause {
             Detail::OnIpv4Only => return Some(
                 "nothing listens on [::1], but the backend listens on the same port on IPv4 (127.0.0.1 or 0.0.0.0) only: connect to 127.0.0.1 at that port, or make the backend listen on [::1] too",
             ),
+            Detail::NoResolver => return Some(
+                "the host name comes from a variable (proxy_pass http://$backend...), which nginx resolves per request, and no resolver directive is in effect: add one (resolver 127.0.0.11 in Docker, 127.0.0.53 with systemd-resolved, or your DNS servers; valid= bounds the caching), or name the host in an upstream block, resolved once at start",
+            ),
             Detail::OnOtherAddress => return Some(
                 "nothing listens on this loopback address, but the backend listens on the same port on another address of this host only (ss -ltn 'sport = :PORT' names it): it was told to listen on one address (gunicorn --bind, a container port published on one address); connect to that address, or make the backend listen on 127.0.0.1 (or 0.0.0.0)",
             ),
@@ -583,6 +586,9 @@ pub enum Detail {
     /// A refused connect to a loopback address, and the backend listening on the same port on
     /// another address only (an interface's, or another loopback address).
     OnOtherAddress,
+    /// A host name in a variable (`proxy_pass http://$backend`), resolved at request time,
+    /// and no `resolver` directive in effect.
+    NoResolver,
 }
 
 /// What a refused connect to loopback adds to its hint when nginx runs in a container.
@@ -595,7 +601,7 @@ const CONTAINER_LOOPBACK: &str = "nginx runs in a container, where 127.0.0.1 and
 pub const LATE_CLOSE_MS: u64 = 5_000;
 
 impl Detail {
-    pub const ALL: [Detail; 20] = [
+    pub const ALL: [Detail; 21] = [
         Detail::None,
         Detail::Reused,
         Detail::MaxConns,
@@ -616,6 +622,7 @@ impl Detail {
         Detail::OnIpv4Only,
         Detail::ContainerLoopback,
         Detail::OnOtherAddress,
+        Detail::NoResolver,
     ];
 
     /// The detail an OpenSSL verify error of the backend's certificate gives, if any.
@@ -736,6 +743,8 @@ pub struct Facts {
     pub loopback: bool,
     /// nginx runs in a container (its own loopback).
     pub container: bool,
+    /// `Event::ResolveFailed`: no `resolver` was in effect (nginx logged "no resolver defined").
+    pub no_resolver: bool,
 }
 
 /// errno values the taxonomy knows (Linux numbering).
@@ -783,6 +792,8 @@ pub fn classify(f: &Facts) -> Verdict {
         && matches!(v.cause, Cause::PrematureClose | Cause::ConnectionReset);
     v.detail = if f.event == Event::NoLivePeers {
         f.skipped.detail()
+    } else if f.event == Event::ResolveFailed && f.no_resolver {
+        Detail::NoResolver
     } else if f.file_error {
         Detail::TempFile
     } else if v.cause == Cause::PermissionDenied && f.tcp {
@@ -968,6 +979,9 @@ pub struct LogLine {
     pub cert_verify: Option<u16>,
     /// The TLS alert the backend sent ("SSL alert number 112"), if the line names one.
     pub tls_alert: Option<u16>,
+    /// "no resolver defined to resolve NAME": a host name in a variable (`proxy_pass
+    /// http://$host`), and no `resolver` in effect.
+    pub no_resolver: bool,
 }
 
 /// Parse one error.log line as nginx writes it:
@@ -1017,6 +1031,7 @@ pub fn parse_log_line(line: &[u8]) -> LogLine {
     let msg = &line[..find(line, b", client: ", 0).unwrap_or(line.len())];
     out.out_of_connections = find(msg, b"worker_connections are not enough", 3).is_some();
     out.sent_invalid = find(msg, b"upstream sent ", 0).is_some();
+    out.no_resolver = find(msg, b"no resolver defined to resolve ", 8).is_some();
     if let Some(at) = find(msg, b"certificate verify error: (", 26) {
         out.cert_verify = leading_number(&msg[at + 27..]);
     }
@@ -1873,6 +1888,26 @@ mod tests {
             ..nx
         };
         assert_eq!(classify(&other).errno, None);
+        // proxy_pass http://$name with no resolver in effect
+        let none = Facts {
+            no_resolver: true,
+            ..nx
+        };
+        let v = classify(&none);
+        assert_eq!(
+            (v.cause, v.phase, v.detail),
+            (Cause::HostNotFound, Phase::Resolve, Detail::NoResolver)
+        );
+        let h = Cause::HostNotFound.hint_in(None, v.detail, Pass::Proxy);
+        assert!(h.contains("no resolver directive is in effect"), "{h}");
+        // the line that says so, and lines that do not
+        let line = b"2026/11/22 03:40:01 [error] 7#7: *1 no resolver defined to resolve nothere.invalid, client: 127.0.0.1, server: , request: \"GET /x HTTP/1.1\", host: \"a\"";
+        assert!(parse_log_line(line).no_resolver);
+        let cached = b"2026/11/22 03:40:01 [error] 7#7: *1 nothere.invalid could not be resolved (3: Host not found), client: 127.0.0.1";
+        assert!(!parse_log_line(cached).no_resolver);
+        // in the request line it is the client's text, not nginx's
+        let client = b"2026/11/22 03:40:01 [error] 7#7: *1 upstream prematurely closed connection, client: 127.0.0.1, server: , request: \"GET /no resolver defined to resolve x HTTP/1.1\"";
+        assert!(!parse_log_line(client).no_resolver);
     }
 
     #[test]

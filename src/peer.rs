@@ -234,7 +234,10 @@ unsafe extern "C" fn content(r: *mut ngx_http_request_t) -> ngx_int_t {
         None
     };
     let rc = h(r);
+    // the tap recorded a synchronous failure already (see no_resolver)
+    let mut recorded = false;
     if let Some(p) = pre {
+        recorded = (*p).attempt_failed;
         logtap::remove(p);
         watch::release(p);
     }
@@ -250,7 +253,7 @@ unsafe extern "C" fn content(r: *mut ngx_http_request_t) -> ngx_int_t {
     if (*u).cleanup.is_null() {
         // Already finalized: nginx failed synchronously, before any peer (no resolver, a
         // cached negative answer).
-        if !(*u).peer.sockaddr.is_null() {
+        if !(*u).peer.sockaddr.is_null() || recorded {
             return rc;
         }
         resolve_failed_now(r);
@@ -307,23 +310,48 @@ pub unsafe fn early_failure(pre: *mut Watch) {
 /// A run-time upstream name that did not resolve, met synchronously.
 unsafe fn resolve_failed_now(r: *mut ngx_http_request_t) {
     let status = (*r).headers_out.status.max((*r).err_status);
-    let res = (*(*r).upstream).resolved;
-    if status != NGX_HTTP_BAD_GATEWAY as ngx_uint_t
-        || !(*res).sockaddr.is_null()
-        || (*res).naddrs != 0
-    {
+    if status == NGX_HTTP_BAD_GATEWAY as ngx_uint_t {
+        resolve_failed(r, false);
+    }
+}
+
+/// The tap set by [`content`] saw "no resolver defined to resolve NAME": a run-time upstream
+/// whose name nginx cannot resolve without a `resolver`. nginx finalizes the request with 502
+/// right after the line, inside the content handler, so the failure is recorded now: the
+/// fallback (`triage_fallback`) and the variables find it when nginx's 502 goes out.
+///
+/// # Safety
+/// `pre` must be the watch of a tap set by [`content`], called from its log writer.
+pub unsafe fn no_resolver(pre: *mut Watch) {
+    let r = (*pre).r;
+    let u = (*r).upstream;
+    if (*pre).attempt_failed || !run_time(u) || !enabled(r) {
         return;
     }
-    let Some(name) = dynamic_name(r) else { return };
+    (*pre).attempt_failed = resolve_failed(r, true);
+}
+
+/// Record a run-time upstream's name that resolved to nothing (no try was made). True if it
+/// was recorded.
+unsafe fn resolve_failed(r: *mut ngx_http_request_t, no_resolver: bool) -> bool {
+    let res = (*(*r).upstream).resolved;
+    if !(*res).sockaddr.is_null() || (*res).naddrs != 0 {
+        return false;
+    }
+    let Some(name) = dynamic_name(r) else {
+        return false;
+    };
     let mut rec = ptr::null_mut();
     let facts = Facts {
         event: Event::ResolveFailed,
+        no_resolver,
         ..Default::default()
     };
     record(r, &mut rec, name, true, &facts, ngx_str_t::empty(), false);
     if !rec.is_null() {
         (*rec).decide(r, true);
     }
+    true
 }
 
 /// A run-time upstream's name as proxy_pass wrote it: host[:port], in the request pool.

@@ -95,6 +95,8 @@ http {
         location /plain502     { return 502; }
 
         location /details/json { triage_fallback_details on; proxy_pass http://127.0.0.1:%%CLOSED%%; }
+        # a host name in a variable and no resolver: nginx's 502 comes inside the handler
+        location /details/noresolver { triage_fallback_details on; proxy_pass http://$arg_h:%%CLOSED%%; }
         location /details/html {
             triage_fallback html;
             triage_fallback_details on;
@@ -335,6 +337,17 @@ for my $case (
     like($r->{body}, qr{<dd>127\.0\.0\.1:$closed</dd>}, 'details html: peer');
     like($r->{body}, qr{<dd>connect_refused</dd>.*<dd>111</dd>.*<dd>connect</dd>}s,
          'details html: cause, errno, phase');
+}
+
+# a host name in a variable with no resolver: nginx finalizes with 502 inside the content
+# handler, before any try; the fallback answers it like any other
+{
+    my $uri = '/details/noresolver?h=nothere.invalid';
+    my $j = check_fallback('no resolver', $t->http('main', $uri), mode => 'json', uri => $uri,
+        cause => 'host_not_found', details => 1);
+    is($j->{peer}, undef, 'no resolver: no peer was tried');
+    is($j->{phase}, 'resolve', 'no resolver: phase resolve');
+    like($j->{hint}, qr/no resolver directive is in effect/, 'no resolver: the hint says to add one');
 }
 
 # file=: Content-Type from type= or nginx's types, charset for text types

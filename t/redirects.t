@@ -17,7 +17,8 @@ use JSON::PP ();
 use Triage::Harness qw(log_format_directive wait_until);
 use Triage::Backend;
 
-my @F = qw(request_uri status triage_cause triage_causes triage_errno triage_peer upstream_addr);
+my @F = qw(request_uri status triage_cause triage_causes triage_errno triage_peer upstream_addr
+           triage_hint);
 my $t = Triage::Harness->new;
 my %b = map { $_ => $t->backend($_) } qw(ok silent);
 my $closed  = Triage::Backend::closed_port();
@@ -140,6 +141,17 @@ sub status_json {
     is($rec && $rec->{triage_peer}, '', '/noresolver: no peer was tried');
     ok($t->wait_error_log(qr/no resolver defined to resolve nothere\.invalid/),
        '/noresolver: error.log says no resolver is defined');
+    like($rec && $rec->{triage_hint}, qr/^the host name comes from a variable .*no resolver directive is in effect: add one \(resolver 127\.0\.0\.11 in Docker/,
+         '/noresolver: $triage_hint says to add a resolver');
+    # recorded once (by the log tap, before nginx's 502), not again after the handler
+    my $r2 = $t->http('main', '/noresolver?h=nothere.invalid');
+    my $u = wait_until(sub {
+        my $u = status_json()->{upstreams}{"nothere.invalid:$closed2"} or return;
+        ($u->{failures}{total} // 0) >= 2 ? $u : undef;
+    }, 5);
+    is($u && $u->{failures}{total}, 2, '/noresolver: status: two requests, two failures')
+        or diag explain status_json()->{upstreams};
+    is($u && $u->{failures}{by_cause}{host_not_found}, 2, '/noresolver: status: both host_not_found');
 }
 
 # A name with two addresses, both refused. The first request waits for the DNS answer: nginx
