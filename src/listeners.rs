@@ -9,7 +9,7 @@
 //! listening sockets on that port is read, both families, through netlink's sock_diag (what
 //! `ss -ltn` reads; the kernel filters by state and port, so the answer is a few sockets
 //! however busy the machine): never by connecting to the backend. A worker reads it at most
-//! once a second per address ([`Answers`]).
+//! once a second per address, and at most [`LOOKS_PER_SECOND`] times a second ([`Answers`]).
 //!
 //! Pure: the request's bytes, the reply's parser, the rules ([`other_family`], [`elsewhere`])
 //! and the cache. The system calls are in [`listening`].
@@ -285,12 +285,20 @@ pub fn is_loopback(a: &SocketAddr) -> bool {
 /// seen within this time.
 pub const KEEP_MS: u64 = 1_000;
 
-const ENTRIES: usize = 8;
+/// The most reads of the table a worker makes in a second, whatever the number of refused
+/// addresses (an upstream of many servers, all down, with `max_fails=0`): past it, a refusal
+/// gets the plain hint, and the next second reads again.
+pub const LOOKS_PER_SECOND: u32 = 16;
 
-/// A worker's recent answers, by the address refused: direct-mapped by port.
+const ENTRIES: usize = 64;
+
+/// A worker's recent answers, by the address refused (direct-mapped), and its reads of the
+/// table in the current second.
 #[derive(Clone, Copy, Debug)]
 pub struct Answers {
     entries: [Entry; ENTRIES],
+    second_ms: u64,
+    looks: u32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -307,6 +315,15 @@ impl Default for Answers {
     }
 }
 
+/// The entry of an address: its port and the last byte of its IP.
+fn slot(a: &SocketAddr) -> usize {
+    let last = match a.ip() {
+        IpAddr::V4(v4) => v4.octets()[3],
+        IpAddr::V6(v6) => v6.octets()[15],
+    };
+    (a.port() as usize ^ (last as usize) << 3) % ENTRIES
+}
+
 impl Answers {
     pub const fn new() -> Answers {
         Answers {
@@ -315,12 +332,15 @@ impl Answers {
                 at_ms: 0,
                 found: None,
             }; ENTRIES],
+            second_ms: 0,
+            looks: 0,
         }
     }
 
     /// For a refused connect to `target` (a loopback address), at `now_ms`: where the backend
     /// listens instead, if it does. `look` reads the kernel's table (of a family, on the
-    /// port), for both families, when this worker has no answer younger than [`KEEP_MS`].
+    /// port), for both families, when this worker has no answer younger than [`KEEP_MS`] and
+    /// has read it fewer than [`LOOKS_PER_SECOND`] times this second.
     pub fn elsewhere(
         &mut self,
         target: &SocketAddr,
@@ -330,10 +350,18 @@ impl Answers {
         if !is_loopback(target) || target.port() == 0 {
             return None;
         }
-        let e = &mut self.entries[target.port() as usize % ENTRIES];
+        let e = &mut self.entries[slot(target)];
         if e.target == Some(*target) && now_ms.wrapping_sub(e.at_ms) < KEEP_MS {
             return e.found;
         }
+        if now_ms.wrapping_sub(self.second_ms) >= 1_000 {
+            self.second_ms = now_ms;
+            self.looks = 0;
+        }
+        if self.looks >= LOOKS_PER_SECOND {
+            return None;
+        }
+        self.looks += 1;
         let mut all = look(Family::V4, target.port()).unwrap_or_default();
         all.extend(look(Family::V6, target.port()).unwrap_or_default());
         let found = elsewhere(&all, target).map(|(e, _)| e);
@@ -535,5 +563,37 @@ mod tests {
         // a table that cannot be read: nothing said
         let v6 = sa("[::1]:4000");
         assert_eq!(seen.elsewhere(&v6, 20_000, |_, _| None), None);
+    }
+
+    #[test]
+    fn a_worker_reads_the_table_at_most_16_times_a_second() {
+        // 40 servers of an upstream, all refused, all on [::1] instead: each read once, 16 a
+        // second at most
+        let mut seen = Answers::new();
+        let on_v6 = |f: Family, port: u16| {
+            Some(match f {
+                Family::V6 => vec![SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port)],
+                Family::V4 => vec![],
+            })
+        };
+        let targets: Vec<_> = (0..40u16)
+            .map(|i| SocketAddr::from(([127, 0, 0, 1], 8000 + i)))
+            .collect();
+        let answered = |seen: &mut Answers, now: u64| {
+            targets
+                .iter()
+                .filter(|t| seen.elsewhere(t, now, on_v6).is_some())
+                .count()
+        };
+        assert_eq!(answered(&mut seen, 50_000), 16);
+        // within the second: the 16 answers kept, no more reads
+        assert_eq!(answered(&mut seen, 50_900), 16);
+        // the next second: 16 reads again (the first 16 answers, a second old, are read anew)
+        assert_eq!(answered(&mut seen, 51_000), 16);
+        // 40 ports of one address take 40 entries: none evicts another
+        let mut slots: Vec<_> = targets.iter().map(slot).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        assert_eq!(slots.len(), 40, "40 ports of one address take 40 entries");
     }
 }
