@@ -157,27 +157,27 @@ sub container_part {
     is($on2->count, 1, 'the 127.0.0.2 backend got that request only');
 }
 
-# --- nothing on either family: the plain hint
-{
-    my $r = $t->http('main', '/nowhere/a');
-    is($r->{status}, 502, '/nowhere/a: 502');
-    access_verdict($t, \@F, '/nowhere/a', cause => 'connect_refused', errno => 111,
-        phase => 'connect', peer => "127.0.0.1:$closed", hint => $plain_hint,
+# plain_refusal($uri, $port): nothing listens on that port at all: 502, the plain hint (and in
+# a container, the container's part)
+sub plain_refusal {
+    my ($uri, $port) = @_;
+    my $r = $t->http('main', $uri);
+    is($r->{status}, 502, "$uri: 502");
+    access_verdict($t, \@F, $uri, cause => 'connect_refused', errno => 111,
+        phase => 'connect', peer => "127.0.0.1:$port", hint => $plain_hint,
         err => qr/\[error\] .*connect\(\) failed \(111: Connection refused\)/);
-    container_part('/nowhere/a');
+    container_part($uri);
 }
+
+# --- nothing on that port: the plain hint
+plain_refusal('/nowhere/a', $closed);
 
 # --- the backend starts on [::1] while nginx runs: seen within a second or so
 {
-    my $r = $t->http('main', '/late/0');
-    is($r->{status}, 502, '/late/0: 502');
-    access_verdict($t, \@F, '/late/0', cause => 'connect_refused', errno => 111,
-        phase => 'connect', peer => "127.0.0.1:$later", hint => $plain_hint,
-        err => qr/\[error\] .*connect\(\) failed \(111: Connection refused\)/);
-    container_part('/late/0');
+    plain_refusal('/late/0', $later);
     my $started = $t->backend('ok', host => '::1', port => $later);
     my $n = 0;
-    # one request every 100 ms, for at most 5 s, until one gets the new hint
+    # a request every 20 ms or so, for at most 5 s, until one gets the new hint
     my $seen = wait_until(sub {
         $n++;
         $t->http('main', "/late/$n");
