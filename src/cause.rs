@@ -117,38 +117,12 @@ impl Cause {
     }
 
     /// The hint for a try through `pass` that failed with `errno` and `detail`: the cause's
-    /// own, or one those make sharper ([`Cause::sharp_hint`]). The directives it names are
+    /// own, that one made longer ([`Cause::longer_hint`]), or one those make sharper
+    /// ([`Cause::sharp_hint`]). The directives it names are
     /// those of `pass` (`fastcgi_read_timeout` for fastcgi_pass).
     pub fn hint_in(self, errno: Option<i32>, detail: Detail, pass: Pass) -> &'static str {
-        if let Some(unix) = detail.unanswered_on() {
-            type Table = Vec<Vec<Option<String>>>;
-            static UNANSWERED: std::sync::OnceLock<[Table; 2]> = std::sync::OnceLock::new();
-            let all = UNANSWERED.get_or_init(|| {
-                [false, true].map(|unix| {
-                    Pass::ALL
-                        .iter()
-                        .map(|&p| {
-                            Cause::ALL
-                                .iter()
-                                .map(|c| c.unanswered_text(p, unix))
-                                .collect()
-                        })
-                        .collect()
-                })
-            });
-            if let Some(h) = &all[usize::from(unix)][pass as usize][self.index()] {
-                return h;
-            }
-        }
-        if detail == Detail::ContainerLoopback && self == Cause::ConnectRefused {
-            static CONTAINER: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-            let all = CONTAINER.get_or_init(|| {
-                Pass::ALL
-                    .iter()
-                    .map(|&p| format!("{}; {CONTAINER_LOOPBACK}", self.hint_text(p)))
-                    .collect()
-            });
-            return &all[pass as usize];
+        if let Some(h) = self.longer_hint(detail, pass) {
+            return h;
         }
         self.sharp_hint(errno, detail).unwrap_or_else(|| {
             static HINTS: std::sync::OnceLock<Vec<Vec<String>>> = std::sync::OnceLock::new();
@@ -160,6 +134,38 @@ impl Cause {
             });
             &all[pass as usize][self.index()]
         })
+    }
+
+    /// The cause's own hint through `pass`, made longer by `detail`, if the detail lengthens
+    /// it ([`Detail::LENGTHENING`], texts in [`Cause::longer_text`]): built once.
+    fn longer_hint(self, detail: Detail, pass: Pass) -> Option<&'static str> {
+        let i = Detail::LENGTHENING.iter().position(|&d| d == detail)?;
+        type Table = Vec<Vec<Option<String>>>;
+        static LONGER: std::sync::OnceLock<Vec<Table>> = std::sync::OnceLock::new();
+        let all = LONGER.get_or_init(|| {
+            Detail::LENGTHENING
+                .iter()
+                .map(|&d| {
+                    Pass::ALL
+                        .iter()
+                        .map(|&p| Cause::ALL.iter().map(|c| c.longer_text(p, d)).collect())
+                        .collect()
+                })
+                .collect()
+        });
+        all[i][pass as usize][self.index()].as_deref()
+    }
+
+    /// The text of [`Cause::longer_hint`]; None: the detail leaves this cause's hint as it is.
+    fn longer_text(self, p: Pass, detail: Detail) -> Option<String> {
+        match detail {
+            Detail::PlainUnanswered => self.unanswered_text(p, false),
+            Detail::SocketUnanswered => self.unanswered_text(p, true),
+            Detail::ContainerLoopback if self == Cause::ConnectRefused => {
+                Some(format!("{}; {CONTAINER_LOOPBACK}", self.hint_text(p)))
+            }
+            _ => None,
+        }
     }
 
     /// The errnos that can make a hint sharper ([`Cause::sharp_hint`]): whoever sizes or lists
@@ -187,7 +193,7 @@ impl Cause {
             Detail::Unresolved => return Some(
                 "the upstream has no server address now: the names of its servers (server ... resolve) resolve to nothing; check the names and the resolver: error.log says why they could not be resolved",
             ),
-            // the cause's own hint, made longer for the pass (Cause::hint_in)
+            // the cause's own hint, made longer for the pass (Cause::longer_hint)
             Detail::PlainUnanswered | Detail::SocketUnanswered | Detail::ContainerLoopback => {}
             Detail::NoSni => return Some(
                 "the backend refused the TLS handshake, and nginx sent it no server name (SNI), which shared TLS front ends and CDNs need: set proxy_ssl_server_name on (grpc_ssl_server_name...), and proxy_ssl_name to the backend's host name if the upstream's name is not it",
@@ -306,11 +312,7 @@ impl Cause {
     /// Is the hint for these the cause's own through `pass` (`hint_in(None, Detail::None,
     /// pass)`), which pages keep ready, rather than one the errno or the detail changes?
     pub fn hint_is_own(self, errno: Option<i32>, detail: Detail, pass: Pass) -> bool {
-        self.sharp_hint(errno, detail).is_none()
-            && !(detail == Detail::ContainerLoopback && self == Cause::ConnectRefused)
-            && !detail
-                .unanswered_on()
-                .is_some_and(|unix| self.unanswered_applies(pass, unix))
+        self.sharp_hint(errno, detail).is_none() && self.longer_hint(detail, pass).is_none()
     }
 
     fn hint_text(self, p: Pass) -> String {
@@ -639,14 +641,13 @@ impl Detail {
         Self::ALL.get(i).copied()
     }
 
-    /// A new connection closed or reset unanswered: Some(on a unix socket).
-    fn unanswered_on(self) -> Option<bool> {
-        match self {
-            Detail::PlainUnanswered => Some(false),
-            Detail::SocketUnanswered => Some(true),
-            _ => None,
-        }
-    }
+    /// The details that lengthen the cause's own hint rather than replace it
+    /// ([`Cause::longer_hint`]).
+    const LENGTHENING: [Detail; 3] = [
+        Detail::PlainUnanswered,
+        Detail::SocketUnanswered,
+        Detail::ContainerLoopback,
+    ];
 }
 
 /// Why the balancer found no server to pick (`Event::NoLivePeers`): how many of the servers
@@ -821,11 +822,11 @@ pub fn classify(f: &Facts) -> Verdict {
         Detail::PlainUnanswered
     } else if v.cause == Cause::ConnectRefused && f.unix {
         Detail::StaleSocket
-    } else if v.cause == Cause::ConnectRefused && f.tcp && f.listens_on.is_some() {
-        match f.listens_on {
-            Some(Elsewhere::Ipv6Only) => Detail::OnIpv6Only,
-            Some(Elsewhere::Ipv4Only) => Detail::OnIpv4Only,
-            _ => Detail::OnOtherAddress,
+    } else if let (Cause::ConnectRefused, true, Some(e)) = (v.cause, f.tcp, f.listens_on) {
+        match e {
+            Elsewhere::Ipv6Only => Detail::OnIpv6Only,
+            Elsewhere::Ipv4Only => Detail::OnIpv4Only,
+            Elsewhere::OtherAddress => Detail::OnOtherAddress,
         }
     } else if v.cause == Cause::ConnectRefused && f.tcp && f.loopback && f.container {
         Detail::ContainerLoopback
