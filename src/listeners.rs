@@ -20,6 +20,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use crate::lint::target::is_loopback;
+
 /// An IP address family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
@@ -263,22 +265,19 @@ pub fn listening(_family: Family, _port: u16) -> Option<Vec<SocketAddr>> {
 static CONTAINER: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// Note whether nginx runs in a container, where loopback is the container's own (read at
-/// configuration time, in the master: workers inherit it). Its files say so (see
-/// [`crate::lint::system::SystemView::container`]), or Kubernetes' environment does.
+/// configuration time, in the master: workers inherit it), as the lint judges it
+/// ([`crate::lint::system::SystemView::container`]).
 pub fn note_container() {
     use crate::lint::system::{Root, SystemView};
-    let yes = Root::new("/").container() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
-    CONTAINER.store(yes, core::sync::atomic::Ordering::Relaxed);
+    CONTAINER.store(
+        Root::system().container(),
+        core::sync::atomic::Ordering::Relaxed,
+    );
 }
 
 /// nginx runs in a container ([`note_container`]).
 pub fn in_container() -> bool {
     CONTAINER.load(core::sync::atomic::Ordering::Relaxed)
-}
-
-/// A loopback address (127.0.0.0/8, ::1, or IPv4's mapped into IPv6).
-pub fn is_loopback(a: &SocketAddr) -> bool {
-    a.ip().to_canonical().is_loopback()
 }
 
 /// How long a worker keeps what it read of a port (ms): a backend started elsewhere is
@@ -347,7 +346,7 @@ impl Answers {
         now_ms: u64,
         mut look: impl FnMut(Family, u16) -> Option<Vec<SocketAddr>>,
     ) -> Option<Elsewhere> {
-        if !is_loopback(target) || target.port() == 0 {
+        if !is_loopback(target.ip()) || target.port() == 0 {
             return None;
         }
         let e = &mut self.entries[slot(target)];

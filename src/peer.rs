@@ -15,6 +15,7 @@ use ngx::http::{
 
 use crate::cause::{classify, Event, Facts, LogLine, Pass, Skipped, Tls};
 use crate::conf::{LocConf, MainConf};
+use crate::lint::target::is_loopback;
 use crate::listeners::{self, Answers};
 use crate::module::Module;
 use crate::record::{self, Record, Try};
@@ -502,7 +503,7 @@ unsafe fn gather(
         (c.is_null() && e != 0).then_some(e)
     });
     if f.tcp && f.errno == Some(crate::cause::errno::ECONNREFUSED) {
-        if let Some(a) = peer_addr((*pc).sockaddr).filter(listeners::is_loopback) {
+        if let Some(a) = peer_addr((*pc).sockaddr).filter(|a| is_loopback(a.ip())) {
             f.loopback = true;
             f.container = listeners::in_container();
             // SAFETY: single-threaded worker (see WorkerAnswers); the borrow ends here.

@@ -361,7 +361,7 @@ pub unsafe fn finish(cf: *mut ngx_conf_t, mcf: &mut MainConf) {
         http_ignore,
         worker: worker(cf),
     };
-    let findings = std::panic::catch_unwind(|| rules::run(&cfg, &Root::new("/")));
+    let findings = std::panic::catch_unwind(|| rules::run(&cfg, &Root::system()));
     for f in findings.unwrap_or_default() {
         // SAFETY: cf->log is the log of the configuration being read (stderr at nginx -t).
         ngx::log::log_error(

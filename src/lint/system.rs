@@ -53,18 +53,33 @@ pub trait SystemView {
     fn listeners(&self) -> Option<Vec<SocketAddr>>;
     /// `None` when SELinux is not enabled.
     fn selinux(&self) -> Option<Selinux>;
-    /// nginx runs in a container (Docker, Podman, Kubernetes, LXC), as its files say.
+    /// nginx runs in a container (Docker, Podman, Kubernetes, LXC), as its files (or, for
+    /// the real system, Kubernetes' environment) say.
     fn container(&self) -> bool;
 }
 
 /// The system under a root directory: `/` for real, a temporary directory in tests.
 pub struct Root {
     root: PathBuf,
+    /// Also read the process environment (the real system's, not a test root's).
+    env: bool,
 }
 
 impl Root {
+    /// The files under `root` only (tests: a temporary directory).
     pub fn new(root: impl Into<PathBuf>) -> Root {
-        Root { root: root.into() }
+        Root {
+            root: root.into(),
+            env: false,
+        }
+    }
+
+    /// The system nginx runs on: `/`, and the process environment.
+    pub fn system() -> Root {
+        Root {
+            root: PathBuf::from("/"),
+            env: true,
+        }
     }
 
     fn path(&self, abs: &str) -> PathBuf {
@@ -127,8 +142,9 @@ impl SystemView for Root {
 
     fn container(&self) -> bool {
         // Docker's and Podman's marker files; else PID 1's cgroup (cgroup v1 names the
-        // container's; under v2 a container sees "0::/")
-        self.path("/.dockerenv").exists()
+        // container's; under v2 a container sees "0::/"); else Kubernetes' environment
+        (self.env && std::env::var_os("KUBERNETES_SERVICE_HOST").is_some())
+            || self.path("/.dockerenv").exists()
             || self.path("/run/.containerenv").exists()
             || self.read("/proc/1/cgroup").is_some_and(|c| {
                 ["docker", "kubepods", "libpod", "containerd", "/lxc/"]
