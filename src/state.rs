@@ -22,8 +22,18 @@ use crate::module::Module;
 use crate::snapshot::{LastFailure, RecentFailure, Window};
 use crate::{ring, shm_index, upstreams};
 
-// 4: last_info's detail field grew from 4 bits to 8.
-const MAGIC: u64 = 0x7472_6961_6765_0004;
+// 4: last_info's detail field grew from 4 bits to 8. 5: the run-time upstreams' share.
+const MAGIC: u64 = 0x7472_6961_6765_0005;
+
+/// Where run-time upstreams past their share of the zone are counted together.
+pub const OTHER_RUN_TIME: &[u8] = b"(other run-time upstreams)";
+
+/// Slots the zone gives to run-time upstreams (`proxy_pass http://$var`), whose names can
+/// come from clients: one per 2 KB of zone (a zone holds about one peer per 420 bytes), so
+/// that configured upstreams always have room.
+pub fn run_time_share(zone_size: usize) -> usize {
+    (zone_size / 2048).max(16)
+}
 
 /// The zone's header.
 #[repr(C)]
@@ -37,6 +47,10 @@ pub struct Shared {
     index: *mut AtomicPtr<Slot>,
     pub slots: AtomicUsize,
     full_logged: AtomicBool,
+    /// Slots of run-time upstreams, and their share (see `run_time_share`).
+    run_time_slots: AtomicUsize,
+    run_time_cap: usize,
+    run_time_full_logged: AtomicBool,
     pool: *mut ngx_slab_pool_t,
     /// The recent-failures ring (`triage_zone ... recent=N`; fixed when the zone is made).
     recent: *mut RecentSlot,
@@ -395,6 +409,9 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
             index,
             slots: AtomicUsize::new(0),
             full_logged: AtomicBool::new(false),
+            run_time_slots: AtomicUsize::new(0),
+            run_time_cap: run_time_share(size),
+            run_time_full_logged: AtomicBool::new(false),
             pool,
             recent,
             recent_cap: if recent.is_null() { 0 } else { recent_cap },
@@ -433,19 +450,35 @@ impl Shared {
         }
     }
 
-    /// Find or insert the slot of (upstream, peer).
+    /// Find or insert the slot of (upstream, peer). A run-time upstream past the share of
+    /// run-time upstreams gets the slot of [`OTHER_RUN_TIME`].
     pub fn slot(&self, upstream: &[u8], peer: &[u8], dynamic: bool) -> Option<&Slot> {
         let h = hash(upstream, peer);
         if let Ok(s) = self.find(h, upstream, peer) {
             return Some(s);
         }
+        if dynamic && self.run_time_full() {
+            // once made, found without the lock
+            if let Ok(s) = self.find(hash(OTHER_RUN_TIME, b""), OTHER_RUN_TIME, b"") {
+                return Some(s);
+            }
+        }
         // SAFETY: the slab pool and its mutex live in this zone.
         unsafe {
             ngx_shmtx_lock(&mut (*self.pool).mutex);
-            let r = self.insert_locked(h, upstream, peer, dynamic);
+            let r = if dynamic && self.run_time_full() {
+                self.log_run_time_full();
+                self.insert_locked(hash(OTHER_RUN_TIME, b""), OTHER_RUN_TIME, b"", true)
+            } else {
+                self.insert_locked(h, upstream, peer, dynamic)
+            };
             ngx_shmtx_unlock(&mut (*self.pool).mutex);
             r
         }
+    }
+
+    fn run_time_full(&self) -> bool {
+        self.run_time_slots.load(Ordering::Relaxed) >= self.run_time_cap
     }
 
     unsafe fn insert_locked(
@@ -493,7 +526,24 @@ impl Shared {
         (*s).dynamic = dynamic;
         self.index()[at].store(s, Ordering::Release);
         self.slots.fetch_add(1, Ordering::Relaxed);
+        if dynamic {
+            self.run_time_slots.fetch_add(1, Ordering::Relaxed);
+        }
         Some(&*s)
+    }
+
+    fn log_run_time_full(&self) {
+        if !self.run_time_full_logged.swap(true, Ordering::Relaxed) {
+            // SAFETY: the cycle log is valid in any nginx process.
+            let log = unsafe { (*ngx_cycle).log };
+            ngx_log_error!(
+                NGX_LOG_WARN,
+                log,
+                "triage: run-time upstreams (proxy_pass with variables) fill their share of zone \"triage\" ({} entries): new ones are counted together as \"{}\"; configured upstreams keep their room (raise triage_zone for more)",
+                self.run_time_cap,
+                String::from_utf8_lossy(OTHER_RUN_TIME)
+            );
+        }
     }
 
     fn log_full(&self) {
@@ -563,27 +613,30 @@ pub fn count(
         detail,
     } = v;
     let Some(sh) = shared() else { return };
-    let Some(s) = slot_of(sh, upstream, peer, dynamic, true) else {
-        return;
-    };
-    s.by_cause[cause.index()].fetch_add(1, Ordering::Relaxed);
+    // None: the zone is full; the failure still goes to the recent failures
+    let slot = slot_of(sh, upstream, peer, dynamic, true);
+    if let Some(s) = slot {
+        s.by_cause[cause.index()].fetch_add(1, Ordering::Relaxed);
+    }
     if !cause.is_failure() {
-        if tried {
+        if let Some(s) = slot.filter(|_| tried) {
             s.request(0, None);
         }
         return;
     }
-    let e = errno.map_or(0u64, |e| (e as u32 as u64).wrapping_add(1) & 0xffff_ffff);
-    // the layout of Slot::last_info
-    let info = cause.index() as u64
-        | (phase as u64) << 8
-        | (detail as u64) << 12
-        | u64::from(status & 0xfff) << 20
-        | e << 32;
     let now = now_ms();
-    s.last_time_ms.store(now, Ordering::Relaxed);
-    s.last_info.store(info, Ordering::Release);
-    s.failure(cause, tried, now / 1000);
+    if let Some(s) = slot {
+        let e = errno.map_or(0u64, |e| (e as u32 as u64).wrapping_add(1) & 0xffff_ffff);
+        // the layout of Slot::last_info
+        let info = cause.index() as u64
+            | (phase as u64) << 8
+            | (detail as u64) << 12
+            | u64::from(status & 0xfff) << 20
+            | e << 32;
+        s.last_time_ms.store(now, Ordering::Relaxed);
+        s.last_info.store(info, Ordering::Release);
+        s.failure(cause, tried, now / 1000);
+    }
     if let Some(req) = req {
         sh.remember(&Recent {
             time_ms: now,
