@@ -23,7 +23,8 @@ use crate::snapshot::{LastFailure, RecentFailure, Window};
 use crate::{ring, shm_index, upstreams};
 
 // 4: last_info's detail field grew from 4 bits to 8. 5: the run-time upstreams' share.
-const MAGIC: u64 = 0x7472_6961_6765_0005;
+// 6: names carved from pages.
+const MAGIC: u64 = 0x7472_6961_6765_0006;
 
 /// Where run-time upstreams past their share of the zone are counted together.
 pub const OTHER_RUN_TIME: &[u8] = b"(other run-time upstreams)";
@@ -59,10 +60,17 @@ pub struct Shared {
     /// Slots are carved from blocks (less slab overhead per peer than one chunk each).
     block: AtomicPtr<Slot>,
     block_left: AtomicUsize,
+    /// Names are carved from pages too: allocated one by one, names of each length class
+    /// took a slab page of their own, and a small zone was full after one or two peers.
+    names: AtomicPtr<u8>,
+    names_left: AtomicUsize,
 }
 
 /// Slots per block allocation.
 const BLOCK: usize = 64;
+
+/// Bytes per names allocation; a longer name than a quarter of it gets its own.
+const NAMES_BLOCK: usize = 4096;
 
 // Slot::last_info's fields: a cause and a detail in 8 bits each, a phase in 4.
 const _: () = assert!(Cause::COUNT <= 256 && Detail::ALL.len() <= 256 && Phase::ALL.len() <= 16);
@@ -418,6 +426,8 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
             recent_next: AtomicU64::new(0),
             block: AtomicPtr::new(ptr::null_mut()),
             block_left: AtomicUsize::new(0),
+            names: AtomicPtr::new(ptr::null_mut()),
+            names_left: AtomicUsize::new(0),
         },
     );
     (*pool).data = sh as *mut c_void;
@@ -477,6 +487,28 @@ impl Shared {
         }
     }
 
+    /// `len` bytes for a slot's names (never freed, as slots are not).
+    ///
+    /// # Safety
+    /// The zone's mutex must be held.
+    unsafe fn names_locked(&self, len: usize) -> *mut u8 {
+        if len > NAMES_BLOCK / 4 {
+            return ngx_slab_alloc_locked(self.pool, len.max(1)) as *mut u8;
+        }
+        if self.names_left.load(Ordering::Relaxed) < len {
+            let b = ngx_slab_alloc_locked(self.pool, NAMES_BLOCK) as *mut u8;
+            if b.is_null() {
+                return b;
+            }
+            self.names.store(b, Ordering::Relaxed);
+            self.names_left.store(NAMES_BLOCK, Ordering::Relaxed);
+        }
+        let p = self.names.load(Ordering::Relaxed);
+        self.names.store(p.add(len), Ordering::Relaxed);
+        self.names_left.fetch_sub(len, Ordering::Relaxed);
+        p
+    }
+
     fn run_time_full(&self) -> bool {
         self.run_time_slots.load(Ordering::Relaxed) >= self.run_time_cap
     }
@@ -496,21 +528,20 @@ impl Shared {
             self.log_full();
             return None;
         }
-        let names = ngx_slab_alloc_locked(self.pool, upstream.len() + peer.len() + 1) as *mut u8;
-        if names.is_null() {
-            self.log_full();
-            return None;
-        }
-        // The block cursor is only moved under the zone's mutex (held here).
+        // The block cursors are only moved under the zone's mutex (held here).
         if self.block_left.load(Ordering::Relaxed) == 0 {
             let b = ngx_slab_calloc_locked(self.pool, BLOCK * mem::size_of::<Slot>()) as *mut Slot;
             if b.is_null() {
-                ngx_slab_free_locked(self.pool, names as *mut c_void);
                 self.log_full();
                 return None;
             }
             self.block.store(b, Ordering::Relaxed);
             self.block_left.store(BLOCK, Ordering::Relaxed);
+        }
+        let names = self.names_locked(upstream.len() + peer.len());
+        if names.is_null() {
+            self.log_full();
+            return None;
         }
         let s = self.block.load(Ordering::Relaxed);
         self.block.store(s.add(1), Ordering::Relaxed);

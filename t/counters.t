@@ -193,4 +193,34 @@ $t->wait_access_log('access.log', 9 + $refused + 2);
 check_all(status_json(), 'after reload + 2 requests', $refused + 2);
 
 $t->stop;
+
+# --- the smallest zone (64k) counts upstreams whose names differ in length. Its names were
+#     allocated one by one, each length class on a slab page of its own: 2 of these 8 were
+#     counted, and the zone was "full (1 peers)".
+my $small = Triage::Harness->new;
+my @names = map { 'u' . ('x' x $_) } 1, 5, 20, 40, 70, 100, 150, 250;
+my $ups = join '', map { "    upstream $_ { server 127.0.0.1:$c1; }\n" } @names;
+my $locs = join '', map { "        location /$_ { proxy_pass http://$_; }\n" } @names;
+$small->start(<<"CONF");
+%%LOAD_MODULE%%
+events { worker_connections 128; }
+http {
+    triage_zone 64k;
+    access_log off;
+$ups
+    server {
+        listen 127.0.0.1:%%PORT_main%%;
+$locs
+        location = /status { triage_status; }
+    }
+}
+CONF
+is($small->http('main', "/$_")->{status}, 502, 'triage_zone 64k: /u + ' . (length($_) - 1) . ' x: 502')
+    for @names;
+my $sj = eval { decode_json($small->http('main', '/status')->{body}) } || {};
+my @counted = grep { my $p = peer($sj, $_, "127.0.0.1:$c1"); $p && $p->{failures}{total} == 1 } @names;
+is(scalar @counted, scalar @names, 'triage_zone 64k: each of the 8 upstreams counts its failure')
+    or diag(join ' ', map { length } @counted);
+unlike($small->error_log_since(0), qr/is full/, 'triage_zone 64k: the zone is not full');
+
 done_testing;
