@@ -564,30 +564,26 @@ impl Shared {
     }
 
     fn log_run_time_full(&self) {
-        if !self.run_time_full_logged.swap(true, Ordering::Relaxed) {
-            // SAFETY: the cycle log is valid in any nginx process.
-            let log = unsafe { (*ngx_cycle).log };
-            ngx_log_error!(
-                NGX_LOG_WARN,
-                log,
+        log_once(
+            &self.run_time_full_logged,
+            NGX_LOG_WARN as ngx_uint_t,
+            || {
+                format!(
                 "triage: run-time upstreams (proxy_pass with variables) fill their share of zone \"triage\" ({} entries): new ones are counted together as \"{}\"; configured upstreams keep their room (raise triage_zone for more)",
                 self.run_time_cap,
                 String::from_utf8_lossy(OTHER_RUN_TIME)
-            );
-        }
+            )
+            },
+        );
     }
 
     fn log_full(&self) {
-        if !self.full_logged.swap(true, Ordering::Relaxed) {
-            // SAFETY: the cycle log is valid in any nginx process.
-            let log = unsafe { (*ngx_cycle).log };
-            ngx_log_error!(
-                NGX_LOG_ALERT,
-                log,
+        log_once(&self.full_logged, NGX_LOG_ALERT as ngx_uint_t, || {
+            format!(
                 "triage: zone \"triage\" is full ({} peers), new peers are not counted: raise triage_zone",
                 self.slots.load(Ordering::Relaxed)
-            );
-        }
+            )
+        });
     }
 
     /// (generation, time of the last configuration load in ms).
@@ -605,6 +601,15 @@ impl Shared {
             // SAFETY: published slots are never freed.
             (!p.is_null()).then(|| unsafe { &*p })
         })
+    }
+}
+
+/// Log `message` at `level` unless `logged` says it was (by any process of the zone).
+fn log_once(logged: &AtomicBool, level: ngx_uint_t, message: impl FnOnce() -> String) {
+    if !logged.swap(true, Ordering::Relaxed) {
+        // SAFETY: the cycle log is valid in any nginx process.
+        let log = unsafe { (*ngx_cycle).log };
+        ngx_log_error!(level, log, "{}", message());
     }
 }
 

@@ -194,11 +194,14 @@ check_all(status_json(), 'after reload + 2 requests', $refused + 2);
 
 $t->stop;
 
-# --- the smallest zone (64k) counts upstreams whose names differ in length. Its names were
-#     allocated one by one, each length class on a slab page of its own: 2 of these 8 were
-#     counted, and the zone was "full (1 peers)".
+# --- the smallest zone (64k, 64 entries) with 68 upstreams of one server each. The first 8,
+#     whose names differ in length, are counted: the zone allocated names one by one, each
+#     length class on a slab page of its own, and counted 2 of them ("full (1 peers)"). The
+#     last upstreams find the zone full: they count nothing, but the recent failures have
+#     their failures.
 my $small = Triage::Harness->new;
-my @names = map { 'u' . ('x' x $_) } 1, 5, 20, 40, 70, 100, 150, 250;
+my @varied = map { 'u' . ('x' x $_) } 1, 5, 20, 40, 70, 100, 150, 250;
+my @names = (@varied, map { "n$_" } 1 .. 60);
 my $ups = join '', map { "    upstream $_ { server 127.0.0.1:$c1; }\n" } @names;
 my $locs = join '', map { "        location /$_ { proxy_pass http://$_; }\n" } @names;
 $small->start(<<"CONF");
@@ -216,11 +219,17 @@ $locs
 }
 CONF
 is($small->http('main', "/$_")->{status}, 502, 'triage_zone 64k: /u + ' . (length($_) - 1) . ' x: 502')
-    for @names;
+    for @varied;
+is($small->http('main', '/n60')->{status}, 502, 'triage_zone 64k: /n60: 502');
 my $sj = eval { decode_json($small->http('main', '/status')->{body}) } || {};
-my @counted = grep { my $p = peer($sj, $_, "127.0.0.1:$c1"); $p && $p->{failures}{total} == 1 } @names;
-is(scalar @counted, scalar @names, 'triage_zone 64k: each of the 8 upstreams counts its failure')
+my @counted = grep { my $p = peer($sj, $_, "127.0.0.1:$c1"); $p && $p->{failures}{total} == 1 } @varied;
+is(scalar @counted, scalar @varied, 'triage_zone 64k: each of the 8 upstreams counts its failure')
     or diag(join ' ', map { length } @counted);
-unlike($small->error_log_since(0), qr/is full/, 'triage_zone 64k: the zone is not full');
+like($small->error_log_since(0), qr/\[alert\] .*zone "triage" is full \(64 peers\), new peers are not counted/,
+    'triage_zone 64k: the alert that the zone is full, at 64 entries');
+my $p60 = peer($sj, 'n60', "127.0.0.1:$c1");
+is($p60 && $p60->{failures}{total}, 0, 'n60, with no room in the zone, counts nothing');
+is((map { "$_->{upstream} $_->{path} $_->{cause}" } @{ $sj->{recent_failures} || [] })[0],
+    'n60 /n60 connect_refused', 'the recent failures have its failure');
 
 done_testing;

@@ -108,33 +108,4 @@ is_deeply(\@times, [ sort { $b cmp $a } @times ], 'newest first');
 my @crash = crash_lines($t);
 is(scalar @crash, 0, 'no alert, crit or crashed worker') or diag(join "\n", @crash);
 
-# --- 3. a full zone: a peer it has no room for is not counted, its failures are still in
-#     the ring. A 64k zone holds 64 peers; 80 upstreams of one server each.
-my $full = Triage::Harness->new;
-my $ups = join '', map { "    upstream u$_ { server 127.0.0.1:$closed; }\n" } 1 .. 80;
-my $locs = join '', map { "        location /u$_ { proxy_pass http://u$_; }\n" } 1 .. 80;
-$full->start(<<"CONF");
-%%LOAD_MODULE%%
-events { worker_connections 128; }
-http {
-    triage_zone 64k;
-    access_log off;
-$ups
-    server {
-        listen 127.0.0.1:%%PORT_main%%;
-$locs
-        location = /__upstream_status { triage_status; }
-    }
-}
-CONF
-like($full->error_log_since(0), qr/\[alert\] .*zone "triage" is full \(\d+ peers\), new peers are not counted/,
-    'a 64k zone with 80 upstreams: the alert that it is full');
-is($full->http('main', '/u80')->{status}, 502, '/u80: 502');
-$j = status_json($full, '/__upstream_status');
-my $p = peer($j, 'u80', "127.0.0.1:$closed");
-is($p && $p->{failures}{total}, 0, 'u80, with no room in the zone, counts nothing');
-$rf = $j->{recent_failures} || [];
-is_deeply([ map { "$_->{upstream} $_->{path} $_->{cause}" } @$rf ], [ 'u80 /u80 connect_refused' ],
-    'the recent failures have its failure');
-
 done_testing();
