@@ -334,6 +334,30 @@ extern "C" fn set_zone(
             }
         }
     }
+    // The recent failures list is made with the zone: past a third of it, it takes the
+    // peers' room (a 64k zone with recent=97 counted no peer), or does not fit at all (and
+    // is silently missing).
+    let per = crate::state::RECENT_ENTRY_BYTES;
+    if mcf.recent * per > size as usize / 3 {
+        let need_k = (mcf.recent * per * 3).div_ceil(1024);
+        let need = if need_k > 1024 {
+            format!("{}m", need_k.div_ceil(1024))
+        } else {
+            format!("{need_k}k")
+        };
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "recent={} does not fit in a zone of {}: an entry takes {} bytes and the list at most a third of the zone (here recent={}; recent={} needs {})",
+            mcf.recent,
+            a[0],
+            per,
+            size as usize / 3 / per,
+            mcf.recent,
+            need
+        );
+        return NGX_CONF_ERROR;
+    }
     mcf.zone_size = size as usize;
     NGX_CONF_OK
 }

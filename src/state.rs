@@ -395,6 +395,8 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
         SHARED.store((*pool).data as *mut Shared, Ordering::Release);
         return NGX_OK as ngx_int_t;
     }
+    // A full zone is logged once by the module (log_full), not at each slab allocation.
+    (*pool).set_log_nomem(0);
     let size = (*zone).shm.size;
     // One index entry per 256 bytes of zone, a power of two; filled to 3/4 at most.
     let cap = (size / 256).next_power_of_two().max(64);
@@ -743,6 +745,9 @@ pub fn request(
         s.request(status, times);
     }
 }
+
+/// What one entry of the recent failures list takes in the zone.
+pub const RECENT_ENTRY_BYTES: usize = mem::size_of::<RecentSlot>();
 
 /// One entry of the recent-failures ring, in shared memory (sequence rules in [`ring`]).
 #[repr(C)]

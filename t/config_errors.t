@@ -60,6 +60,13 @@ bad('triage_zone with a bad size', { HTTP => 'triage_zone abc;' }, qr/triage_zon
 bad('triage_zone with a bad recent=', { HTTP => 'triage_zone 1m recent=abc;' }, qr/recent=abc/,
     qr/.*recent/);
 
+bad('triage_zone whose recent= takes over a third of it', { HTTP => 'triage_zone 64k recent=1000;' },
+    qr/recent=1000/,
+    qr/recent=1000 does not fit in a zone of 64k: an entry takes \d+ bytes and the list at most a third of the zone \(here recent=\d+; recent=1000 needs \d+k\)/);
+
+bad('triage_zone whose recent= needs megabytes', { HTTP => 'triage_zone 1m recent=100000;' },
+    qr/recent=100000/, qr/recent=100000 does not fit in a zone of 1m: .* needs \d+m\)/);
+
 bad('triage_zone inside server', { HTTP => 'triage_zone 1m;', SERVER => 'triage_zone 1m;' },
     qr/^ {8}triage_zone/,
     qr/"triage_zone" directive is not allowed here/);

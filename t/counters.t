@@ -227,6 +227,8 @@ is(scalar @counted, scalar @varied, 'triage_zone 64k: each of the 8 upstreams co
     or diag(join ' ', map { length } @counted);
 like($small->error_log_since(0), qr/\[alert\] .*zone "triage" is full \(64 peers\), new peers are not counted/,
     'triage_zone 64k: the alert that the zone is full, at 64 entries');
+unlike($small->error_log_since(0), qr/ngx_slab_alloc\(\) failed/,
+    'triage_zone 64k: and not nginx\'s own message at each allocation that fails');
 my $p60 = peer($sj, 'n60', "127.0.0.1:$c1");
 is($p60 && $p60->{failures}{total}, 0, 'n60, with no room in the zone, counts nothing');
 is((map { "$_->{upstream} $_->{path} $_->{cause}" } @{ $sj->{recent_failures} || [] })[0],

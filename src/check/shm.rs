@@ -328,6 +328,8 @@ fn first_due(now: u64, interval: u64) -> u64 {
 }
 
 unsafe fn make_header(pool: *mut ngx_slab_pool_t, size: usize) -> Option<*mut Header> {
+    // A full zone is logged once by the module (log_full), not at each slab allocation.
+    (*pool).set_log_nomem(0);
     let cap = (size / 256).next_power_of_two().max(64);
     let h = ngx_slab_calloc(pool, mem::size_of::<Header>()) as *mut Header;
     let index =
