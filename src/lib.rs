@@ -13,7 +13,7 @@
 //!   [`check`] (active health checks; its FFI parts are gated inside);
 //! - FFI glue: `conf` (directives), `peer` (peer.init/get/free and finalize wrappers),
 //!   `watch` (what the wrappers keep while an upstream runs), `record` (a request's failed
-//!   tries), `logtap` (errno from the error log), `state` (shared memory), `variables` (`$triage_*`), `status` (the `triage_status` handler), `upstreams` (walking
+//!   tries), `logtap` (errno from the error log), `state` (shared memory), `shm_zone` (declaring the two zones), `variables` (`$triage_*`), `status` (the `triage_status` handler), `upstreams` (walking
 //!   nginx's upstream configuration), `fallback` (the `triage_fallback` filters).
 //!
 //! The FFI glue is left out of unit-test builds: `cargo test` cannot link nginx symbols.
@@ -42,6 +42,8 @@ mod logtap;
 mod peer;
 #[cfg(not(test))]
 mod record;
+#[cfg(not(test))]
+mod shm_zone;
 #[cfg(not(test))]
 mod state;
 #[cfg(not(test))]

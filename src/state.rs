@@ -13,12 +13,11 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsiz
 
 use ngx::core::Status;
 use ngx::ffi::*;
-use ngx::http::{HttpModule, HttpModuleMainConf, NgxHttpUpstreamModule};
+use ngx::http::{HttpModuleMainConf, NgxHttpUpstreamModule};
 use ngx::ngx_log_error;
 
 use crate::cause::{Cause, Detail, Phase, Verdict};
 use crate::conf::{MainConf, DEFAULT_ZONE_SIZE};
-use crate::module::Module;
 use crate::snapshot::{LastFailure, RecentFailure, Window};
 use crate::{ring, shm_index, upstreams};
 
@@ -362,16 +361,7 @@ pub unsafe fn add_zone(cf: *mut ngx_conf_t, mcf: &mut MainConf) -> Status {
     } else {
         mcf.zone_size
     };
-    let mut name = ngx_str_t {
-        len: ZONE_NAME.len(),
-        data: ZONE_NAME.as_ptr() as *mut u8,
-    };
-    let zone = ngx_shared_memory_add(
-        cf,
-        &mut name,
-        size,
-        Module::module() as *const ngx_module_t as *mut c_void,
-    );
+    let zone = crate::shm_zone::add(cf, ZONE_NAME, size, "counters");
     if zone.is_null() {
         return Status::NGX_ERROR;
     }

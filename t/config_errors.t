@@ -67,6 +67,18 @@ bad('triage_zone whose recent= takes over a third of it', { HTTP => 'triage_zone
 bad('triage_zone whose recent= needs megabytes', { HTTP => 'triage_zone 1m recent=100000;' },
     qr/recent=100000/, qr/recent=100000 does not fit in a zone of 1m: .* needs \d+m\)/);
 
+# A zone of the configuration named like one of the module's: the error says whose the name
+# is (nginx's own says "already declared for a different use"). The module declares its
+# zones when http{} ends: the line is that of its closing brace.
+bad('a limit_req zone named "triage"',
+    { HTTP => 'limit_req_zone $binary_remote_addr zone=triage:1m rate=1r/s;' }, qr/^\}$/,
+    qr/the shared memory zone "triage" holds nginx-triage's counters, and the configuration declares another zone of that name \(limit_req_zone, limit_conn_zone, an upstream's zone...\): rename that zone/);
+
+bad('a limit_conn zone named "triage_check", with health checks',
+    { HTTP => "limit_conn_zone \$binary_remote_addr zone=triage_check:1m;\n"
+            . "    upstream u { server 127.0.0.1:9; check interval=1000; }" }, qr/^\}$/,
+    qr/the shared memory zone "triage_check" holds nginx-triage's health checks, .*: rename that zone/);
+
 bad('triage_zone inside server', { HTTP => 'triage_zone 1m;', SERVER => 'triage_zone 1m;' },
     qr/^ {8}triage_zone/,
     qr/"triage_zone" directive is not allowed here/);

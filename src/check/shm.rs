@@ -211,26 +211,14 @@ unsafe fn running_header() -> Option<&'static Header> {
     if cycle.is_null() {
         return None;
     }
-    let mut part = ptr::addr_of!((*cycle).shared_memory.part);
-    while !part.is_null() {
-        let zones: &[ngx_shm_zone_t] = if (*part).elts.is_null() || (*part).nelts == 0 {
-            &[]
-        } else {
-            core::slice::from_raw_parts((*part).elts as *const ngx_shm_zone_t, (*part).nelts)
-        };
-        for z in zones {
-            let ours = ptr::eq(
-                z.tag,
-                Module::module() as *const ngx_module_t as *const c_void,
-            );
-            if ours && z.shm.name.as_bytes() == ZONE_NAME && !z.shm.addr.is_null() {
-                let h = (*(z.shm.addr as *const ngx_slab_pool_t)).data as *const Header;
-                if !h.is_null() && (*h).magic == MAGIC {
-                    return Some(&*h);
-                }
+    let tag = Module::module() as *const ngx_module_t as *const c_void;
+    for z in crate::shm_zone::zones(cycle) {
+        if ptr::eq(z.tag, tag) && z.shm.name.as_bytes() == ZONE_NAME && !z.shm.addr.is_null() {
+            let h = (*(z.shm.addr as *const ngx_slab_pool_t)).data as *const Header;
+            if !h.is_null() && (*h).magic == MAGIC {
+                return Some(&*h);
             }
         }
-        part = (*part).next;
     }
     None
 }
@@ -253,16 +241,7 @@ fn zone_size(checks: &Checks) -> usize {
 /// # Safety
 /// `cf` must be the http{} configuration being finished.
 pub unsafe fn add_zone(cf: *mut ngx_conf_t, checks: &mut Checks) -> Status {
-    let mut name = ngx_str_t {
-        len: ZONE_NAME.len(),
-        data: ZONE_NAME.as_ptr() as *mut u8,
-    };
-    let zone = ngx_shared_memory_add(
-        cf,
-        &mut name,
-        zone_size(checks),
-        Module::module() as *const ngx_module_t as *mut c_void,
-    );
+    let zone = crate::shm_zone::add(cf, ZONE_NAME, zone_size(checks), "health checks");
     if zone.is_null() {
         return Status::NGX_ERROR;
     }
