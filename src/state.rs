@@ -375,14 +375,29 @@ pub unsafe fn add_zone(cf: *mut ngx_conf_t, mcf: &mut MainConf) -> Status {
 unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
     let pool = (*zone).shm.addr as *mut ngx_slab_pool_t;
     // Reused across a reload (same name and size): keep everything.
-    if !data.is_null() {
-        (*zone).data = data;
-        SHARED.store(data as *mut Shared, Ordering::Release);
-        return NGX_OK as ngx_int_t;
-    }
-    if (*zone).shm.exists != 0 && !(*pool).data.is_null() {
-        (*zone).data = (*pool).data;
-        SHARED.store((*pool).data as *mut Shared, Ordering::Release);
+    let kept = if !data.is_null() {
+        data
+    } else if (*zone).shm.exists != 0 && !(*pool).data.is_null() {
+        (*pool).data
+    } else {
+        ptr::null_mut()
+    };
+    if !kept.is_null() {
+        (*zone).data = kept;
+        SHARED.store(kept as *mut Shared, Ordering::Release);
+        let sh = &*(kept as *const Shared);
+        let asked = RECENT_CAP.load(Ordering::Relaxed);
+        if sh.magic == MAGIC && sh.recent_cap != 0 && sh.recent_cap != asked {
+            // SAFETY: the cycle log is valid in the master.
+            let log = (*ngx_cycle).log;
+            ngx_log_error!(
+                NGX_LOG_WARN,
+                log,
+                "triage: zone \"triage\" is kept across the reload, with its recent failures list of {} entries: recent={} applies when the zone is made anew (a restart, or a change of triage_zone's size)",
+                sh.recent_cap,
+                asked
+            );
+        }
         return NGX_OK as ngx_int_t;
     }
     // A full zone is logged once by the module (log_full), not at each slab allocation.

@@ -2,7 +2,8 @@
 # The recent failures ring when it goes round (`triage_zone ... recent=4`), written by two
 # workers without a lock: it keeps the newest failures, newest first, each entry whole (the
 # path and the $request_id of one and the same request, as the access log has them), and
-# the counters count every failure even when the ring leaves one out.
+# the counters count every failure even when the ring leaves one out. A reload that asks for
+# another recent= keeps the zone and its list, and says so.
 #   Run alone: prove -v t/status_recent.t
 
 use strict;
@@ -19,7 +20,7 @@ use Triage::Checks qw(status_json peer crash_lines);
 my $t = Triage::Harness->new;
 my $closed = Triage::Backend::closed_port();
 
-$t->start(<<'CONF', CLOSED => $closed);
+my $conf = <<'CONF';
 %%LOAD_MODULE%%
 worker_processes 2;
 events { worker_connections 128; }
@@ -37,6 +38,7 @@ http {
     }
 }
 CONF
+$t->start($conf, CLOSED => $closed);
 
 sub status { status_json($t, '/__upstream_status') }
 
@@ -104,6 +106,22 @@ is(scalar @last_round, scalar @$rf, 'the entries are from the last round')
     or diag(join ' ', map { $_->{path} } @$rf);
 my @times = map { $_->{time} } @$rf;
 is_deeply(\@times, [ sort { $b cmp $a } @times ], 'newest first');
+
+# --- 3. a reload asks for recent=8: the zone is kept (same size), and so is its list of 4;
+#     a warning says so, and when the new size would apply
+my $mark = $t->error_log_mark;
+(my $conf8 = $conf) =~ s/recent=4/recent=8/ or die 'recent=4 not in the configuration';
+$t->reload($conf8, CLOSED => $closed);
+like($t->error_log_since($mark),
+    qr/\[warn\] .*triage: zone "triage" is kept across the reload, with its recent failures list of 4 entries: recent=8 applies when the zone is made anew \(a restart, or a change of triage_zone's size\)/,
+    'reload with recent=8: a warning that the list keeps its 4 entries');
+is($t->http('main', "/after/$_")->{status}, 502, "/after/$_: 502") for 1 .. 6;
+$j = wait_until(sub { my $j = status(); failures_total($j) >= $total + 6 ? $j : undef }, 5) || status();
+is(scalar @{ $j->{recent_failures} || [] }, 4, 'the ring still holds 4');
+$mark = $t->error_log_mark;
+$t->reload($conf, CLOSED => $closed);
+unlike($t->error_log_since($mark), qr/recent failures list/,
+    'a reload back to recent=4, what the zone has: no warning');
 
 my @crash = crash_lines($t);
 is(scalar @crash, 0, 'no alert, crit or crashed worker') or diag(join "\n", @crash);
