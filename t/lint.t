@@ -264,6 +264,23 @@ my %bad = (
        'a config with many pitfalls: all found, in configuration order');
 }
 
+# --- past 20 findings of one kind, one line counts the rest: a configuration started before
+#     its 25 backends logs 20 paragraphs and a count, not 25 paragraphs at each start/reload
+{
+    my @ports = map { Triage::Backend::closed_port() } 1 .. 25;
+    my $ups = join "\n    ", map { "upstream b$_ { server 127.0.0.1:$ports[$_ - 1]; }" } 1 .. 25;
+    my @f = lint('25 upstreams nothing listens for', HTTP => $ups);
+    my @nl = grep { $_->{code} eq 'nothing-listening' } @f;
+    is(scalar @nl, 21, '25 upstreams nothing listens for: 21 lines');
+    like($nl[$_]{msg}, qr/^nothing listens on 127\.0\.0\.1:$ports[$_] \(server "127\.0\.0\.1:$ports[$_]" of upstream "b@{[$_ + 1]}"\)/,
+        "finding @{[$_ + 1]}: upstream b@{[$_ + 1]}") for 0, 19;
+    is($nl[20]{msg}, '5 more findings of this kind from here on, not shown one by one (the first 20 are); '
+        . '"triage_lint_ignore nothing-listening" where they are silences them',
+        'the 21st counts the other 5');
+    is("$nl[20]{file}:$nl[20]{line}", "$file:" . $t->line_of(qr/upstream b21 /),
+        'and names where the first of them is (upstream b21)');
+}
+
 # --- triage_lint off, triage_lint_ignore
 silent('triage_lint off', { %bad, HTTP => "triage_lint off;\n    $bad{HTTP}" });
 {

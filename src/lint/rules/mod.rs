@@ -78,8 +78,44 @@ impl Report {
         self.findings
             .retain(|f| seen.insert((f.code, f.site.file.clone(), f.site.line)));
         self.findings.sort_by_key(|f| f.site.seq);
-        self.findings
+        shown(self.findings)
     }
+}
+
+/// Findings of one code logged one by one; the rest are counted in one line. A configuration
+/// of hundreds of servers, started before its backends, logged a paragraph per server at
+/// every start and reload.
+pub const SHOWN_PER_CODE: usize = 20;
+
+/// The first [`SHOWN_PER_CODE`] findings of each code, and for a code with more, one finding
+/// that counts the others, where the first of them is.
+fn shown(findings: Vec<Finding>) -> Vec<Finding> {
+    let mut count: HashMap<Code, usize> = HashMap::new();
+    let mut rest: Vec<(Code, Site)> = Vec::new();
+    let mut out = Vec::new();
+    for f in findings {
+        let n = count.entry(f.code).or_default();
+        *n += 1;
+        if *n <= SHOWN_PER_CODE {
+            out.push(f);
+        } else if *n == SHOWN_PER_CODE + 1 {
+            rest.push((f.code, f.site));
+        }
+    }
+    for (code, site) in rest {
+        let more = count[&code] - SHOWN_PER_CODE;
+        out.push(Finding {
+            code,
+            message: format!(
+                "{more} more finding{} of this kind from here on, not shown one by one (the first {SHOWN_PER_CODE} are); \"triage_lint_ignore {}\" where they are silences them",
+                if more == 1 { "" } else { "s" },
+                code.as_str()
+            ),
+            site,
+        });
+    }
+    out.sort_by_key(|f| f.site.seq);
+    out
 }
 
 /// What several rules need, worked out once: the upstream block each location passes to, and
@@ -290,6 +326,35 @@ mod tests {
             f.render(),
             "triage [all-backup]: m (/etc/nginx/nginx.conf:7)"
         );
+    }
+
+    #[test]
+    fn past_twenty_of_a_code_one_line_counts_the_rest() {
+        let mut r = Report::default();
+        for line in 1..=25 {
+            r.emit(Code::NothingListening, &site(line * 2), "n".into(), &[]);
+        }
+        for line in [5, 41, 99] {
+            r.emit(Code::AllBackup, &site(line), "b".into(), &[]);
+        }
+        let out = r.finish();
+        let of = |c| out.iter().filter(|f| f.code == c).count();
+        assert_eq!(of(Code::NothingListening), 21);
+        assert_eq!(of(Code::AllBackup), 3);
+        // the count stands where the first finding not shown is (line 42), in order
+        let summary = out.iter().position(|f| f.site.line == 42).unwrap();
+        assert_eq!(
+            out[summary].render(),
+            "triage [nothing-listening]: 5 more findings of this kind from here on, not shown one by one (the first 20 are); \"triage_lint_ignore nothing-listening\" where they are silences them (/etc/nginx/nginx.conf:42)"
+        );
+        assert_eq!(out[summary - 1].site.line, 41);
+        assert!(out.windows(2).all(|w| w[0].site.seq <= w[1].site.seq));
+        // exactly twenty: no count
+        let mut r = Report::default();
+        for line in 1..=20 {
+            r.emit(Code::NothingListening, &site(line), "n".into(), &[]);
+        }
+        assert_eq!(r.finish().len(), 20);
     }
 
     #[test]
