@@ -3,6 +3,7 @@
 //! time). The handler in `status` renders it.
 
 use core::sync::atomic::Ordering;
+use std::collections::HashMap;
 
 use ngx::ffi::*;
 use ngx::http::{HttpModuleMainConf, NgxHttpUpstreamModule};
@@ -97,11 +98,14 @@ pub unsafe fn snapshot(r: *mut ngx_http_request_t) -> Snapshot {
         }
     }
     if let Some(sh) = sh {
+        // run-time upstreams by name: up to thousands of them (state::run_time_share)
+        let mut run_time: HashMap<String, usize> = HashMap::new();
         for s in sh.slots().filter(|s| s.dynamic) {
             let name = lossy(s.upstream());
-            let i = match ups.iter().position(|u| u.dynamic && u.name == name) {
-                Some(i) => i,
+            let i = match run_time.get(&name) {
+                Some(&i) => i,
                 None => {
+                    run_time.insert(name.clone(), ups.len());
                     ups.push(UpstreamSnap {
                         name,
                         dynamic: true,
