@@ -88,33 +88,31 @@ impl Report {
 pub const SHOWN_PER_CODE: usize = 20;
 
 /// The first [`SHOWN_PER_CODE`] findings of each code, and for a code with more, one finding
-/// that counts the others, where the first of them is.
+/// that counts the others, in the place of the first of them (`findings` in configuration
+/// order, kept).
 fn shown(findings: Vec<Finding>) -> Vec<Finding> {
     let mut count: HashMap<Code, usize> = HashMap::new();
-    let mut rest: Vec<(Code, Site)> = Vec::new();
+    // per code with more: where its counting finding is in `out`
+    let mut counting: HashMap<Code, usize> = HashMap::new();
     let mut out = Vec::new();
     for f in findings {
         let n = count.entry(f.code).or_default();
         *n += 1;
-        if *n <= SHOWN_PER_CODE {
+        if *n == SHOWN_PER_CODE + 1 {
+            counting.insert(f.code, out.len());
+        }
+        if *n <= SHOWN_PER_CODE + 1 {
             out.push(f);
-        } else if *n == SHOWN_PER_CODE + 1 {
-            rest.push((f.code, f.site));
         }
     }
-    for (code, site) in rest {
+    for (code, i) in counting {
         let more = count[&code] - SHOWN_PER_CODE;
-        out.push(Finding {
-            code,
-            message: format!(
-                "{more} more finding{} of this kind from here on, not shown one by one (the first {SHOWN_PER_CODE} are); \"triage_lint_ignore {}\" where they are silences them",
-                if more == 1 { "" } else { "s" },
-                code.as_str()
-            ),
-            site,
-        });
+        out[i].message = format!(
+            "{more} more finding{} of this kind from here on, not shown one by one (the first {SHOWN_PER_CODE} are); \"triage_lint_ignore {}\" where they are silences them",
+            if more == 1 { "" } else { "s" },
+            code.as_str()
+        );
     }
-    out.sort_by_key(|f| f.site.seq);
     out
 }
 
