@@ -9,7 +9,7 @@
 //!   [`fallback_body`] (the `triage_fallback` pages and arguments), [`accept`] (`Accept`
 //!   negotiation), [`shm_index`] (the lookup in both shared zones), [`listeners`] (who listens on a refused
 //!   port on the other IP family: sock_diag's request and reply, a worker's cache), [`ring`] (the lock-free
-//!   recent-failures ring's sequence rules), and the pure parts of
+//!   recent-failures ring's sequence rules), [`window`] (a peer's sliding windows and top cause), and the pure parts of
 //!   [`check`] (active health checks; its FFI parts are gated inside);
 //! - FFI glue: `conf` (directives), `peer` (peer.init/get/free and finalize wrappers),
 //!   `watch` (what the wrappers keep while an upstream runs), `record` (a request's failed
@@ -29,6 +29,7 @@ pub mod render;
 pub mod ring;
 pub mod shm_index;
 pub mod snapshot;
+pub mod window;
 
 #[cfg(not(test))]
 mod collect;

@@ -18,6 +18,46 @@ pub struct LastFailure {
     pub detail: Detail,
 }
 
+// LastFailure::pack's fields: a cause and a detail in 8 bits each, a phase in 4.
+const _: () = assert!(Cause::COUNT <= 256 && Detail::ALL.len() <= 256 && Phase::ALL.len() <= 16);
+
+impl LastFailure {
+    /// The failure in one word, for a slot in shared memory (one store, one load, never
+    /// torn): cause | phase << 8 | detail << 12 | status << 20 | (errno + 1) << 32. Bits:
+    /// cause 8, phase 4, detail 8, status 12, errno 32. A failure's status is never 0, nor
+    /// then its word: 0 is "no failure yet".
+    pub fn pack(
+        cause: Cause,
+        phase: Phase,
+        detail: Detail,
+        status: u16,
+        errno: Option<i32>,
+    ) -> u64 {
+        let e = errno.map_or(0u64, |e| (e as u32 as u64).wrapping_add(1) & 0xffff_ffff);
+        cause.index() as u64
+            | (phase as u64) << 8
+            | (detail as u64) << 12
+            | u64::from(status & 0xfff) << 20
+            | e << 32
+    }
+
+    /// What [`LastFailure::pack`] made (None for 0, nothing recorded), at `time_ms`.
+    pub fn unpack(info: u64, time_ms: u64) -> Option<LastFailure> {
+        if info == 0 {
+            return None;
+        }
+        let errno = ((info >> 32) as u32) as i64 - 1;
+        Some(LastFailure {
+            cause: Cause::from_index((info & 0xff) as usize)?,
+            phase: Phase::from_index(((info >> 8) & 0xf) as usize)?,
+            detail: Detail::from_index(((info >> 12) & 0xff) as usize).unwrap_or_default(),
+            status: ((info >> 20) & 0xfff) as u16,
+            errno: (errno >= 0).then_some(errno as i32),
+            time_ms,
+        })
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Failures {
     pub by_cause: [u64; Cause::COUNT],
@@ -327,6 +367,33 @@ pub struct Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_last_failure_survives_its_packing() {
+        assert_eq!(LastFailure::unpack(0, 5), None);
+        for &cause in &Cause::ALL {
+            for &phase in &Phase::ALL {
+                for (detail, status, errno) in [
+                    (Detail::None, 502, None),
+                    (Detail::ALL[Detail::ALL.len() - 1], 504, Some(0)),
+                    (Detail::StaleSocket, 500, Some(111)),
+                    (Detail::Reused, 502, Some(i32::MAX)),
+                ] {
+                    let info = LastFailure::pack(cause, phase, detail, status, errno);
+                    assert_ne!(info, 0);
+                    let f = LastFailure {
+                        cause,
+                        phase,
+                        errno,
+                        time_ms: 7,
+                        status,
+                        detail,
+                    };
+                    assert_eq!(LastFailure::unpack(info, 7), Some(f));
+                }
+            }
+        }
+    }
 
     fn peer(state: PeerState, requests: u64) -> PeerSnap {
         PeerSnap {

@@ -9,16 +9,17 @@
 use core::ffi::c_void;
 use core::mem;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use ngx::core::Status;
 use ngx::ffi::*;
 use ngx::http::{HttpModuleMainConf, NgxHttpUpstreamModule};
 use ngx::ngx_log_error;
 
-use crate::cause::{Cause, Detail, Phase, Verdict};
+use crate::cause::{Cause, Phase, Verdict};
 use crate::conf::{MainConf, DEFAULT_ZONE_SIZE};
 use crate::snapshot::{LastFailure, RecentFailure, Window};
+use crate::window::Windows;
 use crate::{ring, shm_index, upstreams};
 
 // 4: last_info's detail field grew from 4 bits to 8. 5: the run-time upstreams' share.
@@ -71,9 +72,6 @@ const BLOCK: usize = 64;
 /// Bytes per names allocation; a longer name than a quarter of it gets its own.
 const NAMES_BLOCK: usize = 4096;
 
-// Slot::last_info's fields: a cause and a detail in 8 bits each, a phase in 4.
-const _: () = assert!(Cause::COUNT <= 256 && Detail::ALL.len() <= 256 && Phase::ALL.len() <= 16);
-
 /// Counters of one (upstream, peer).
 #[repr(C)]
 pub struct Slot {
@@ -87,108 +85,15 @@ pub struct Slot {
     /// Last configuration generation that had this peer.
     pub seen: AtomicU64,
     pub by_cause: [AtomicU64; Cause::COUNT],
-    /// cause | phase << 8 | detail << 12 | status << 20 | (errno + 1) << 32; 0 = none.
-    /// Bits: cause 8, phase 4, detail 8, status 12, errno 32.
+    /// The last failure ([`LastFailure::pack`]); 0 = none.
     last_info: AtomicU64,
     last_time_ms: AtomicU64,
     /// Tries sent to this peer.
     pub requests: AtomicU64,
     /// Responses by status class (1xx … 5xx).
     pub responses: [AtomicU64; 5],
-    /// Minute buckets (this one and the last) and five-minute buckets, for sliding windows.
-    win1: [Win1; 2],
-    win5: [Win5; 2],
-}
-
-/// One minute of activity.
-#[repr(C)]
-struct Win1 {
-    epoch: AtomicU32,
-    requests: AtomicU32,
-    failures: AtomicU32,
-    timed: AtomicU32,
-    header_ms: AtomicU32,
-    response_ms: AtomicU32,
-}
-
-/// Five minutes of activity, and the most frequent failure cause in them.
-#[repr(C)]
-struct Win5 {
-    epoch: AtomicU32,
-    requests: AtomicU32,
-    failures: AtomicU32,
-    /// Boyer-Moore majority vote over the causes: cause << 24 | count (count 0: none).
-    top: AtomicU32,
-}
-
-trait Bucket {
-    fn epoch(&self) -> &AtomicU32;
-    fn clear(&self);
-}
-
-impl Bucket for Win1 {
-    fn epoch(&self) -> &AtomicU32 {
-        &self.epoch
-    }
-    fn clear(&self) {
-        for a in [
-            &self.requests,
-            &self.failures,
-            &self.timed,
-            &self.header_ms,
-            &self.response_ms,
-        ] {
-            a.store(0, Ordering::Relaxed);
-        }
-    }
-}
-
-impl Bucket for Win5 {
-    fn epoch(&self) -> &AtomicU32 {
-        &self.epoch
-    }
-    fn clear(&self) {
-        for a in [&self.requests, &self.failures, &self.top] {
-            a.store(0, Ordering::Relaxed);
-        }
-    }
-}
-
-/// The bucket of `epoch`, emptied first if it still holds an older period. A count racing
-/// with the emptying may be lost: the windows are estimates.
-fn bucket<B: Bucket>(b: &[B; 2], epoch: u32) -> &B {
-    let x = &b[(epoch & 1) as usize];
-    let e = x.epoch().load(Ordering::Relaxed);
-    if e != epoch
-        && x.epoch()
-            .compare_exchange(e, epoch, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-    {
-        x.clear();
-    }
-    x
-}
-
-/// The current and previous buckets' values of `f`, or 0 for a bucket of another period.
-fn two<B: Bucket>(b: &[B; 2], epoch: u32, f: impl Fn(&B) -> u32) -> (u64, u64) {
-    let at = |e: u32| {
-        let x = &b[(e & 1) as usize];
-        if x.epoch().load(Ordering::Acquire) == e {
-            f(x) as u64
-        } else {
-            0
-        }
-    };
-    (at(epoch), at(epoch.wrapping_sub(1)))
-}
-
-/// Sliding-window estimate from two fixed buckets: all of the current one and the part of the
-/// previous one still inside the window (the previous bucket's events taken as spread evenly).
-fn slide((cur, prev): (u64, u64), into_period: f64) -> u64 {
-    if prev == 0 {
-        return cur;
-    }
-    cur + (prev as f64 * (1.0 - into_period)).round() as u64
+    /// The last minute and the last five minutes.
+    windows: Windows,
 }
 
 impl Slot {
@@ -212,132 +117,37 @@ impl Slot {
 
     /// The last minute and the last five minutes, at `now_ms`.
     pub fn windows(&self, now_ms: u64) -> (Window, Window) {
-        let (e1, f1) = (
-            (now_ms / 60_000) as u32,
-            (now_ms % 60_000) as f64 / 60_000.0,
-        );
-        let (e5, f5) = (
-            (now_ms / 300_000) as u32,
-            (now_ms % 300_000) as f64 / 300_000.0,
-        );
-        // each bucket read once: its values if it holds the period asked for, else zeros
-        let get1 = |e: u32| {
-            let b = &self.win1[(e & 1) as usize];
-            if b.epoch.load(Ordering::Acquire) != e {
-                return [0u64; 5];
-            }
-            [
-                &b.requests,
-                &b.failures,
-                &b.timed,
-                &b.header_ms,
-                &b.response_ms,
-            ]
-            .map(|a| a.load(Ordering::Relaxed) as u64)
-        };
-        let get5 = |e: u32| {
-            let b = &self.win5[(e & 1) as usize];
-            if b.epoch.load(Ordering::Acquire) != e {
-                return [0u64; 2];
-            }
-            [&b.requests, &b.failures].map(|a| a.load(Ordering::Relaxed) as u64)
-        };
-        let (c1, p1) = (get1(e1), get1(e1.wrapping_sub(1)));
-        let (c5, p5) = (get5(e5), get5(e5.wrapping_sub(1)));
-        let one = Window {
-            requests: slide((c1[0], p1[0]), f1),
-            failures: slide((c1[1], p1[1]), f1),
-            timed: slide((c1[2], p1[2]), f1),
-            header_ms: slide((c1[3], p1[3]), f1),
-            response_ms: slide((c1[4], p1[4]), f1),
-        };
-        let five = Window {
-            requests: slide((c5[0], p5[0]), f5),
-            failures: slide((c5[1], p5[1]), f5),
-            ..Default::default()
-        };
-        (one, five)
+        self.windows.read(now_ms)
     }
 
-    /// The most frequent failure cause of the last five minutes (majority vote per bucket;
-    /// the bucket with the stronger vote wins).
+    /// The most frequent failure cause of the last five minutes.
     pub fn top_cause(&self, now_ms: u64) -> Option<Cause> {
-        let e5 = (now_ms / 300_000) as u32;
-        let (cur, prev) = two(&self.win5, e5, |b| b.top.load(Ordering::Relaxed));
-        [cur as u32, prev as u32]
-            .into_iter()
-            .filter(|t| t & 0xff_ffff != 0)
-            .max_by_key(|t| t & 0xff_ffff)
-            .and_then(|t| Cause::from_index((t >> 24) as usize))
+        self.windows.top_cause(now_ms)
     }
 
     /// One try sent to this peer: its response's status (0 if none) and times (ms).
     fn request(&self, status: u16, times: Option<(u64, u64)>) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
         if (100..600).contains(&status) {
             self.responses[status as usize / 100 - 1].fetch_add(1, Ordering::Relaxed);
         }
-        let (b1, b5) = self.buckets(ngx_time() as u64);
-        self.one_request(b1, b5);
-        if let Some((header, response)) = times {
-            b1.timed.fetch_add(1, Ordering::Relaxed);
-            b1.header_ms.fetch_add(header as u32, Ordering::Relaxed);
-            b1.response_ms.fetch_add(response as u32, Ordering::Relaxed);
-        }
-    }
-
-    /// This minute's and these five minutes' buckets at `secs`.
-    fn buckets(&self, secs: u64) -> (&Win1, &Win5) {
-        (
-            bucket(&self.win1, (secs / 60) as u32),
-            bucket(&self.win5, (secs / 300) as u32),
-        )
-    }
-
-    /// A try sent to this peer, counted in total and in the current buckets.
-    fn one_request(&self, b1: &Win1, b5: &Win5) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        b1.requests.fetch_add(1, Ordering::Relaxed);
-        b5.requests.fetch_add(1, Ordering::Relaxed);
+        self.windows.request(ngx_time() as u64, times);
     }
 
     /// One failed try (or a failure before any peer, on the upstream's own slot). `tried`:
     /// the try was sent to this peer (one of its requests, with no response).
     fn failure(&self, cause: Cause, tried: bool, secs: u64) {
-        let (b1, b5) = self.buckets(secs);
         if tried {
-            self.one_request(b1, b5);
+            self.requests.fetch_add(1, Ordering::Relaxed);
         }
-        b1.failures.fetch_add(1, Ordering::Relaxed);
-        b5.failures.fetch_add(1, Ordering::Relaxed);
-        let c = cause.index() as u32;
-        let _ = b5
-            .top
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
-                let n = t & 0xff_ffff;
-                Some(if n == 0 {
-                    c << 24 | 1
-                } else if t >> 24 == c {
-                    t + u32::from(n < 0xff_ffff)
-                } else {
-                    t - 1
-                })
-            });
+        self.windows.failure(cause, tried, secs);
     }
 
     pub fn last_failure(&self) -> Option<LastFailure> {
-        let info = self.last_info.load(Ordering::Acquire);
-        if info == 0 {
-            return None;
-        }
-        let errno = ((info >> 32) as u32) as i64 - 1;
-        Some(LastFailure {
-            cause: Cause::from_index((info & 0xff) as usize)?,
-            phase: Phase::from_index(((info >> 8) & 0xf) as usize)?,
-            detail: Detail::from_index(((info >> 12) & 0xff) as usize).unwrap_or_default(),
-            status: ((info >> 20) & 0xfff) as u16,
-            errno: (errno >= 0).then_some(errno as i32),
-            time_ms: self.last_time_ms.load(Ordering::Relaxed),
-        })
+        LastFailure::unpack(
+            self.last_info.load(Ordering::Acquire),
+            self.last_time_ms.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -669,13 +479,7 @@ pub fn count(
     }
     let now = now_ms();
     if let Some(s) = slot {
-        let e = errno.map_or(0u64, |e| (e as u32 as u64).wrapping_add(1) & 0xffff_ffff);
-        // the layout of Slot::last_info
-        let info = cause.index() as u64
-            | (phase as u64) << 8
-            | (detail as u64) << 12
-            | u64::from(status & 0xfff) << 20
-            | e << 32;
+        let info = LastFailure::pack(cause, phase, detail, status, errno);
         s.last_time_ms.store(now, Ordering::Relaxed);
         s.last_info.store(info, Ordering::Release);
         s.failure(cause, tried, now / 1000);
