@@ -64,9 +64,11 @@ like($h->{body}, qr/temporarily unavailable/i, '/api/, browser: the friendly pag
 unlike($h->{body}, qr{nginx/[\d.]+}, "/api/, browser: not nginx's own page");
 
 # --- /checked/: the health check takes the dead peer out ------------------------------------
+# default_down=true (UCM's default): no peer gets traffic before its first verdict
 my $p = wait_state($t, 'checked', $dead_peer, 'unhealthy', 5);
 ok($p, 'checked: the dead peer is unhealthy within 5 s');
 is($p && $p->{health}{last_error}, 'connect_refused', 'checked: ... because it refused');
+ok(wait_state($t, 'checked', $healthy, 'up', 5), 'checked: the healthy peer is up within 5 s');
 my @st = map { $t->http('main', '/checked/')->{status} } 1 .. 6;
 is_deeply(\@st, [(200) x 6], '/checked/: six requests, six 200s: none met the dead peer');
 
