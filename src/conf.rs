@@ -70,12 +70,12 @@ pub struct LocConf {
     pub status: bool,
     /// `triage_status [json | prometheus | html]`: the format when the request does not ask.
     pub status_format: Format,
-    /// The location's own content handler (proxy_pass & co.), run by `peer::content`.
+    /// The location's own content handler (proxy_pass & co.), run by `run_time::content`.
     pub content: ngx_http_handler_pt,
     /// `triage_fallback*`.
     pub fallback: fallback::Conf,
-    /// What this worker has seen the content handler's upstream be (see `peer::content`).
-    pub seen: core::cell::Cell<crate::peer::Seen>,
+    /// What this worker has seen the content handler's upstream be (see `run_time::content`).
+    pub seen: core::cell::Cell<crate::run_time::Seen>,
 }
 
 impl Default for LocConf {

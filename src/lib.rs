@@ -1,20 +1,23 @@
 //! nginx-triage: classify, count and explain every nginx-generated 502/504.
 //!
-//! This file holds the module table and the configuration-time hooks only; each concern has
-//! its own file:
-//! - pure core (no FFI, `cargo test`): [`cause`] (taxonomy, classification, hints),
-//!   [`snapshot`] (what the status shows), [`query`] (what a status request asks for: format
-//!   negotiation, arguments), [`render`] (JSON, Prometheus and HTML renderers), [`lint`]
-//!   (configuration lint rules; its `lint::glue` is FFI and left out of unit-test builds),
-//!   [`fallback_body`] (the `triage_fallback` pages and arguments), [`accept`] (`Accept`
-//!   negotiation), [`shm_index`] (the lookup in both shared zones), [`listeners`] (who listens on a refused
-//!   port on the other IP family: sock_diag's request and reply, a worker's cache), [`ring`] (the lock-free
-//!   recent-failures ring's sequence rules), [`window`] (a peer's sliding windows and top cause), and the pure parts of
-//!   [`check`] (active health checks; its FFI parts are gated inside);
-//! - FFI glue: `conf` (directives), `peer` (peer.init/get/free and finalize wrappers),
-//!   `watch` (what the wrappers keep while an upstream runs), `record` (a request's failed
-//!   tries), `logtap` (errno from the error log), `state` (shared memory), `shm_zone` (declaring the two zones), `variables` (`$triage_*`), `status` (the `triage_status` handler), `upstreams` (walking
-//!   nginx's upstream configuration), `fallback` (the `triage_fallback` filters).
+//! This file holds the module table and the configuration-time hooks only; each concern has its own
+//! file:
+//! - pure core (no FFI, `cargo test`): [`cause`] (taxonomy, classification, hints), [`snapshot`]
+//!   (what the status shows), [`query`] (what a status request asks for: format negotiation,
+//!   arguments), [`render`] (JSON, Prometheus and HTML renderers), [`lint`] (configuration lint
+//!   rules; its `lint::glue` is FFI and left out of unit-test builds), [`fallback_body`] (the
+//!   `triage_fallback` pages and arguments), [`accept`] (`Accept` negotiation), [`shm_index`] (the
+//!   lookup in both shared zones), [`listeners`] (who listens on a refused port on the other IP
+//!   family: sock_diag's request and reply, a worker's cache), [`ring`] (the lock-free
+//!   recent-failures ring's sequence rules), [`window`] (a peer's sliding windows and top cause),
+//!   and the pure parts of [`check`] (active health checks; its FFI parts are gated inside);
+//! - FFI glue: `conf` (directives), `peer` (peer.init/get/free and finalize wrappers), `run_time`
+//!   (upstreams made at run time, hooked from the content handler), `facts` (what nginx's
+//!   structures say about a failed try), `watch` (what the wrappers keep while an upstream runs),
+//!   `record` (a request's failed tries), `logtap` (errno from the error log), `state` (shared
+//!   memory), `shm_zone` (declaring the two zones), `variables` (`$triage_*`), `status` (the
+//!   `triage_status` handler), `upstreams` (walking nginx's upstream configuration), `fallback`
+//!   (the `triage_fallback` filters).
 //!
 //! The FFI glue is left out of unit-test builds: `cargo test` cannot link nginx symbols.
 
@@ -36,6 +39,8 @@ mod collect;
 #[cfg(not(test))]
 mod conf;
 #[cfg(not(test))]
+mod facts;
+#[cfg(not(test))]
 mod fallback;
 #[cfg(not(test))]
 mod logtap;
@@ -43,6 +48,8 @@ mod logtap;
 mod peer;
 #[cfg(not(test))]
 mod record;
+#[cfg(not(test))]
+mod run_time;
 #[cfg(not(test))]
 mod shm_zone;
 #[cfg(not(test))]
@@ -70,7 +77,7 @@ mod module {
     use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, Merge};
 
     use crate::conf::{self, LocConf, MainConf};
-    use crate::{check, fallback, lint, peer, state, variables};
+    use crate::{check, fallback, lint, peer, run_time, state, variables};
 
     pub struct Module;
 
@@ -122,7 +129,7 @@ mod module {
                 return NGX_CONF_ERROR;
             }
             fallback::prepare(cf, conf);
-            peer::wrap_content(cf, conf);
+            run_time::wrap_content(cf, conf);
             if conf.status {
                 // Someone can see them: count requests, responses and times per peer.
                 if let Some(mcf) = Module::main_conf_mut(&*cf) {

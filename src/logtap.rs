@@ -103,10 +103,10 @@ unsafe extern "C" fn writer(log: *mut ngx_log_t, level: ngx_uint_t, buf: *mut u_
     if ctx.pre {
         if seen.errno.is_some() && !seen.file_error {
             // A failure while the content handler runs, before we hooked its upstream.
-            crate::peer::early_failure(ctx);
+            crate::run_time::early_failure(ctx);
         } else if seen.no_resolver {
             // nginx finalizes with 502 right after this line, inside the content handler.
-            crate::peer::no_resolver(ctx);
+            crate::run_time::no_resolver(ctx);
         }
     } else if ctx.dynamic && ctx.saved.is_none() {
         // A run-time upstream whose peers did not exist when we hooked it.

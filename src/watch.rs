@@ -55,7 +55,7 @@ pub struct Watch {
     pub finalize: Option<Finalize>,
     pub tap: Tap,
     /// Taps the connection log while the content handler runs, before any upstream is known
-    /// (see `peer::content`).
+    /// (see `run_time::content`).
     pub pre: bool,
     /// Free-list link (meaningful while idle).
     next: *mut Watch,
