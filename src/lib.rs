@@ -9,8 +9,9 @@
 //!   `triage_fallback` pages and arguments), [`accept`] (`Accept` negotiation), [`shm_index`] (the
 //!   lookup in both shared zones), [`listeners`] (who listens on a refused port on the other IP
 //!   family: sock_diag's request and reply, a worker's cache), [`ring`] (the lock-free
-//!   recent-failures ring's sequence rules), [`window`] (a peer's sliding windows and top cause),
-//!   and the pure parts of [`check`] (active health checks; its FFI parts are gated inside);
+//!   recent-failures ring's sequence rules), [`recent`] (the ring's entries), [`window`] (a
+//!   peer's sliding windows and top cause), and the pure parts of [`check`] (active health
+//!   checks; its FFI parts are gated inside);
 //! - FFI glue: `conf` (directives), `peer` (peer.init/get/free and finalize wrappers), `run_time`
 //!   (upstreams made at run time, hooked from the content handler), `facts` (what nginx's
 //!   structures say about a failed try), `watch` (what the wrappers keep while an upstream runs),
@@ -28,6 +29,7 @@ pub mod fallback_body;
 pub mod lint;
 pub mod listeners;
 pub mod query;
+pub mod recent;
 pub mod render;
 pub mod ring;
 pub mod shm_index;

@@ -16,11 +16,11 @@ use ngx::ffi::*;
 use ngx::http::{HttpModuleMainConf, NgxHttpUpstreamModule};
 use ngx::ngx_log_error;
 
-use crate::cause::{Cause, Phase, Verdict};
+use crate::cause::{Cause, Verdict};
 use crate::conf::{MainConf, DEFAULT_ZONE_SIZE};
 use crate::snapshot::{LastFailure, RecentFailure, Window};
 use crate::window::Windows;
-use crate::{ring, shm_index, upstreams};
+use crate::{recent, shm_index, upstreams};
 
 // 4: last_info's detail field grew from 4 bits to 8. 5: the run-time upstreams' share.
 // 6: names carved from pages.
@@ -54,7 +54,7 @@ pub struct Shared {
     run_time_full_logged: AtomicBool,
     pool: *mut ngx_slab_pool_t,
     /// The recent-failures ring (`triage_zone ... recent=N`; fixed when the zone is made).
-    recent: *mut RecentSlot,
+    recent: *mut recent::Entry,
     recent_cap: usize,
     recent_next: AtomicU64,
     /// Slots are carved from blocks (less slab overhead per peer than one chunk each).
@@ -222,8 +222,7 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
         return NGX_ERROR as ngx_int_t;
     }
     let recent_cap = RECENT_CAP.load(Ordering::Relaxed).max(1);
-    let recent =
-        ngx_slab_calloc(pool, recent_cap * mem::size_of::<RecentSlot>()) as *mut RecentSlot;
+    let recent = ngx_slab_calloc(pool, recent_cap * recent::ENTRY_BYTES) as *mut recent::Entry;
     ptr::write(
         sh,
         Shared {
@@ -485,16 +484,22 @@ pub fn count(
         s.failure(cause, tried, now / 1000);
     }
     if let Some(req) = req {
-        sh.remember(&Recent {
-            time_ms: now,
-            cause,
-            phase,
-            errno,
-            status,
-            upstream,
-            peer,
-            req,
-        });
+        recent::remember(
+            sh.ring(),
+            &sh.recent_next,
+            &recent::Failure {
+                time_ms: now,
+                cause,
+                phase,
+                errno,
+                status,
+                upstream,
+                peer,
+                method: req.method,
+                path: req.path,
+                request_id: req.request_id,
+            },
+        );
     }
 }
 
@@ -556,51 +561,10 @@ pub fn request(
 }
 
 /// What one entry of the recent failures list takes in the zone.
-pub const RECENT_ENTRY_BYTES: usize = mem::size_of::<RecentSlot>();
-
-/// One entry of the recent-failures ring, in shared memory (sequence rules in [`ring`]).
-#[repr(C)]
-struct RecentSlot {
-    seq: AtomicU64,
-    d: RecentData,
-}
-
-/// What an entry says, copied out whole by a reader.
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct RecentData {
-    time_ms: u64,
-    cause: u8,
-    phase: u8,
-    status: u16,
-    errno: i32,
-    lens: [u8; 5],
-    upstream: [u8; 64],
-    peer: [u8; 64],
-    method: [u8; 16],
-    path: [u8; 128],
-    request_id: [u8; 32],
-}
-
-struct Recent<'a> {
-    time_ms: u64,
-    cause: Cause,
-    phase: Phase,
-    errno: Option<i32>,
-    status: u16,
-    upstream: &'a [u8],
-    peer: &'a [u8],
-    req: &'a RequestInfo<'a>,
-}
-
-fn put(dst: &mut [u8], src: &[u8]) -> u8 {
-    let n = src.len().min(dst.len());
-    dst[..n].copy_from_slice(&src[..n]);
-    n as u8
-}
+pub const RECENT_ENTRY_BYTES: usize = recent::ENTRY_BYTES;
 
 impl Shared {
-    fn ring(&self) -> &[RecentSlot] {
+    fn ring(&self) -> &[recent::Entry] {
         if self.recent.is_null() {
             return &[];
         }
@@ -608,71 +572,9 @@ impl Shared {
         unsafe { core::slice::from_raw_parts(self.recent, self.recent_cap) }
     }
 
-    /// Add a failure to the ring, overwriting the oldest; without a lock (see [`ring`]).
-    fn remember(&self, f: &Recent) {
-        let ring = self.ring();
-        if ring.is_empty() {
-            return;
-        }
-        let n = self.recent_next.fetch_add(1, Ordering::Relaxed);
-        let at = (n % ring.len() as u64) as usize;
-        if !ring::claim(&ring[at].seq, n) {
-            return;
-        }
-        // SAFETY: the claim makes this writer the entry's only one until it publishes;
-        // readers copy the data only while the sequence word says it is complete. The
-        // entry is written through the zone's own (mutable) pointer.
-        unsafe {
-            let d = &mut *ptr::addr_of_mut!((*self.recent.add(at)).d);
-            d.time_ms = f.time_ms;
-            d.cause = f.cause.index() as u8;
-            d.phase = f.phase as u8;
-            d.status = f.status;
-            d.errno = f.errno.unwrap_or(-1);
-            d.lens = [
-                put(&mut d.upstream, f.upstream),
-                put(&mut d.peer, f.peer),
-                put(&mut d.method, f.req.method),
-                put(&mut d.path, f.req.path),
-                put(&mut d.request_id, f.req.request_id),
-            ];
-        }
-        ring::publish(&ring[at].seq, n);
-    }
-
-    /// The ring, newest first (entries being written or overwritten are skipped). In ring
-    /// order, entries of two workers can stand a millisecond the wrong way round (each
-    /// worker stamps its entry from its own cached clock, then claims a place): sorted by
-    /// time, ring order kept among equal times.
+    /// The recent failures, newest first.
     pub fn recent_failures(&self) -> Vec<RecentFailure> {
-        let ring = self.ring();
-        let next = self.recent_next.load(Ordering::Acquire);
-        let n = (next as usize).min(ring.len());
-        let lossy = |b: &[u8], len: u8| String::from_utf8_lossy(&b[..len as usize]).into_owned();
-        let mut out = (1..=n as u64)
-            .filter_map(|k| {
-                let at = next - k;
-                let e = &ring[(at % ring.len() as u64) as usize];
-                // SAFETY: a plain copy of the entry's bytes; kept only if no write overlapped.
-                let d = ring::read(&e.seq, at, || unsafe {
-                    ptr::read_volatile(ptr::addr_of!(e.d))
-                })?;
-                Some(RecentFailure {
-                    time_ms: d.time_ms,
-                    upstream: lossy(&d.upstream, d.lens[0]),
-                    peer: lossy(&d.peer, d.lens[1]),
-                    cause: Cause::from_index(d.cause as usize)?,
-                    errno: (d.errno >= 0).then_some(d.errno),
-                    phase: Phase::from_index(d.phase as usize)?,
-                    status: d.status,
-                    method: lossy(&d.method, d.lens[2]),
-                    path: lossy(&d.path, d.lens[3]),
-                    request_id: lossy(&d.request_id, d.lens[4]),
-                })
-            })
-            .collect::<Vec<_>>();
-        out.sort_by_key(|f| core::cmp::Reverse(f.time_ms));
-        out
+        recent::list(self.ring(), &self.recent_next)
     }
 }
 
