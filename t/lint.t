@@ -164,7 +164,7 @@ fires('nothing listening, and nginx in a container or not',
       { LOCATION => "proxy_pass http://127.0.0.1:$closed;" },
       'nothing-listening', qr/proxy_pass http:\/\/127/,
       in_container()
-        ? qr/\(fine if it starts after nginx\); nginx runs in a container, where 127\.0\.0\.1 and \[::1\] are the container's own: a backend on the host or in another container is not there/
+        ? qr/\(fine if it starts after nginx\); nginx runs in a container, where 127\.0\.0\.1 and ::1 are the container's own loopback: a backend on the host or in another container is not there; connect to another container by its service name \(Docker Compose, a Kubernetes Service\), to the host by host\.docker\.internal or its address, unless nginx shares the backend's network \(network_mode: host, the same pod\)/
         : qr/\(fine if it starts after nginx\)$/);
 # the backend on the other address family's loopback (a listening socket of this test)
 SKIP: {

@@ -4,8 +4,9 @@
 
 use super::{errno, Cause, Detail, Pass};
 
-/// What a refused connect to loopback adds to its hint when nginx runs in a container.
-pub(super) const CONTAINER_LOOPBACK: &str = "nginx runs in a container, where 127.0.0.1 and ::1 are the container's own loopback: a backend on the host or in another container is not there; connect to another container by its service name (Docker Compose, a Kubernetes Service), to the host by host.docker.internal or its address, unless nginx shares the backend's network (network_mode: host, the same pod)";
+/// What a refused connect to loopback adds to its hint when nginx runs in a container (and
+/// the lint to its finding of a loopback address nothing listens on).
+pub const CONTAINER_LOOPBACK: &str = "nginx runs in a container, where 127.0.0.1 and ::1 are the container's own loopback: a backend on the host or in another container is not there; connect to another container by its service name (Docker Compose, a Kubernetes Service), to the host by host.docker.internal or its address, unless nginx shares the backend's network (network_mode: host, the same pod)";
 
 impl Cause {
     /// One line of remediation, from the troubleshooting guides (shared/seeds/), for a try of

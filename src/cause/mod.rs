@@ -17,6 +17,7 @@ mod log_line;
 pub use classify::{
     cause_from_errno, classify, Event, Facts, Skipped, Tls, Verdict, LATE_CLOSE_MS,
 };
+pub use hint::CONTAINER_LOOPBACK;
 pub use log_line::{parse_log_line, LogLine};
 
 /// errno values the taxonomy knows (Linux numbering).

@@ -10,6 +10,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::{Index, Report};
+use crate::cause::CONTAINER_LOOPBACK;
 use crate::lint::code::Code;
 use crate::lint::system::SystemView;
 use crate::lint::target::{is_loopback, Target};
@@ -47,7 +48,11 @@ pub(super) fn nothing_listening(ix: &Index, sys: &dyn SystemView, r: &mut Report
                  connect_refused until a backend listens there; check that the backend's \
                  listen port matches (fine if it starts after nginx){}",
                 d.what,
-                if in_container { CONTAINER } else { "" }
+                if in_container {
+                    format!("; {CONTAINER_LOOPBACK}")
+                } else {
+                    String::new()
+                }
             ),
             Some((Elsewhere::Ipv6Only, l, target)) => format!(
                 "nothing listens on {shown} ({}), but something listens on {l}: the backend \
@@ -75,11 +80,6 @@ pub(super) fn nothing_listening(ix: &Index, sys: &dyn SystemView, r: &mut Report
         r.emit(Code::NothingListening, d.site, message, &d.ignore);
     }
 }
-
-/// What the plain finding adds when nginx runs in a container.
-const CONTAINER: &str = "; nginx runs in a container, where 127.0.0.1 and [::1] are the \
-     container's own: a backend on the host or in another container is not there (reach \
-     another container by its service name, the host by host.docker.internal or its address)";
 
 /// The loopback addresses a target connects to, and how to name them: a literal loopback
 /// `IP:port`, or `localhost:port` (127.0.0.1 or ::1, whichever the system resolves it to:
@@ -294,7 +294,7 @@ mod tests {
             .starts_with("nothing listens on 127.0.0.1:3000"));
         assert!(
             f[0].message.ends_with(
-                "nginx runs in a container, where 127.0.0.1 and [::1] are the container's own: a backend on the host or in another container is not there (reach another container by its service name, the host by host.docker.internal or its address)"
+                "(fine if it starts after nginx); nginx runs in a container, where 127.0.0.1 and ::1 are the container's own loopback: a backend on the host or in another container is not there; connect to another container by its service name (Docker Compose, a Kubernetes Service), to the host by host.docker.internal or its address, unless nginx shares the backend's network (network_mode: host, the same pod)"
             ),
             "{}",
             f[0].message
