@@ -34,7 +34,9 @@ pub struct Dynamic {
     pub peers: Vec<Box<DynPeer>>,
     /// By position in `Checks::list`: the `config` counter of the upstream's peer list (null
     /// without a zone: nothing is added at run time) and its value when this worker last
-    /// scanned the list (None: never). Made at the first rescan.
+    /// scanned the list (None: never). Made at the first rescan. Without `server ... resolve`
+    /// (nginx before 1.27.3) nothing is added at run time, and nothing reads it.
+    #[cfg_attr(not(ngx_upstream_resolve), allow(dead_code))]
     watch: Vec<(*const usize, Option<usize>)>,
 }
 
