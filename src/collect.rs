@@ -100,7 +100,7 @@ pub unsafe fn snapshot(r: *mut ngx_http_request_t) -> Snapshot {
     if let Some(sh) = sh {
         // run-time upstreams by name: up to thousands of them (state::run_time_share)
         let mut run_time: HashMap<String, usize> = HashMap::new();
-        for s in sh.slots().filter(|s| s.dynamic) {
+        for s in sh.slots().filter(|s| s.dynamic()) {
             let name = lossy(s.upstream());
             let i = match run_time.get(&name) {
                 Some(&i) => i,

@@ -18,7 +18,11 @@ use crate::upstreams::Wrapped;
 /// configuration) so that the zone, and the counters in it, survive reloads.
 pub const DEFAULT_ZONE_SIZE: usize = 4 * 1024 * 1024;
 pub const DEFAULT_RECENT: usize = 64;
+/// `triage_zone ... idle=` by default: ten minutes.
+pub const DEFAULT_IDLE_MS: u64 = 600_000;
 const MIN_ZONE_SIZE: usize = 64 * 1024;
+/// Names are found by their 32-bit offset in the zone (`state::Slot::names`).
+const MAX_ZONE_SIZE: usize = 4 << 30;
 
 /// http{}-level configuration.
 pub struct MainConf {
@@ -26,6 +30,9 @@ pub struct MainConf {
     pub zone_size: usize,
     /// `triage_zone ... recent=N`: size of the recent failures ring.
     pub recent: usize,
+    /// `triage_zone ... idle=`: how long an entry no configuration names must have been idle
+    /// to be reused in a full zone (ms; 0: `off`, never).
+    pub idle_ms: u64,
     pub zone: *mut ngx_shm_zone_t,
     /// Upstreams whose `peer.init` we wrapped, sorted by the address of their srv conf.
     pub wrapped: Vec<Wrapped>,
@@ -49,6 +56,7 @@ impl Default for MainConf {
         MainConf {
             zone_size: 0,
             recent: DEFAULT_RECENT,
+            idle_ms: DEFAULT_IDLE_MS,
             request_id: NGX_ERROR as ngx_int_t,
             zone: ptr::null_mut(),
             wrapped: Vec::new(),
@@ -288,7 +296,7 @@ pub unsafe fn args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
     core::slice::from_raw_parts((a.elts as *const ngx_str_t).add(1), a.nelts - 1)
 }
 
-/// `triage_zone SIZE [recent=N];`
+/// `triage_zone SIZE [recent=N] [idle=TIME|off];`
 extern "C" fn set_zone(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
@@ -304,34 +312,43 @@ extern "C" fn set_zone(
     let mut size_arg = a[0];
     // SAFETY: ngx_parse_size reads the string only.
     let size = unsafe { ngx_parse_size(&mut size_arg) };
-    if size == NGX_ERROR as isize || (size as usize) < MIN_ZONE_SIZE {
+    if size == NGX_ERROR as isize
+        || (size as usize) < MIN_ZONE_SIZE
+        || (size as usize) > MAX_ZONE_SIZE
+    {
         ngx_conf_log_error!(
             NGX_LOG_EMERG,
             cf,
-            "invalid zone size \"{}\" (at least {}k)",
+            "invalid zone size \"{}\" (at least {}k, at most {}g)",
             a[0],
-            MIN_ZONE_SIZE / 1024
+            MIN_ZONE_SIZE / 1024,
+            MAX_ZONE_SIZE >> 30
         );
         return NGX_CONF_ERROR;
     }
     for opt in &a[1..] {
-        let recent = opt
-            .as_bytes()
-            .strip_prefix(b"recent=")
-            .and_then(|v| core::str::from_utf8(v).ok())
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|n| (1..=100_000).contains(n));
-        match recent {
-            Some(n) => mcf.recent = n,
-            None => {
-                ngx_conf_log_error!(
-                    NGX_LOG_EMERG,
-                    cf,
-                    "invalid parameter \"{}\" (expected recent=1..100000)",
-                    opt
-                );
-                return NGX_CONF_ERROR;
-            }
+        let o = opt.as_bytes();
+        let ok = if let Some(v) = o.strip_prefix(b"recent=") {
+            let n = core::str::from_utf8(v)
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                .filter(|n| (1..=100_000).contains(n));
+            n.map(|n| mcf.recent = n).is_some()
+        } else if let Some(v) = o.strip_prefix(b"idle=") {
+            // SAFETY: ngx_parse_time reads the string only.
+            let t = unsafe { parse_time(v) };
+            t.map(|ms| mcf.idle_ms = ms).is_some()
+        } else {
+            false
+        };
+        if !ok {
+            ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "invalid parameter \"{}\" (expected recent=1..100000 or idle=time|off, time at least 1s)",
+                opt
+            );
+            return NGX_CONF_ERROR;
         }
     }
     // The recent failures list is made with the zone: past a third of it, it takes the
@@ -360,6 +377,22 @@ extern "C" fn set_zone(
     }
     mcf.zone_size = size as usize;
     NGX_CONF_OK
+}
+
+/// `off`, or an nginx time of at least a second (`90s`, `10m`, `1h`), in ms.
+///
+/// # Safety
+/// Calls nginx's time parser (it reads the bytes only).
+unsafe fn parse_time(v: &[u8]) -> Option<u64> {
+    if v == b"off" {
+        return Some(0);
+    }
+    let mut s = ngx_str_t {
+        len: v.len(),
+        data: v.as_ptr() as *mut u8,
+    };
+    let ms = ngx_parse_time(&mut s, 0);
+    (ms != NGX_ERROR as ngx_int_t && ms >= 1000).then_some(ms as u64)
 }
 
 /// `triage_status [json | prometheus | html];`

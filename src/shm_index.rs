@@ -1,7 +1,9 @@
 //! The lock-free lookup shared by the module's two zones ("triage" counters in `state`,
 //! "triage_check" health records in `check::shm`): an open-addressing index of pointers to
 //! records that are published once, fully written, and never freed, keyed by an FNV-1a hash
-//! of names. Inserting (under the zone's mutex) stays with each zone.
+//! of names. Inserting (under the zone's mutex) stays with each zone. A zone that reuses a
+//! record for other names (`state`, when full) first replaces its entry with [`tombstone`]:
+//! lookups probe past it, and an insert takes the first one on its way.
 //!
 //! Pure: no FFI, covered by `cargo test`.
 
@@ -17,9 +19,19 @@ pub fn fnv1a<'a>(bytes: impl IntoIterator<Item = &'a u8>) -> u64 {
     h
 }
 
+/// The entry of a record taken out of the index (never dereferenced, never null).
+pub fn tombstone<T>() -> *mut T {
+    core::ptr::dangling_mut()
+}
+
+/// A live record's pointer: neither empty nor a [`tombstone`].
+pub fn live<T>(p: *mut T) -> bool {
+    !p.is_null() && p != tombstone()
+}
+
 /// Find the record with hash `h` for which `is` holds, probing linearly from `h`; `index.len()`
-/// must be a power of two. Err: the free entry where it would go, or `usize::MAX` when the
-/// index is full.
+/// must be a power of two. Err: the free entry where it would go (the first tombstone on the
+/// way, else the empty entry that ended the search), or `usize::MAX` when the index is full.
 ///
 /// # Safety
 /// Every non-null pointer in `index` points to a fully written record that lives as long as
@@ -31,19 +43,24 @@ pub unsafe fn find<T>(
 ) -> Result<&T, usize> {
     let mask = index.len() - 1;
     let mut i = h as usize & mask;
+    let mut free = None;
     for _ in 0..index.len() {
         let p = index[i].load(Ordering::Acquire);
         if p.is_null() {
-            return Err(i);
+            return Err(free.unwrap_or(i));
         }
-        // SAFETY: the caller's promise: published records are complete and never freed.
-        let r = &*p;
-        if is(r) {
-            return Ok(r);
+        if p == tombstone() {
+            free.get_or_insert(i);
+        } else {
+            // SAFETY: the caller's promise: published records are complete and never freed.
+            let r = &*p;
+            if is(r) {
+                return Ok(r);
+            }
         }
         i = (i + 1) & mask;
     }
-    Err(usize::MAX)
+    Err(free.unwrap_or(usize::MAX))
 }
 
 #[cfg(test)]
@@ -72,6 +89,30 @@ mod tests {
             index[3].store(&mut *recs[0], Ordering::Release);
             index[0].store(&mut *recs[1], Ordering::Release);
             assert_eq!(find(&index, 1, |r| r.1 == 12).err(), Some(usize::MAX));
+        }
+    }
+
+    #[test]
+    fn probes_past_tombstones_and_inserts_at_the_first() {
+        let mut recs: Vec<Box<(u64, u32)>> = vec![Box::new((1, 10)), Box::new((1, 11))];
+        let index: Vec<AtomicPtr<(u64, u32)>> = (0..8).map(|_| AtomicPtr::default()).collect();
+        index[1].store(&mut *recs[0], Ordering::Release);
+        index[2].store(&mut *recs[1], Ordering::Release);
+        // the first record taken out: the second is still found behind it
+        index[1].store(tombstone(), Ordering::Release);
+        assert!(!live(index[1].load(Ordering::Relaxed)) && live(index[2].load(Ordering::Relaxed)));
+        // SAFETY: the boxes outlive the lookups; the tombstone is never dereferenced.
+        unsafe {
+            assert_eq!(find(&index, 1, |r| r.1 == 11).map(|r| r.1), Ok(11));
+            assert_eq!(find(&index, 1, |r| r.1 == 10).err(), Some(1));
+            assert_eq!(find(&index, 1, |r| r.1 == 12).err(), Some(1));
+            // a full index with a tombstone: the tombstone is the free entry
+            for (i, e) in index.iter().enumerate() {
+                if i != 1 {
+                    e.store(&mut *recs[0], Ordering::Release);
+                }
+            }
+            assert_eq!(find(&index, 5, |r| r.1 == 12).err(), Some(1));
         }
     }
 }

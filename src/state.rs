@@ -5,6 +5,8 @@
 //! an index, so a slot follows its peer through reloads and reordered server lists. An
 //! empty peer name is the upstream's own slot (failures before a peer was chosen).
 //! Counters are atomics (no lock on the request path); inserting a slot takes the slab mutex.
+//! A full zone reuses the slot idle longest among those no configuration names
+//! (`triage_zone ... idle=`, [`Shared::reuse_locked`]).
 
 use core::ffi::c_void;
 use core::mem;
@@ -23,8 +25,8 @@ use crate::window::Windows;
 use crate::{recent, shm_index, upstreams};
 
 // 4: last_info's detail field grew from 4 bits to 8. 5: the run-time upstreams' share.
-// 6: names carved from pages.
-const MAGIC: u64 = 0x7472_6961_6765_0006;
+// 6: names carved from pages. 7: entries reused (names in one word, activity, incarnation).
+const MAGIC: u64 = 0x7472_6961_6765_0007;
 
 /// Where run-time upstreams past their share of the zone are counted together.
 pub const OTHER_RUN_TIME: &[u8] = b"(other run-time upstreams)";
@@ -64,6 +66,12 @@ pub struct Shared {
     /// took a slab page of their own, and a small zone was full after one or two peers.
     names: AtomicPtr<u8>,
     names_left: AtomicUsize,
+    /// `triage_zone ... idle=`: how long an entry no configuration names must have been idle
+    /// to be reused when the zone (or the run-time share) is full; 0: never.
+    idle_ms: AtomicU64,
+    /// No entry could be reused at the last look: none is looked for before this time (ms).
+    no_reuse_until: AtomicU64,
+    reuse_logged: AtomicBool,
 }
 
 /// Slots per block allocation.
@@ -75,15 +83,18 @@ const NAMES_BLOCK: usize = 4096;
 /// Counters of one (upstream, peer).
 #[repr(C)]
 pub struct Slot {
-    hash: u64,
-    upstream: *const u8,
-    upstream_len: usize,
-    peer: *const u8,
-    peer_len: usize,
+    hash: AtomicU64,
+    /// Where the names are ([`names_word`]): in one word, so that a reader never pairs the
+    /// names of an entry being reused with the lengths of its new ones.
+    names: AtomicU64,
+    /// Bumped each time the entry is reused for other names (the workers' caches check it).
+    incarnation: AtomicU64,
     /// Not in any configuration: an upstream resolved at run time.
-    pub dynamic: bool,
+    dynamic: AtomicBool,
     /// Last configuration generation that had this peer.
     pub seen: AtomicU64,
+    /// When a try or a failure was last counted here (ms since the epoch; 0: never).
+    active_ms: AtomicU64,
     pub by_cause: [AtomicU64; Cause::COUNT],
     /// The last failure ([`LastFailure::pack`]); 0 = none.
     last_info: AtomicU64,
@@ -96,15 +107,60 @@ pub struct Slot {
     windows: Windows,
 }
 
+/// A slot's names word: their offset in the zone << 32 | the upstream's length << 16 | the
+/// peer's length (the peer's name follows the upstream's).
+fn names_word(offset: usize, upstream_len: usize, peer_len: usize) -> u64 {
+    (offset as u64) << 32 | (upstream_len as u64) << 16 | peer_len as u64
+}
+
 impl Slot {
+    /// (upstream, peer), both read through one load of the names word.
+    #[inline]
+    pub fn names(&self) -> (&[u8], &[u8]) {
+        let w = self.names.load(Ordering::Acquire);
+        let (off, ul, pl) = (
+            (w >> 32) as usize,
+            ((w >> 16) & 0xffff) as usize,
+            (w & 0xffff) as usize,
+        );
+        let Some(sh) = shared() else {
+            return (&[], &[]);
+        };
+        // SAFETY: names are written before their word is published, in the zone, and never
+        // freed (an entry reused gets new names; the old ones stay).
+        unsafe {
+            let p = (sh.pool as *const u8).add(off);
+            (
+                core::slice::from_raw_parts(p, ul),
+                core::slice::from_raw_parts(p.add(ul), pl),
+            )
+        }
+    }
+
     pub fn upstream(&self) -> &[u8] {
-        // SAFETY: written once at insertion, in shared memory that outlives every reader.
-        unsafe { core::slice::from_raw_parts(self.upstream, self.upstream_len) }
+        self.names().0
     }
 
     pub fn peer(&self) -> &[u8] {
-        // SAFETY: as above.
-        unsafe { core::slice::from_raw_parts(self.peer, self.peer_len) }
+        self.names().1
+    }
+
+    /// An upstream resolved at run time.
+    pub fn dynamic(&self) -> bool {
+        self.dynamic.load(Ordering::Relaxed)
+    }
+
+    /// Back to new, for other names: every counter zero.
+    fn reset(&self) {
+        for a in self.by_cause.iter().chain(&self.responses).chain([
+            &self.seen,
+            &self.last_info,
+            &self.last_time_ms,
+            &self.requests,
+        ]) {
+            a.store(0, Ordering::Relaxed);
+        }
+        self.windows.reset();
     }
 
     pub fn by_cause(&self) -> [u64; Cause::COUNT] {
@@ -127,6 +183,7 @@ impl Slot {
 
     /// One try sent to this peer: its response's status (0 if none) and times (ms).
     fn request(&self, status: u16, times: Option<(u64, u64)>) {
+        self.active_ms.store(now_ms(), Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
         if (100..600).contains(&status) {
             self.responses[status as usize / 100 - 1].fetch_add(1, Ordering::Relaxed);
@@ -136,7 +193,9 @@ impl Slot {
 
     /// One failed try (or a failure before any peer, on the upstream's own slot). `tried`:
     /// the try was sent to this peer (one of its requests, with no response).
-    fn failure(&self, cause: Cause, tried: bool, secs: u64) {
+    fn failure(&self, cause: Cause, tried: bool, now_ms: u64) {
+        self.active_ms.store(now_ms, Ordering::Relaxed);
+        let secs = now_ms / 1000;
         if tried {
             self.requests.fetch_add(1, Ordering::Relaxed);
         }
@@ -154,6 +213,8 @@ impl Slot {
 static SHARED: AtomicPtr<Shared> = AtomicPtr::new(ptr::null_mut());
 /// `recent=N` of the configuration being loaded, for a zone made by it.
 static RECENT_CAP: AtomicUsize = AtomicUsize::new(crate::conf::DEFAULT_RECENT);
+/// `idle=` of the configuration being loaded (ms), for the zone made or kept by it.
+static IDLE_MS: AtomicU64 = AtomicU64::new(crate::conf::DEFAULT_IDLE_MS);
 static ZONE_NAME: &[u8] = b"triage";
 
 fn hash(upstream: &[u8], peer: &[u8]) -> u64 {
@@ -176,6 +237,7 @@ pub unsafe fn add_zone(cf: *mut ngx_conf_t, mcf: &mut MainConf) -> Status {
         return Status::NGX_ERROR;
     }
     RECENT_CAP.store(mcf.recent, Ordering::Relaxed);
+    IDLE_MS.store(mcf.idle_ms, Ordering::Relaxed);
     (*zone).init = Some(init_zone);
     (*zone).data = ptr::null_mut();
     mcf.zone = zone;
@@ -196,6 +258,12 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
         (*zone).data = kept;
         SHARED.store(kept as *mut Shared, Ordering::Release);
         let sh = &*(kept as *const Shared);
+        if sh.magic == MAGIC {
+            // unlike recent=, idle= takes effect at once
+            sh.idle_ms
+                .store(IDLE_MS.load(Ordering::Relaxed), Ordering::Relaxed);
+            sh.no_reuse_until.store(0, Ordering::Relaxed);
+        }
         let asked = RECENT_CAP.load(Ordering::Relaxed);
         if sh.magic == MAGIC && sh.recent_cap != 0 && sh.recent_cap != asked {
             // SAFETY: the cycle log is valid in the master.
@@ -244,6 +312,9 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
             block_left: AtomicUsize::new(0),
             names: AtomicPtr::new(ptr::null_mut()),
             names_left: AtomicUsize::new(0),
+            idle_ms: AtomicU64::new(IDLE_MS.load(Ordering::Relaxed)),
+            no_reuse_until: AtomicU64::new(0),
+            reuse_logged: AtomicBool::new(false),
         },
     );
     (*pool).data = sh as *mut c_void;
@@ -268,22 +339,24 @@ impl Shared {
 
     /// Find (upstream, peer) without locking.
     fn find(&self, h: u64, upstream: &[u8], peer: &[u8]) -> Result<&Slot, usize> {
-        // SAFETY: published slots are fully written before their pointer is stored, never freed.
+        // SAFETY: published slots are fully written before their pointer is stored, never
+        // freed (a reused one is taken out of the index first, then renamed).
         unsafe {
             shm_index::find(self.index(), h, |s| {
-                s.hash == h && s.upstream() == upstream && s.peer() == peer
+                s.hash.load(Ordering::Acquire) == h && s.names() == (upstream, peer)
             })
         }
     }
 
     /// Find or insert the slot of (upstream, peer). A run-time upstream past the share of
-    /// run-time upstreams gets the slot of [`OTHER_RUN_TIME`].
+    /// run-time upstreams takes the entry of one idle long enough ([`Shared::reuse_locked`]),
+    /// else gets the slot of [`OTHER_RUN_TIME`].
     pub fn slot(&self, upstream: &[u8], peer: &[u8], dynamic: bool) -> Option<&Slot> {
         let h = hash(upstream, peer);
         if let Ok(s) = self.find(h, upstream, peer) {
             return Some(s);
         }
-        if dynamic && self.run_time_full() {
+        if dynamic && self.run_time_full() && !self.may_reuse(now_ms()) {
             // once made, found without the lock
             if let Ok(s) = self.find(hash(OTHER_RUN_TIME, b""), OTHER_RUN_TIME, b"") {
                 return Some(s);
@@ -292,15 +365,67 @@ impl Shared {
         // SAFETY: the slab pool and its mutex live in this zone.
         unsafe {
             ngx_shmtx_lock(&mut (*self.pool).mutex);
-            let r = if dynamic && self.run_time_full() {
-                self.log_run_time_full();
-                self.insert_locked(hash(OTHER_RUN_TIME, b""), OTHER_RUN_TIME, b"", true)
-            } else {
-                self.insert_locked(h, upstream, peer, dynamic)
-            };
+            let r = self.slot_locked(h, upstream, peer, dynamic);
             ngx_shmtx_unlock(&mut (*self.pool).mutex);
             r
         }
+    }
+
+    /// [`Shared::slot`] under the zone's mutex.
+    unsafe fn slot_locked(
+        &self,
+        h: u64,
+        upstream: &[u8],
+        peer: &[u8],
+        dynamic: bool,
+    ) -> Option<&Slot> {
+        let at = match self.find(h, upstream, peer) {
+            Ok(s) => return Some(s),
+            Err(at) => at,
+        };
+        if dynamic && self.run_time_full() {
+            if let Some(s) = self.reuse_locked(h, upstream, peer, true, true) {
+                return Some(s);
+            }
+            self.log_run_time_full();
+            return self.insert_locked(hash(OTHER_RUN_TIME, b""), OTHER_RUN_TIME, b"", true);
+        }
+        let full = at == usize::MAX || self.slots.load(Ordering::Relaxed) >= self.cap / 4 * 3;
+        if !full {
+            if let Some(s) = self.new_locked(at, h, upstream, peer, dynamic) {
+                return Some(s);
+            }
+        }
+        // no room, in the index or the slab: an entry no configuration names, idle long enough
+        let s = self.reuse_locked(h, upstream, peer, dynamic, false);
+        if s.is_none() {
+            self.log_full();
+        }
+        s
+    }
+
+    /// The slot of (upstream, peer) if it is there, else a new one if there is room (never
+    /// one reused).
+    unsafe fn insert_locked(
+        &self,
+        h: u64,
+        upstream: &[u8],
+        peer: &[u8],
+        dynamic: bool,
+    ) -> Option<&Slot> {
+        let at = match self.find(h, upstream, peer) {
+            Ok(s) => return Some(s),
+            Err(at) => at,
+        };
+        if at == usize::MAX || self.slots.load(Ordering::Relaxed) >= self.cap / 4 * 3 {
+            self.log_full();
+            return None;
+        }
+        let s = self.new_locked(at, h, upstream, peer, dynamic);
+        if s.is_none() {
+            self.log_full();
+        }
+        s
     }
 
     /// `len` bytes for a slot's names (never freed, as slots are not).
@@ -325,58 +450,140 @@ impl Shared {
         p
     }
 
+    /// Copy (upstream, peer) into new name bytes; their names word.
+    ///
+    /// # Safety
+    /// The zone's mutex must be held.
+    unsafe fn write_names_locked(&self, upstream: &[u8], peer: &[u8]) -> Option<u64> {
+        if upstream.len() > 0xffff || peer.len() > 0xffff {
+            return None;
+        }
+        let names = self.names_locked(upstream.len() + peer.len());
+        if names.is_null() {
+            return None;
+        }
+        ptr::copy_nonoverlapping(upstream.as_ptr(), names, upstream.len());
+        ptr::copy_nonoverlapping(peer.as_ptr(), names.add(upstream.len()), peer.len());
+        let offset = names as usize - self.pool as usize;
+        Some(names_word(offset, upstream.len(), peer.len()))
+    }
+
     fn run_time_full(&self) -> bool {
         self.run_time_slots.load(Ordering::Relaxed) >= self.run_time_cap
     }
 
-    unsafe fn insert_locked(
+    /// A new slot at index entry `at` (free); None when the slab has no room.
+    ///
+    /// # Safety
+    /// The zone's mutex must be held.
+    unsafe fn new_locked(
         &self,
+        at: usize,
         h: u64,
         upstream: &[u8],
         peer: &[u8],
         dynamic: bool,
     ) -> Option<&Slot> {
-        let at = match self.find(h, upstream, peer) {
-            Ok(s) => return Some(s),
-            Err(at) => at,
-        };
-        if at == usize::MAX || self.slots.load(Ordering::Relaxed) >= self.cap / 4 * 3 {
-            self.log_full();
-            return None;
-        }
         // The block cursors are only moved under the zone's mutex (held here).
         if self.block_left.load(Ordering::Relaxed) == 0 {
             let b = ngx_slab_calloc_locked(self.pool, BLOCK * mem::size_of::<Slot>()) as *mut Slot;
             if b.is_null() {
-                self.log_full();
                 return None;
             }
             self.block.store(b, Ordering::Relaxed);
             self.block_left.store(BLOCK, Ordering::Relaxed);
         }
-        let names = self.names_locked(upstream.len() + peer.len());
-        if names.is_null() {
-            self.log_full();
-            return None;
-        }
+        let word = self.write_names_locked(upstream, peer)?;
         let s = self.block.load(Ordering::Relaxed);
         self.block.store(s.add(1), Ordering::Relaxed);
         self.block_left.fetch_sub(1, Ordering::Relaxed);
-        ptr::copy_nonoverlapping(upstream.as_ptr(), names, upstream.len());
-        ptr::copy_nonoverlapping(peer.as_ptr(), names.add(upstream.len()), peer.len());
         // calloc'ed: every atomic starts at zero.
-        (*s).hash = h;
-        (*s).upstream = names;
-        (*s).upstream_len = upstream.len();
-        (*s).peer = names.add(upstream.len());
-        (*s).peer_len = peer.len();
-        (*s).dynamic = dynamic;
-        self.index()[at].store(s, Ordering::Release);
+        let s = &*s;
+        s.hash.store(h, Ordering::Relaxed);
+        s.names.store(word, Ordering::Relaxed);
+        s.dynamic.store(dynamic, Ordering::Relaxed);
+        self.index()[at].store(s as *const Slot as *mut Slot, Ordering::Release);
         self.slots.fetch_add(1, Ordering::Relaxed);
         if dynamic {
             self.run_time_slots.fetch_add(1, Ordering::Relaxed);
         }
-        Some(&*s)
+        Some(s)
+    }
+
+    /// Whether an entry may be reused at `now`: `idle=` is on, and the last look did not
+    /// find none less than a second ago.
+    fn may_reuse(&self, now: u64) -> bool {
+        self.idle_ms.load(Ordering::Relaxed) != 0
+            && now >= self.no_reuse_until.load(Ordering::Relaxed)
+    }
+
+    /// Reuse for (upstream, peer) the entry idle longest among those that no configuration
+    /// names (`seen` is not the current generation) and that have been idle for `idle=`;
+    /// only run-time upstreams' entries when `only_run_time`. The entry leaves the index, is
+    /// emptied and renamed, then enters the index under its new names. A worker that found
+    /// it just before may still count one try into it: an entry idle that long makes that
+    /// rare, and the windows are estimates anyway.
+    ///
+    /// # Safety
+    /// The zone's mutex must be held; (upstream, peer) is not in the index.
+    unsafe fn reuse_locked(
+        &self,
+        h: u64,
+        upstream: &[u8],
+        peer: &[u8],
+        dynamic: bool,
+        only_run_time: bool,
+    ) -> Option<&Slot> {
+        let now = now_ms();
+        if !self.may_reuse(now) {
+            return None;
+        }
+        let idle = self.idle_ms.load(Ordering::Relaxed);
+        let gen = self.generation.load(Ordering::Relaxed);
+        let mut best: Option<(usize, &Slot, u64)> = None;
+        for (i, e) in self.index().iter().enumerate() {
+            let p = e.load(Ordering::Acquire);
+            if !shm_index::live(p) {
+                continue;
+            }
+            let s = &*p;
+            let active = s.active_ms.load(Ordering::Relaxed);
+            if s.seen.load(Ordering::Relaxed) == gen
+                || (only_run_time && !s.dynamic())
+                || now.saturating_sub(active) < idle
+                || s.names() == (OTHER_RUN_TIME, b"".as_slice())
+                || best.is_some_and(|(_, _, a)| a <= active)
+            {
+                continue;
+            }
+            best = Some((i, s, active));
+        }
+        let Some((i, s, _)) = best else {
+            self.no_reuse_until.store(now + 1000, Ordering::Relaxed);
+            return None;
+        };
+        let word = self.write_names_locked(upstream, peer)?;
+        let was_dynamic = s.dynamic();
+        self.index()[i].store(shm_index::tombstone(), Ordering::Release);
+        s.incarnation.fetch_add(1, Ordering::AcqRel);
+        s.reset();
+        s.active_ms.store(now, Ordering::Relaxed);
+        s.dynamic.store(dynamic, Ordering::Relaxed);
+        s.hash.store(h, Ordering::Relaxed);
+        s.names.store(word, Ordering::Release);
+        // the first free entry on the new names' way (the one just freed at the latest)
+        let at = match self.find(h, upstream, peer) {
+            Err(at) if at != usize::MAX => at,
+            _ => i,
+        };
+        self.index()[at].store(s as *const Slot as *mut Slot, Ordering::Release);
+        match (was_dynamic, dynamic) {
+            (true, false) => self.run_time_slots.fetch_sub(1, Ordering::Relaxed),
+            (false, true) => self.run_time_slots.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+        self.log_reuse();
+        Some(s)
     }
 
     fn log_run_time_full(&self) {
@@ -391,6 +598,16 @@ impl Shared {
             )
             },
         );
+    }
+
+    fn log_reuse(&self) {
+        log_once(&self.reuse_logged, NGX_LOG_NOTICE as ngx_uint_t, || {
+            format!(
+                "triage: zone \"triage\" ({} entries) or its run-time upstreams' share is full: entries that no configuration names and that have been idle for {} s are reused for new peers, their counters dropped (raise triage_zone to keep them)",
+                self.slots.load(Ordering::Relaxed),
+                self.idle_ms.load(Ordering::Relaxed) / 1000
+            )
+        });
     }
 
     fn log_full(&self) {
@@ -415,7 +632,7 @@ impl Shared {
         self.index().iter().filter_map(|p| {
             let p = p.load(Ordering::Acquire);
             // SAFETY: published slots are never freed.
-            (!p.is_null()).then(|| unsafe { &*p })
+            shm_index::live(p).then(|| unsafe { &*p })
         })
     }
 }
@@ -481,7 +698,7 @@ pub fn count(
         let info = LastFailure::pack(cause, phase, detail, status, errno);
         s.last_time_ms.store(now, Ordering::Relaxed);
         s.last_info.store(info, Ordering::Release);
-        s.failure(cause, tried, now / 1000);
+        s.failure(cause, tried, now);
     }
     if let Some(req) = req {
         recent::remember(
@@ -506,17 +723,19 @@ pub fn count(
 /// Per-worker cache of slots by the address of their names (the upstream's display name in
 /// the configuration, the peer's name in the balancer's peer), so that a request does not
 /// hash names. Direct-mapped; a peer's name bytes are compared when its balancer keeps peers
-/// in a shared zone (where `server ... resolve` can free and reuse them).
-struct SlotCache(core::cell::UnsafeCell<[(usize, usize, usize); 256]>);
+/// in a shared zone (where `server ... resolve` can free and reuse them), and an entry's
+/// incarnation always (the zone may have reused it for other names).
+struct SlotCache(core::cell::UnsafeCell<[(usize, usize, usize, u64); 256]>);
 
 // SAFETY: an nginx worker runs its event loop, and so every use of this cache, on one thread.
 unsafe impl Sync for SlotCache {}
 
-static CACHE: SlotCache = SlotCache(core::cell::UnsafeCell::new([(0, 0, 0); 256]));
+static CACHE: SlotCache = SlotCache(core::cell::UnsafeCell::new([(0, 0, 0, 0); 256]));
 
 /// The slot of (`upstream`, `peer`), through the per-worker cache when the names live in
 /// the configuration (not `dynamic`). `verify`: compare the peer's name too (its memory may
 /// have been reused).
+#[inline]
 fn slot_of<'a>(
     sh: &'a Shared,
     upstream: &[u8],
@@ -535,12 +754,17 @@ fn slot_of<'a>(
     if e.0 == u && e.1 == p {
         // SAFETY: cached slots live in the zone, never freed.
         let s = unsafe { &*(e.2 as *const Slot) };
-        if !verify || s.peer() == peer {
+        if s.incarnation.load(Ordering::Acquire) == e.3 && (!verify || s.peer() == peer) {
             return Some(s);
         }
     }
     let s = sh.slot(upstream, peer, false)?;
-    *e = (u, p, s as *const Slot as usize);
+    *e = (
+        u,
+        p,
+        s as *const Slot as usize,
+        s.incarnation.load(Ordering::Acquire),
+    );
     Some(s)
 }
 
@@ -585,20 +809,31 @@ pub unsafe extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     let Some(sh) = shared() else {
         return NGX_OK as ngx_int_t;
     };
-    let gen = sh.generation.fetch_add(1, Ordering::Relaxed) + 1;
+    let gen = sh.generation.load(Ordering::Relaxed) + 1;
     sh.load_time_ms.store(now_ms(), Ordering::Relaxed);
     let Some(umcf) = NgxHttpUpstreamModule::main_conf(&*cycle) else {
+        sh.generation.store(gen, Ordering::Relaxed);
         return NGX_OK as ngx_int_t;
     };
+    let mut names = Vec::new();
     for &uscf in upstreams::all(umcf) {
         let name = upstreams::display_name(uscf);
-        if let Some(s) = sh.slot(&name, b"", false) {
+        let peers = upstreams::peers(uscf);
+        names.push((name.clone(), Vec::new()));
+        names.extend(peers.into_iter().map(|p| (name.clone(), p.name)));
+    }
+    // The entries this configuration names are marked first, then the generation moves on:
+    // a full zone then reuses entries of the peers it no longer names, never of those it
+    // names but has not registered yet.
+    for (up, peer) in &names {
+        if let Ok(s) = sh.find(hash(up, peer), up, peer) {
             s.seen.store(gen, Ordering::Relaxed);
         }
-        for p in upstreams::peers(uscf) {
-            if let Some(s) = sh.slot(&name, &p.name, false) {
-                s.seen.store(gen, Ordering::Relaxed);
-            }
+    }
+    sh.generation.store(gen, Ordering::Relaxed);
+    for (up, peer) in &names {
+        if let Some(s) = sh.slot(up, peer, false) {
+            s.seen.store(gen, Ordering::Relaxed);
         }
     }
     NGX_OK as ngx_int_t

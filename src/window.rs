@@ -168,6 +168,18 @@ impl Windows {
             });
     }
 
+    /// Back to new: every bucket empty and of no period (an entry reused for another peer).
+    pub fn reset(&self) {
+        for m in &self.minute {
+            m.clear();
+            m.epoch.store(0, Ordering::Relaxed);
+        }
+        for f in &self.five {
+            f.clear();
+            f.epoch.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// The last minute and the last five minutes, at `now_ms`.
     pub fn read(&self, now_ms: u64) -> (Window, Window) {
         let (e1, f1) = period(now_ms, MINUTE_MS);
@@ -304,6 +316,22 @@ mod tests {
         assert_eq!(w.top_cause((T0 + 301) * 1000), Some(Cause::PrematureClose));
         // ten minutes on, neither bucket holds a period inside the window
         assert_eq!(w.top_cause((T0 + 900) * 1000), None);
+    }
+
+    #[test]
+    fn a_reset_leaves_nothing() {
+        let w = zeroed();
+        w.request(T0, Some((1, 2)));
+        w.failure(Cause::ReadTimeout, true, T0 + 300);
+        w.reset();
+        assert_eq!(
+            w.read((T0 + 301) * 1000),
+            (Window::default(), Window::default())
+        );
+        assert_eq!(w.top_cause((T0 + 301) * 1000), None);
+        // and counts again from there
+        w.request(T0 + 302, None);
+        assert_eq!(w.read((T0 + 302) * 1000).0.requests, 1);
     }
 
     #[test]

@@ -60,6 +60,15 @@ bad('triage_zone with a bad size', { HTTP => 'triage_zone abc;' }, qr/triage_zon
 bad('triage_zone with a bad recent=', { HTTP => 'triage_zone 1m recent=abc;' }, qr/recent=abc/,
     qr/.*recent/);
 
+bad('triage_zone with a bad idle=', { HTTP => 'triage_zone 1m idle=soon;' }, qr/idle=soon/,
+    qr/invalid parameter "idle=soon" \(expected recent=1\.\.100000 or idle=time\|off, time at least 1s\)/);
+
+bad('triage_zone with an idle= under a second', { HTTP => 'triage_zone 1m idle=500ms;' },
+    qr/idle=500ms/, qr/invalid parameter "idle=500ms"/);
+
+bad('triage_zone over 4g', { HTTP => 'triage_zone 5g;' }, qr/triage_zone 5g/,
+    qr/invalid zone size "5g" \(at least 64k, at most 4g\)/);
+
 bad('triage_zone whose recent= takes over a third of it', { HTTP => 'triage_zone 64k recent=1000;' },
     qr/recent=1000/,
     qr/recent=1000 does not fit in a zone of 64k: an entry takes \d+ bytes and the list at most a third of the zone \(here recent=\d+; recent=1000 needs \d+k\)/);
