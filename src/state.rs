@@ -379,49 +379,42 @@ impl Shared {
         peer: &[u8],
         dynamic: bool,
     ) -> Option<&Slot> {
-        let at = match self.find(h, upstream, peer) {
-            Ok(s) => return Some(s),
-            Err(at) => at,
-        };
         if dynamic && self.run_time_full() {
+            if let Ok(s) = self.find(h, upstream, peer) {
+                return Some(s);
+            }
             if let Some(s) = self.reuse_locked(h, upstream, peer, true, true) {
                 return Some(s);
             }
             self.log_run_time_full();
-            return self.insert_locked(hash(OTHER_RUN_TIME, b""), OTHER_RUN_TIME, b"", true);
+            return self.insert_locked(hash(OTHER_RUN_TIME, b""), OTHER_RUN_TIME, b"", true, false);
         }
-        let full = at == usize::MAX || self.slots.load(Ordering::Relaxed) >= self.cap / 4 * 3;
-        if !full {
-            if let Some(s) = self.new_locked(at, h, upstream, peer, dynamic) {
-                return Some(s);
-            }
-        }
-        // no room, in the index or the slab: an entry no configuration names, idle long enough
-        let s = self.reuse_locked(h, upstream, peer, dynamic, false);
-        if s.is_none() {
-            self.log_full();
-        }
-        s
+        self.insert_locked(h, upstream, peer, dynamic, true)
     }
 
-    /// The slot of (upstream, peer) if it is there, else a new one if there is room (never
-    /// one reused).
+    /// The slot of (upstream, peer): found, else a new one if the index and the slab have
+    /// room, else (`reuse`) the entry of one no configuration names, idle long enough.
     unsafe fn insert_locked(
         &self,
         h: u64,
         upstream: &[u8],
         peer: &[u8],
         dynamic: bool,
+        reuse: bool,
     ) -> Option<&Slot> {
         let at = match self.find(h, upstream, peer) {
             Ok(s) => return Some(s),
             Err(at) => at,
         };
-        if at == usize::MAX || self.slots.load(Ordering::Relaxed) >= self.cap / 4 * 3 {
-            self.log_full();
-            return None;
-        }
-        let s = self.new_locked(at, h, upstream, peer, dynamic);
+        let room = at != usize::MAX && self.slots.load(Ordering::Relaxed) < self.cap / 4 * 3;
+        let s = room
+            .then(|| self.new_locked(at, h, upstream, peer, dynamic))
+            .flatten()
+            .or_else(|| {
+                reuse
+                    .then(|| self.reuse_locked(h, upstream, peer, dynamic, false))
+                    .flatten()
+            });
         if s.is_none() {
             self.log_full();
         }
