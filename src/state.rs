@@ -558,12 +558,13 @@ impl Shared {
         let word = self.write_names_locked(upstream, peer)?;
         let was_dynamic = s.dynamic();
         self.index()[i].store(shm_index::tombstone(), Ordering::Release);
-        s.incarnation.fetch_add(1, Ordering::AcqRel);
         s.reset();
         s.active_ms.store(now, Ordering::Relaxed);
         s.dynamic.store(dynamic, Ordering::Relaxed);
         s.hash.store(h, Ordering::Relaxed);
         s.names.store(word, Ordering::Release);
+        // after the names: a cache that read this incarnation reads the new names too
+        s.incarnation.fetch_add(1, Ordering::AcqRel);
         // the first free entry on the new names' way (the one just freed at the latest)
         let at = match self.find(h, upstream, peer) {
             Err(at) if at != usize::MAX => at,
@@ -752,12 +753,11 @@ fn slot_of<'a>(
         }
     }
     let s = sh.slot(upstream, peer, false)?;
-    *e = (
-        u,
-        p,
-        s as *const Slot as usize,
-        s.incarnation.load(Ordering::Acquire),
-    );
+    // cached with an incarnation that had these names (not one reused meanwhile)
+    let incarnation = s.incarnation.load(Ordering::Acquire);
+    if s.names() == (upstream, peer) {
+        *e = (u, p, s as *const Slot as usize, incarnation);
+    }
     Some(s)
 }
 
