@@ -93,7 +93,8 @@ pub struct Slot {
     dynamic: AtomicBool,
     /// Last configuration generation that had this peer.
     pub seen: AtomicU64,
-    /// When a try or a failure was last counted here (ms since the epoch; 0: never).
+    /// When the entry was made or reused, or a try or a failure was last counted here (ms
+    /// since the epoch).
     active_ms: AtomicU64,
     pub by_cause: [AtomicU64; Cause::COUNT],
     /// The last failure ([`LastFailure::pack`]); 0 = none.
@@ -490,8 +491,10 @@ impl Shared {
         let s = self.block.load(Ordering::Relaxed);
         self.block.store(s.add(1), Ordering::Relaxed);
         self.block_left.fetch_sub(1, Ordering::Relaxed);
-        // calloc'ed: every atomic starts at zero.
+        // calloc'ed: every atomic starts at zero; a new entry counts as active when made (the
+        // status makes entries for peers before their first try)
         let s = &*s;
+        s.active_ms.store(now_ms(), Ordering::Relaxed);
         s.hash.store(h, Ordering::Relaxed);
         s.names.store(word, Ordering::Relaxed);
         s.dynamic.store(dynamic, Ordering::Relaxed);

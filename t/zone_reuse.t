@@ -8,7 +8,8 @@
 #    to 30 other upstreams: with idle=1s, once the first ones have been idle for a second,
 #    every new upstream is counted, and a notice says that entries are reused; with idle=off
 #    (a reload to yet other upstreams), the zone is full as before: an alert, and the new
-#    upstreams are not counted.
+#    upstreams are not counted. With idle=10s and a reload at once, the first upstreams'
+#    entries (never used, made a moment before) are not taken either.
 # 2. Run-time upstreams (proxy_pass with variables) past their share (32 in 64k): a new name
 #    goes to "(other run-time upstreams)" while the others are busy, and takes the entry of
 #    one idle for a second after that.
@@ -83,6 +84,18 @@ $t->reload(conf('off', 'c'));
 cmp_ok(counted($t, 'c'), '<', 30, 'idle=off: after a reload to 30 others, not all are counted');
 like($t->error_log_since($mark), qr/\[alert\] .*zone "triage" is full \(\d+ peers\), new peers are not counted/,
     'idle=off: the alert that the zone is full');
+$t->stop;
+
+# --- 1b. entries never used are idle from when they were made, not from the start of time:
+#     the first upstreams, never requested, are not taken by a reload a moment later (the
+#     status, for one, makes entries for peers before their first try)
+$t = Triage::Harness->new;
+$t->start(conf('10s', 'a'));
+$mark = $t->error_log_mark;
+$t->reload(conf('10s', 'b'));
+cmp_ok(counted($t, 'b'), '<', 30, 'idle=10s, a reload at once: not all 30 others are counted');
+like($t->error_log_since($mark), qr/\[alert\] .*zone "triage" is full \(\d+ peers\), new peers are not counted/,
+    'idle=10s, a reload at once: the alert that the zone is full (the first ones, made a moment ago, are not idle)');
 $t->stop;
 
 # --- 2. run-time upstreams past their share -----------------------------------------------------
