@@ -101,7 +101,9 @@ pub unsafe fn snapshot(r: *mut ngx_http_request_t) -> Snapshot {
         // run-time upstreams by name: up to thousands of them (state::run_time_share)
         let mut run_time: HashMap<String, usize> = HashMap::new();
         for s in sh.slots().filter(|s| s.dynamic()) {
-            let name = lossy(s.upstream());
+            // both names from one read: an entry reused meanwhile never mixes them
+            let (upstream, peer) = s.names();
+            let name = lossy(upstream);
             let i = match run_time.get(&name) {
                 Some(&i) => i,
                 None => {
@@ -119,13 +121,13 @@ pub unsafe fn snapshot(r: *mut ngx_http_request_t) -> Snapshot {
                     ups.len() - 1
                 }
             };
-            if s.peer().is_empty() {
+            if peer.is_empty() {
                 ups[i].own = failures(Some(s));
                 (ups[i].own_window_1m, ups[i].own_window_5m) = s.windows(now);
             } else {
                 ups[i]
                     .peers
-                    .push(counted(lossy(s.peer()), lossy(s.peer()), Some(s), now));
+                    .push(counted(lossy(peer), lossy(peer), Some(s), now));
             }
         }
     }

@@ -138,11 +138,7 @@ impl Slot {
         }
     }
 
-    pub fn upstream(&self) -> &[u8] {
-        self.names().0
-    }
-
-    pub fn peer(&self) -> &[u8] {
+    fn peer(&self) -> &[u8] {
         self.names().1
     }
 
