@@ -65,6 +65,17 @@ sub counted {
     } 1 .. 30;
 }
 
+# reload to 30 upstreams /<prefix>N with idle=$idle: the zone stays full, as without reuse:
+# not all 30 are counted, and the alert says so
+sub stays_full {
+    my ($t, $idle, $prefix, $what) = @_;
+    my $mark = $t->error_log_mark;
+    $t->reload(conf($idle, $prefix));
+    cmp_ok(counted($t, $prefix), '<', 30, "$what: after a reload to 30 others, not all are counted");
+    like($t->error_log_since($mark), qr/\[alert\] .*zone "triage" is full \(\d+ peers\), new peers are not counted/,
+        "$what: the alert that the zone is full");
+}
+
 # --- 1. upstreams a reload removed ------------------------------------------------------------
 my $t = Triage::Harness->new;
 $t->start(conf('1s', 'a'));
@@ -79,11 +90,7 @@ like($log, qr/\[notice\] .*triage: zone "triage" \(\d+ entries\) or its run-time
 unlike($log, qr/new peers are not counted/, 'and no alert that the zone is full');
 
 sleep 1.2;
-$mark = $t->error_log_mark;
-$t->reload(conf('off', 'c'));
-cmp_ok(counted($t, 'c'), '<', 30, 'idle=off: after a reload to 30 others, not all are counted');
-like($t->error_log_since($mark), qr/\[alert\] .*zone "triage" is full \(\d+ peers\), new peers are not counted/,
-    'idle=off: the alert that the zone is full');
+stays_full($t, 'off', 'c', 'idle=off');
 $t->stop;
 
 # --- 1b. entries never used are idle from when they were made, not from the start of time:
@@ -91,11 +98,8 @@ $t->stop;
 #     status, for one, makes entries for peers before their first try)
 $t = Triage::Harness->new;
 $t->start(conf('10s', 'a'));
-$mark = $t->error_log_mark;
-$t->reload(conf('10s', 'b'));
-cmp_ok(counted($t, 'b'), '<', 30, 'idle=10s, a reload at once: not all 30 others are counted');
-like($t->error_log_since($mark), qr/\[alert\] .*zone "triage" is full \(\d+ peers\), new peers are not counted/,
-    'idle=10s, a reload at once: the alert that the zone is full (the first ones, made a moment ago, are not idle)');
+# the first ones, made a moment ago, are not idle
+stays_full($t, '10s', 'b', 'idle=10s, a reload at once');
 $t->stop;
 
 # --- 2. run-time upstreams past their share -----------------------------------------------------
