@@ -631,7 +631,7 @@ impl Shared {
 }
 
 /// Log `message` at `level` unless `logged` says it was (by any process of the zone).
-fn log_once(logged: &AtomicBool, level: ngx_uint_t, message: impl FnOnce() -> String) {
+pub(crate) fn log_once(logged: &AtomicBool, level: ngx_uint_t, message: impl FnOnce() -> String) {
     if !logged.swap(true, Ordering::Relaxed) {
         // SAFETY: the cycle log is valid in any nginx process.
         let log = unsafe { (*ngx_cycle).log };

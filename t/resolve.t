@@ -20,6 +20,9 @@
 # - a reload keeps the run-time peers' health, as it does for configured peers, also one
 #   that re-creates the checks' zone (check_shm_size);
 # - no worker crashes, with 2 workers.
+# Pods that come and go in full zones: the counters' (triage_zone idle=) and the checks'
+# (check_shm_size 128k: the records of pods no worker checks any more go to new pods, and
+# to servers a reload adds), each part described where it starts.
 # Run alone: prove -v t/resolve.t
 
 use strict;
@@ -296,5 +299,78 @@ is_deeply(pod_failures(11), [ (1) x 10 ], 'pods: each new pod counts its failure
 like($z->error_log_since(0), qr/\[notice\] .*are reused for new peers/, 'pods: the notice');
 unlike($z->error_log_since(0), qr/new peers are not counted/, 'pods: no alert that the zone is full');
 $z->stop;
+
+# --- pods that come and go in a full checks' zone ---------------------------------------------
+# check_shm_size 128k holds 367 health records besides the one configured peer. 200 checked
+# pods behind two `server NAME resolve`; a deploy replaces them by 200 others: 166 fit, and
+# the 34 others take the records of old pods once no worker has checked those for 10 s (the
+# workers drop a pod DNS no longer gives). A reload then adds 40 configured peers, which the
+# master registers in the full zone: they take records of old pods too. Without the reuse,
+# 34 new pods and the 40 new servers would stay unchecked until a restart.
+my $k = Triage::Harness->new;
+sub pods_at { my ($net) = @_; return [ map { "127.0.$net.$_" } 1 .. 100 ] }
+my $kdns = $k->backend('dns', answers => { 'pods.test' => pods_at(1), 'pods2.test' => pods_at(2) });
+my $kconf = <<"CONF";
+%%LOAD_MODULE%%
+worker_processes 2;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    check_shm_size 128k;
+    resolver 127.0.0.1:@{[ $kdns->port ]} valid=1s ipv6=off;
+    upstream pods {
+        zone pods 1m;
+        server pods.test:$gone resolve max_fails=0;
+        server pods2.test:$gone resolve max_fails=0;
+        check interval=500 rise=1 fall=1 timeout=1000 type=tcp;
+    }
+    upstream fixed {
+        server 127.0.0.1:$gone;
+%%FIXED%%
+        check interval=500 rise=1 fall=1 timeout=1000 type=tcp;
+    }
+    server {
+        listen 127.0.0.1:%%PORT_main%%;
+        location /pods { proxy_pass http://pods; }
+        location /fixed { proxy_pass http://fixed; }
+        location = /status { triage_status; }
+    }
+}
+CONF
+$k->start($kconf, FIXED => '');
+# The peers of upstream $up in the status whose address is in one of 127.0.@nets.0/24, and
+# how many of them are checked (unhealthy: nothing listens on their port).
+sub checked_in {
+    my ($up, @nets) = @_;
+    my $u = status_json($k)->{upstreams}{$up} or return (0, 0);
+    my $in = join '|', @nets;
+    my @p = grep { $_->{name} =~ /^127\.0\.(?:$in)\./ } @{ $u->{peers} || [] };
+    return (scalar @p, scalar grep {
+        ($_->{health}{checks} // 0) > 0 && ($_->{health}{last_error} // '') eq 'connect_refused'
+    } @p);
+}
+ok(wait_until(sub { my ($n, $c) = checked_in('pods', 1, 2); $n == 200 && $c == 200 }, 15, 0.2),
+   'checks: the 200 first pods are checked') or diag explain [ checked_in('pods', 1, 2) ];
+$kdns->set_answers('pods.test' => pods_at(3), 'pods2.test' => pods_at(4));
+ok(wait_until(sub { my ($n) = checked_in('pods', 3, 4); $n == 200 && !(checked_in('pods', 1, 2))[0] },
+              10, 0.2),
+   'checks: a deploy, 200 other pods in the status') or diag explain [ checked_in('pods', 3, 4) ];
+ok(wait_until(sub { (checked_in('pods', 3, 4))[1] == 200 }, 30, 0.2),
+   'checks: each new pod is checked (old pods\' records reused)')
+    or diag explain [ checked_in('pods', 3, 4) ];
+my $klog = $k->error_log_since(0);
+like($klog, qr/\[notice\] .*zone "triage_check" is full \(\d+ peers\): the records of peers that no worker has checked for 10 s are given to new peers \(the first: 127\.0\.[12]\.\d+:$gone in upstream "pods", server "pods2?\.test:$gone"\)/,
+     'checks: the notice names the first pod whose record was given away');
+like($klog, qr/\[alert\] .*zone "triage_check" is full/,
+     'checks: the alert, while the old pods\' records were still fresh');
+
+$k->reload($kconf, FIXED => join '', map { "        server 127.0.5.$_:$gone;\n" } 1 .. 40);
+ok(wait_until(sub { (checked_in('fixed', 5))[1] == 40 }, 10, 0.2),
+   'checks: a reload adds 40 servers to the full zone: each is checked')
+    or diag explain [ checked_in('fixed', 5) ];
+is((checked_in('pods', 3, 4))[1], 200, 'checks: and the 200 pods still are');
+is_deeply([ grep { !/zone "triage_check" is full/ } crash_lines($k) ], [],
+          'checks: no other alert, no crashed worker');
+$k->stop;
 
 done_testing;

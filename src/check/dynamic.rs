@@ -38,6 +38,10 @@ pub struct Dynamic {
     /// (nginx before 1.27.3) nothing is added at run time, and nothing reads it.
     #[cfg_attr(not(ngx_upstream_resolve), allow(dead_code))]
     watch: Vec<(*const usize, Option<usize>)>,
+    /// A peer could not be adopted (the checks' zone was full): its upstream's list is
+    /// scanned again from this time (ms), when the zone may have a record to give.
+    #[cfg_attr(not(ngx_upstream_resolve), allow(dead_code))]
+    retry_at: u64,
 }
 
 impl Dynamic {
@@ -97,6 +101,10 @@ unsafe fn rescan_changed(w: *mut Worker, i: usize) -> bool {
     if counter.is_null() || seen == Some(ptr::read_volatile(counter)) {
         return false;
     }
+    // A list left unsettled by a full zone (seen None) is looked at again once a second.
+    if seen.is_none() && d.retry_at > crate::state::now_ms() {
+        return false;
+    }
     let uc = &checks.list[i];
     let c = uc.conf();
     let first = (*uc.uscf).peer.data as *mut ngx_http_upstream_rr_peers_t;
@@ -148,7 +156,11 @@ unsafe fn rescan_changed(w: *mut Worker, i: usize) -> bool {
         }
         let key = [&uc.name[..], &peer.server[..], &peer.name[..]];
         let Some(rec) = h.adopt(key, c.default_down, c.interval_ms) else {
-            continue; // the zone is full (logged once)
+            // The zone is full (logged once): the peer stays in rotation, unchecked, until
+            // a record of a peer no worker checks any more can be given to it.
+            d.watch[i].1 = None;
+            d.retry_at = crate::state::now_ms() + 1000;
+            continue;
         };
         peer.rec = rec;
         let mut dp = Box::new(DynPeer {

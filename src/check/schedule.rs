@@ -52,6 +52,19 @@ pub fn sleep_ms(earliest_due: Option<u64>, now: u64, granularity: u64) -> u64 {
     }
 }
 
+/// How long past its due time a record must have gone unclaimed before its room may be
+/// given to another peer (a full zone): every worker that checks a peer claims it within a
+/// timer granularity of its due time, so a record this late is checked by no worker (its
+/// peer left the configuration, or DNS dropped its address).
+pub const ORPHAN_AFTER_MS: u64 = 10_000;
+
+/// May the record of a peer due at `due`, with a probe lease until `lease_until`, be taken
+/// for another peer at `now`? Never while a probe runs or before [`ORPHAN_AFTER_MS`] past
+/// its due time, and never a peer of the configuration being loaded (`protected`).
+pub fn orphaned(due: u64, lease_until: u64, now: u64, protected: bool) -> bool {
+    !protected && lease_until <= now && due.saturating_add(ORPHAN_AFTER_MS) < now
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +135,22 @@ mod tests {
         assert_eq!(sleep_ms(Some(900), 1_000, 10), 10);
         assert_eq!(sleep_ms(Some(99_000), 1_000, 10), 1000);
         assert_eq!(sleep_ms(None, 0, 10), 1000);
+    }
+
+    #[test]
+    fn orphans_are_records_no_worker_claims() {
+        let now = 100_000;
+        // due 11 s ago, no probe: nobody checks it
+        assert!(orphaned(now - 11_000, 0, now, false));
+        // due 9 s ago: a busy worker may still claim it
+        assert!(!orphaned(now - 9_000, 0, now, false));
+        // due in the future (just claimed)
+        assert!(!orphaned(now + 500, 0, now, false));
+        // a probe still runs
+        assert!(!orphaned(now - 11_000, now + 1, now, false));
+        // a peer of the configuration being loaded
+        assert!(!orphaned(now - 11_000, 0, now, true));
+        // never due (0) and a clock near zero: no overflow, not taken
+        assert!(!orphaned(0, 0, 5_000, false));
     }
 }

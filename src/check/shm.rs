@@ -6,28 +6,39 @@
 //!
 //! One worker at a time checks a peer (the claim in `check::worker`), so a record's health
 //! words have a single writer; readers load them one by one.
+//!
+//! A full zone gives new peers the records of peers that no worker checks any more (DNS
+//! dropped their address, or a reload their server): records whose check is overdue by
+//! [`schedule::ORPHAN_AFTER_MS`]. Records are never freed, so a worker that still holds
+//! such a record (it has not looked at the peer list since) reads valid memory. Names and
+//! index change only under the zone's mutex, and every lookup by name takes it: lookups
+//! happen when a peer is registered or adopted, never per request.
 
 use core::ffi::c_void;
 use core::mem;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use ngx::core::Status;
 use ngx::ffi::*;
 use ngx::http::HttpModule;
-use ngx::ngx_log_error;
 
 use super::directives::Checks;
 use super::health::{Outcome, Reason, State, Transition};
 use super::schedule;
 use crate::module::Module;
 use crate::shm_index;
+use crate::state::log_once;
 
-const MAGIC: u64 = 0x7472_6961_6765_6301;
+const MAGIC: u64 = 0x7472_6961_6765_6302;
 static ZONE_NAME: &[u8] = b"triage_check";
 /// Bytes of zone per checked peer in the sizing rule (record, names, index, slab overhead).
 const PER_PEER: usize = 512;
-const MIN_SIZE: usize = 1024 * 1024;
+/// The size without `check_shm_size` (UCM's default).
+const DEFAULT_SIZE: usize = 1024 * 1024;
+/// Room for the names of a record: the names of most peers fit in this, so the record of
+/// one peer is given to another in place.
+const NAMES_MIN: usize = 64;
 
 /// The zone's header.
 #[repr(C)]
@@ -42,18 +53,27 @@ pub struct Header {
     index: *mut AtomicPtr<Record>,
     count: AtomicUsize,
     full_logged: AtomicBool,
+    reuse_logged: AtomicBool,
+    /// No record to reuse was found before this time (ms): the next search waits for it.
+    no_reuse_until: AtomicU64,
     pool: *mut ngx_slab_pool_t,
 }
 
 /// The health of one (upstream, server, address).
 #[repr(C)]
 pub struct Record {
-    hash: u64,
-    /// upstream, server and name, one after the other.
-    key: *const u8,
-    lens: [u32; 3],
-    /// Last configuration generation that has this peer.
+    /// The name fields change only under the zone's mutex (a record given to another peer),
+    /// and are read only under it.
+    hash: AtomicU64,
+    /// upstream, server and name, one after the other, in `names_cap` bytes.
+    key: AtomicPtr<u8>,
+    lens: [AtomicU32; 3],
+    names_cap: AtomicU32,
+    /// Last configuration generation that has this peer (configured, or adopted by a
+    /// worker for DNS).
     seen: AtomicU64,
+    /// Added at run time (`server ... resolve`), not configured.
+    runtime: AtomicBool,
     /// When the next check is due (ms since the epoch); claimed by compare-and-swap.
     pub next_due: AtomicU64,
     /// Deadline of the running probe (0: none): the peer is not claimed again before.
@@ -84,11 +104,60 @@ pub struct Last {
 }
 
 impl Record {
-    fn key(&self) -> (&[u8], &[u8], &[u8]) {
-        let [a, b, c] = self.lens.map(|l| l as usize);
-        // SAFETY: written once at insertion, in shared memory that outlives every reader.
-        let all = unsafe { core::slice::from_raw_parts(self.key, a + b + c) };
+    /// The names. Only under the zone's mutex: a record given to another peer changes them.
+    fn key_locked(&self) -> (&[u8], &[u8], &[u8]) {
+        let [a, b, c] = [0, 1, 2].map(|i| self.lens[i].load(Ordering::Relaxed) as usize);
+        // SAFETY: the names were written under the mutex the caller holds, in shared memory
+        // that outlives every reader.
+        let all =
+            unsafe { core::slice::from_raw_parts(self.key.load(Ordering::Relaxed), a + b + c) };
         (&all[..a], &all[a..a + b], &all[a + b..])
+    }
+
+    fn is_locked(&self, h: u64, key: [&[u8]; 3]) -> bool {
+        if self.hash.load(Ordering::Relaxed) != h {
+            return false;
+        }
+        let (a, b, c) = self.key_locked();
+        a == key[0] && b == key[1] && c == key[2]
+    }
+
+    /// Write `key` as this record's names (under the mutex): in place if it fits, else in
+    /// new room (None if the zone has none; the record is unchanged then).
+    ///
+    /// # Safety
+    /// The caller holds the mutex of `pool`, the zone of this record.
+    unsafe fn set_names_locked(
+        &self,
+        pool: *mut ngx_slab_pool_t,
+        h: u64,
+        key: [&[u8]; 3],
+    ) -> Option<()> {
+        let len: usize = key.iter().map(|k| k.len()).sum();
+        let old = self.key.load(Ordering::Relaxed);
+        let mut names = old;
+        if old.is_null() || len > self.names_cap.load(Ordering::Relaxed) as usize {
+            let cap = len.max(NAMES_MIN).next_power_of_two();
+            names = ngx_slab_alloc_locked(pool, cap) as *mut u8;
+            if names.is_null() {
+                return None;
+            }
+            if !old.is_null() {
+                ngx_slab_free_locked(pool, old.cast());
+            }
+            self.names_cap.store(cap as u32, Ordering::Relaxed);
+        }
+        let mut at = 0;
+        for k in key {
+            ptr::copy_nonoverlapping(k.as_ptr(), names.add(at), k.len());
+            at += k.len();
+        }
+        self.key.store(names, Ordering::Relaxed);
+        for (l, k) in self.lens.iter().zip(key) {
+            l.store(k.len() as u32, Ordering::Relaxed);
+        }
+        self.hash.store(h, Ordering::Relaxed);
+        Some(())
     }
 
     pub fn state(&self) -> State {
@@ -228,12 +297,16 @@ fn hash(parts: [&[u8]; 3]) -> u64 {
     shm_index::fnv1a(parts.iter().flat_map(|p| p.iter().chain(&[0xff])))
 }
 
-/// The zone size: `check_shm_size`, at least 1 MB, and room for every checked peer (a
-/// power of two, so that small changes of the configuration keep the same zone).
+/// The zone size: `check_shm_size` (default 1 MB), and at least room for every checked
+/// peer (a power of two, so that small changes of the configuration keep the same zone).
 fn zone_size(checks: &Checks) -> usize {
     let peers: usize = checks.list.iter().map(|c| c.peers.len()).sum();
     let need = (peers * PER_PEER + 64 * 1024).next_power_of_two();
-    need.max(MIN_SIZE).max(checks.shm_size)
+    let asked = match checks.shm_size {
+        0 => DEFAULT_SIZE,
+        n => n,
+    };
+    need.max(asked)
 }
 
 /// Declare the zone (postconfiguration).
@@ -275,16 +348,16 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> 
         let conf = c.conf().clone();
         for p in c.peers.iter_mut() {
             let key = [&c.name[..], &p.server[..], &p.name[..]];
-            let Some((r, fresh)) = h.slot(key) else {
+            let Some((r, fresh, seen)) = h.slot(key, gen, false) else {
                 p.rec = ptr::null();
                 continue;
             };
             if fresh {
-                match old.and_then(|o| o.find(hash(key), key).ok()) {
+                match old.and_then(|o| o.lookup(key)) {
                     Some(o) => r.inherit(o),
                     None => r.reset(conf.default_down, now, first_due(now, conf.interval_ms)),
                 }
-            } else if r.seen.load(Ordering::Relaxed) + 1 < gen {
+            } else if seen + 1 < gen {
                 // not in the previous configuration: a new peer again
                 r.reset(conf.default_down, now, first_due(now, conf.interval_ms));
             }
@@ -326,6 +399,8 @@ unsafe fn make_header(pool: *mut ngx_slab_pool_t, size: usize) -> Option<*mut He
             index,
             count: AtomicUsize::new(0),
             full_logged: AtomicBool::new(false),
+            reuse_logged: AtomicBool::new(false),
+            no_reuse_until: AtomicU64::new(0),
             pool,
         },
     );
@@ -339,64 +414,138 @@ impl Header {
         unsafe { core::slice::from_raw_parts(self.index, self.cap) }
     }
 
-    fn find(&self, h: u64, key: [&[u8]; 3]) -> Result<&Record, usize> {
-        // SAFETY: published records are fully written first, and never freed.
-        unsafe {
-            shm_index::find(self.index(), h, |r| {
-                let (a, b, c) = r.key();
-                r.hash == h && a == key[0] && b == key[1] && c == key[2]
-            })
-        }
-    }
-
-    /// Find or insert the record of `key`; true if inserted.
-    fn slot(&self, key: [&[u8]; 3]) -> Option<(&Record, bool)> {
-        let h = hash(key);
-        if let Ok(r) = self.find(h, key) {
-            return Some((r, false));
-        }
+    /// Run `f` under the zone's mutex.
+    fn locked<T>(&self, f: impl FnOnce() -> T) -> T {
         // SAFETY: the slab pool and its mutex live in this zone.
-        unsafe {
-            ngx_shmtx_lock(&mut (*self.pool).mutex);
-            let r = self.insert_locked(h, key);
-            ngx_shmtx_unlock(&mut (*self.pool).mutex);
-            r
-        }
+        unsafe { ngx_shmtx_lock(&mut (*self.pool).mutex) };
+        let v = f();
+        // SAFETY: as above; locked just before.
+        unsafe { ngx_shmtx_unlock(&mut (*self.pool).mutex) };
+        v
     }
 
-    unsafe fn insert_locked(&self, h: u64, key: [&[u8]; 3]) -> Option<(&Record, bool)> {
-        let at = match self.find(h, key) {
-            Ok(r) => return Some((r, false)),
-            Err(at) => at,
-        };
-        if at == usize::MAX || self.count.load(Ordering::Relaxed) >= self.cap / 4 * 3 {
-            self.log_full();
-            return None;
-        }
-        let len: usize = key.iter().map(|k| k.len()).sum();
-        let names = ngx_slab_alloc_locked(self.pool, len.max(1)) as *mut u8;
-        let r = ngx_slab_calloc_locked(self.pool, mem::size_of::<Record>()) as *mut Record;
-        if names.is_null() || r.is_null() {
-            for p in [names as *mut c_void, r as *mut c_void] {
-                if !p.is_null() {
-                    ngx_slab_free_locked(self.pool, p);
-                }
+    /// Under the mutex: the record of `key`, or Err as [`shm_index::find`].
+    fn find_locked(&self, h: u64, key: [&[u8]; 3]) -> Result<&Record, usize> {
+        // SAFETY: published records are fully written first, and never freed; their names
+        // change only under the mutex, which the caller holds.
+        unsafe { shm_index::find(self.index(), h, |r| r.is_locked(h, key)) }
+    }
+
+    /// The record of `key`, if there is one.
+    fn lookup(&self, key: [&[u8]; 3]) -> Option<&Record> {
+        self.locked(|| self.find_locked(hash(key), key).ok())
+    }
+
+    /// Find or insert the record of `key` for configuration `gen`, configured or added at
+    /// `runtime`: the record, whether it is new to `key` (its state is then the caller's to
+    /// set), and the generation that saw it before.
+    fn slot(&self, key: [&[u8]; 3], gen: u64, runtime: bool) -> Option<(&Record, bool, u64)> {
+        let h = hash(key);
+        self.locked(|| {
+            let (r, fresh) = match self.find_locked(h, key) {
+                Ok(r) => (r, false),
+                // SAFETY: under the mutex.
+                Err(at) => unsafe { self.insert_locked(h, key, at, gen) }?,
+            };
+            // Not an orphan from now on, marked before the mutex is released: due now at the
+            // latest (claimed by the next worker that looks, unless a claim moves it first).
+            let now = crate::state::now_ms();
+            let due = r.next_due.load(Ordering::Acquire);
+            if due < now {
+                let _ = r
+                    .next_due
+                    .compare_exchange(due, now, Ordering::AcqRel, Ordering::Relaxed);
             }
-            self.log_full();
-            return None;
+            r.runtime.store(runtime, Ordering::Relaxed);
+            Some((r, fresh, r.seen.swap(gen, Ordering::AcqRel)))
+        })
+    }
+
+    /// # Safety
+    /// Under the mutex; `at` as [`Header::find_locked`] gave it for `key`.
+    unsafe fn insert_locked(
+        &self,
+        h: u64,
+        key: [&[u8]; 3],
+        at: usize,
+        gen: u64,
+    ) -> Option<(&Record, bool)> {
+        if at == usize::MAX || self.count.load(Ordering::Relaxed) >= self.cap / 4 * 3 {
+            return self.reuse_locked(h, key, gen);
         }
-        let mut at_byte = 0;
-        for k in key {
-            ptr::copy_nonoverlapping(k.as_ptr(), names.add(at_byte), k.len());
-            at_byte += k.len();
+        let r = ngx_slab_calloc_locked(self.pool, mem::size_of::<Record>()) as *mut Record;
+        if r.is_null() {
+            return self.reuse_locked(h, key, gen);
         }
         // calloc'ed: every atomic starts at zero.
-        (*r).hash = h;
-        (*r).key = names;
-        (*r).lens = key.map(|k| k.len() as u32);
+        let rec = &*r;
+        if rec.set_names_locked(self.pool, h, key).is_none() {
+            ngx_slab_free_locked(self.pool, r.cast());
+            return self.reuse_locked(h, key, gen);
+        }
+        // Due now until the caller sets its state: not an orphan meanwhile.
+        rec.next_due
+            .store(crate::state::now_ms(), Ordering::Relaxed);
         self.index()[at].store(r, Ordering::Release);
         self.count.fetch_add(1, Ordering::Relaxed);
-        Some((&*r, true))
+        Some((rec, true))
+    }
+
+    /// The zone is full: give `key` the record of the peer no worker has checked for the
+    /// longest (see [`schedule::orphaned`]), if any.
+    ///
+    /// # Safety
+    /// Under the mutex.
+    unsafe fn reuse_locked(&self, h: u64, key: [&[u8]; 3], gen: u64) -> Option<(&Record, bool)> {
+        let now = crate::state::now_ms();
+        if self.no_reuse_until.load(Ordering::Relaxed) > now {
+            self.log_full();
+            return None;
+        }
+        let mut best: Option<(usize, u64)> = None;
+        for (i, slot) in self.index().iter().enumerate() {
+            let p = slot.load(Ordering::Acquire);
+            if !shm_index::live(p) {
+                continue;
+            }
+            let r = &*p;
+            let due = r.next_due.load(Ordering::Acquire);
+            let configured = !r.runtime.load(Ordering::Relaxed);
+            let protected = configured && r.seen.load(Ordering::Relaxed) == gen;
+            if schedule::orphaned(due, r.lease_until.load(Ordering::Acquire), now, protected)
+                && best.is_none_or(|(_, d)| due < d)
+            {
+                best = Some((i, due));
+            }
+        }
+        let Some((i, _)) = best else {
+            // Orphans appear only as time passes: not looked for again within a second.
+            self.no_reuse_until.store(now + 1000, Ordering::Relaxed);
+            self.log_full();
+            return None;
+        };
+        let p = self.index()[i].load(Ordering::Relaxed);
+        let r = &*p;
+        // The first one given away is named in the notice.
+        let was = (!self.reuse_logged.load(Ordering::Relaxed)).then(|| {
+            let (a, b, c) = r.key_locked();
+            [a, b, c].map(<[u8]>::to_vec)
+        });
+        r.set_names_locked(self.pool, h, key).or_else(|| {
+            self.log_full();
+            None
+        })?;
+        self.index()[i].store(shm_index::tombstone(), Ordering::Release);
+        r.next_due.store(now, Ordering::Relaxed);
+        let at = match self.find_locked(h, key) {
+            Err(at) if at != usize::MAX => at,
+            _ => i, // cannot happen: the tombstone just made is free
+        };
+        self.index()[at].store(p, Ordering::Release);
+        if let Some([up, server, name]) = was {
+            self.log_reuse(&up, &server, &name);
+        }
+        Some((r, true))
     }
 
     /// Copy into `new` (a zone made for a new configuration) the records of this old zone
@@ -406,24 +555,29 @@ impl Header {
     /// a configured peer that comes back later starts anew, as in a zone that was kept.
     fn carry_over(&self, new: &Header, gen: u64) {
         let last = self.generation.load(Ordering::Acquire);
-        for slot in self.index() {
-            let r = slot.load(Ordering::Acquire);
-            if r.is_null() {
-                continue;
+        // The old zone's workers may still add or give away records: under its mutex (and
+        // the new zone's, taken inside; no process takes them the other way round).
+        self.locked(|| {
+            for slot in self.index() {
+                let r = slot.load(Ordering::Acquire);
+                if !shm_index::live(r) {
+                    continue;
+                }
+                // SAFETY: published records are fully written first, and never freed; the
+                // old zone stays mapped while its configuration runs (this runs in the
+                // master, during the load of the next one).
+                let r = unsafe { &*r };
+                if r.seen.load(Ordering::Relaxed) != last {
+                    continue;
+                }
+                let (a, b, c) = r.key_locked();
+                let runtime = r.runtime.load(Ordering::Relaxed);
+                if let Some((n, true, _)) = new.slot([a, b, c], gen, runtime) {
+                    n.inherit(r);
+                    n.seen.store(gen - 1, Ordering::Relaxed);
+                }
             }
-            // SAFETY: published records are fully written first, and never freed; the old
-            // zone stays mapped while its configuration runs (this runs in the master, during
-            // the load of the next one).
-            let r = unsafe { &*r };
-            if r.seen.load(Ordering::Relaxed) != last {
-                continue;
-            }
-            let (a, b, c) = r.key();
-            if let Some((n, true)) = new.slot([a, b, c]) {
-                n.inherit(r);
-                n.seen.store(gen - 1, Ordering::Relaxed);
-            }
-        }
+        })
     }
 
     /// The record of a peer that nginx added at run time (`server ... resolve`), for a worker
@@ -431,9 +585,8 @@ impl Header {
     /// configuration, and kept while nginx keeps resolving the address (also across reloads:
     /// each configuration that sees it marks it seen). None when the zone is full.
     pub fn adopt(&self, key: [&[u8]; 3], default_down: bool, interval_ms: u64) -> Option<&Record> {
-        let (r, fresh) = self.slot(key)?;
         let gen = self.generation.load(Ordering::Acquire);
-        let seen = r.seen.swap(gen, Ordering::AcqRel);
+        let (r, fresh, seen) = self.slot(key, gen, true)?;
         if fresh || seen + 1 < gen {
             let now = crate::state::now_ms();
             r.reset(default_down, now, first_due(now, interval_ms));
@@ -441,16 +594,26 @@ impl Header {
         Some(r)
     }
 
+    fn log_reuse(&self, up: &[u8], server: &[u8], name: &[u8]) {
+        log_once(&self.reuse_logged, NGX_LOG_NOTICE as ngx_uint_t, || {
+            format!(
+                "triage: zone \"triage_check\" is full ({} peers): the records of peers that no worker has checked for {} s are given to new peers (the first: {} in upstream \"{}\", server \"{}\"); raise check_shm_size to keep them",
+                self.count.load(Ordering::Relaxed),
+                schedule::ORPHAN_AFTER_MS / 1000,
+                String::from_utf8_lossy(name),
+                String::from_utf8_lossy(up),
+                String::from_utf8_lossy(server)
+            )
+        });
+    }
+
     fn log_full(&self) {
-        if !self.full_logged.swap(true, Ordering::Relaxed) {
-            // SAFETY: the cycle log is valid in any nginx process.
-            let log = unsafe { (*ngx_cycle).log };
-            ngx_log_error!(
-                NGX_LOG_ALERT,
-                log,
-                "triage: zone \"triage_check\" is full ({} peers): further peers are not checked; raise check_shm_size",
-                self.count.load(Ordering::Relaxed)
-            );
-        }
+        log_once(&self.full_logged, NGX_LOG_ALERT as ngx_uint_t, || {
+            format!(
+                "triage: zone \"triage_check\" is full ({} peers): new peers are not checked until they can be given the records of peers that no worker has checked for {} s; raise check_shm_size",
+                self.count.load(Ordering::Relaxed),
+                schedule::ORPHAN_AFTER_MS / 1000
+            )
+        });
     }
 }
