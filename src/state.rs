@@ -26,7 +26,8 @@ use crate::{recent, shm_index, upstreams};
 
 // 4: last_info's detail field grew from 4 bits to 8. 5: the run-time upstreams' share.
 // 6: names carved from pages. 7: entries reused (names in one word, activity, incarnation).
-const MAGIC: u64 = 0x7472_6961_6765_0007;
+// 8: names carved in multiples of 8 bytes, rewritten in place when an entry is reused.
+const MAGIC: u64 = 0x7472_6961_6765_0008;
 
 /// Where run-time upstreams past their share of the zone are counted together.
 pub const OTHER_RUN_TIME: &[u8] = b"(other run-time upstreams)";
@@ -80,6 +81,12 @@ const BLOCK: usize = 64;
 /// Bytes per names allocation; a longer name than a quarter of it gets its own.
 const NAMES_BLOCK: usize = 4096;
 
+/// The bytes carved for names `len` bytes long: a multiple of 8, so that the names of most
+/// peers that replace one (an address one digit longer) fit in its room.
+fn names_room(len: usize) -> usize {
+    len.next_multiple_of(8)
+}
+
 /// Counters of one (upstream, peer).
 #[repr(C)]
 pub struct Slot {
@@ -128,7 +135,9 @@ impl Slot {
             return (&[], &[]);
         };
         // SAFETY: names are written before their word is published, in the zone, and never
-        // freed (an entry reused gets new names; the old ones stay).
+        // freed: an entry reused rewrites them in place or gets new ones, so bytes read
+        // through an old word are the zone's, perhaps another peer's names (a lookup then
+        // misses, or matches only with the hash of the names it looks for).
         unsafe {
             let p = (sh.pool as *const u8).add(off);
             (
@@ -423,6 +432,7 @@ impl Shared {
     /// # Safety
     /// The zone's mutex must be held.
     unsafe fn names_locked(&self, len: usize) -> *mut u8 {
+        let len = names_room(len);
         if len > NAMES_BLOCK / 4 {
             return ngx_slab_alloc_locked(self.pool, len.max(1)) as *mut u8;
         }
@@ -452,10 +462,17 @@ impl Shared {
         if names.is_null() {
             return None;
         }
-        ptr::copy_nonoverlapping(upstream.as_ptr(), names, upstream.len());
-        ptr::copy_nonoverlapping(peer.as_ptr(), names.add(upstream.len()), peer.len());
-        let offset = names as usize - self.pool as usize;
-        Some(names_word(offset, upstream.len(), peer.len()))
+        Some(self.copy_names(names, upstream, peer))
+    }
+
+    /// Copy (upstream, peer) to `at`, in the zone; their names word.
+    ///
+    /// # Safety
+    /// `at` has room for both, under the zone's mutex.
+    unsafe fn copy_names(&self, at: *mut u8, upstream: &[u8], peer: &[u8]) -> u64 {
+        ptr::copy_nonoverlapping(upstream.as_ptr(), at, upstream.len());
+        ptr::copy_nonoverlapping(peer.as_ptr(), at.add(upstream.len()), peer.len());
+        names_word(at as usize - self.pool as usize, upstream.len(), peer.len())
     }
 
     fn run_time_full(&self) -> bool {
@@ -554,9 +571,27 @@ impl Shared {
             self.no_reuse_until.store(now + 1000, Ordering::Relaxed);
             return None;
         };
-        let word = self.write_names_locked(upstream, peer)?;
+        // The new names go in the room of the old ones when they fit (the same upstream, an
+        // address about as long), else in new bytes; the old ones are then left as they are.
+        let old = s.names.load(Ordering::Relaxed);
+        let (off, len) = ((old >> 32) as usize, (old >> 16 & 0xffff) + (old & 0xffff));
+        let in_place = upstream.len() <= 0xffff
+            && peer.len() <= 0xffff
+            && names_room(upstream.len() + peer.len()) <= names_room(len as usize);
+        let fresh = if in_place {
+            None
+        } else {
+            Some(self.write_names_locked(upstream, peer)?)
+        };
         let was_dynamic = s.dynamic();
         self.index()[i].store(shm_index::tombstone(), Ordering::Release);
+        // Out of the index first: a worker that still reads the old names word compares
+        // bytes being rewritten; it may miss, and it can only take this entry for a peer
+        // whose hash it has (see `find`).
+        let word = match fresh {
+            Some(w) => w,
+            None => self.copy_names((self.pool as *mut u8).add(off), upstream, peer),
+        };
         s.reset();
         s.active_ms.store(now, Ordering::Relaxed);
         s.dynamic.store(dynamic, Ordering::Relaxed);
