@@ -33,14 +33,20 @@ pub struct DynPeer {
 pub struct Dynamic {
     pub peers: Vec<Box<DynPeer>>,
     /// By position in `Checks::list`: the `config` counter of the upstream's peer list (null
-    /// without a zone: nothing is added at run time) and its value when this worker last
-    /// scanned the list (None: never). Made at the first rescan. Without `server ... resolve`
-    /// (nginx before 1.27.3) nothing is added at run time, and nothing reads it.
+    /// without a zone: nothing is added at run time), its value when this worker last
+    /// scanned the list (None: never, or a peer could not be adopted: the checks' zone was
+    /// full), and when to scan it again in that last case (ms). Made at the first rescan.
+    /// Without `server ... resolve` (nginx before 1.27.3) nothing is added at run time, and
+    /// nothing reads it.
     #[cfg_attr(not(ngx_upstream_resolve), allow(dead_code))]
-    watch: Vec<(*const usize, Option<usize>)>,
-    /// A peer could not be adopted (the checks' zone was full): its upstream's list is
-    /// scanned again from this time (ms), when the zone may have a record to give.
-    #[cfg_attr(not(ngx_upstream_resolve), allow(dead_code))]
+    watch: Vec<Watch>,
+}
+
+#[cfg_attr(not(ngx_upstream_resolve), allow(dead_code))]
+#[derive(Clone, Copy)]
+struct Watch {
+    counter: *const usize,
+    seen: Option<usize>,
     retry_at: u64,
 }
 
@@ -73,7 +79,7 @@ impl Dynamic {
 pub unsafe fn rescan(w: *mut Worker, i: usize) -> bool {
     // The usual case, on every request to a checked upstream: nothing changed.
     let watch = &(*w).dynamic.watch;
-    if let Some(&(counter, seen)) = watch.get(i) {
+    if let Some(&Watch { counter, seen, .. }) = watch.get(i) {
         // Written under the list's write lock; a stale read only delays the rescan to the
         // next look.
         if counter.is_null() || seen == Some(ptr::read_volatile(counter)) {
@@ -93,16 +99,29 @@ unsafe fn rescan_changed(w: *mut Worker, i: usize) -> bool {
     let checks = &*(*w).checks;
     let d = &mut (*w).dynamic;
     if d.watch.len() != checks.list.len() {
-        d.watch = checks.list.iter().map(|uc| (counter(uc), None)).collect();
+        d.watch = checks
+            .list
+            .iter()
+            .map(|uc| Watch {
+                counter: counter(uc),
+                seen: None,
+                retry_at: 0,
+            })
+            .collect();
     }
-    let Some(&(counter, seen)) = d.watch.get(i) else {
+    let Some(&Watch {
+        counter,
+        seen,
+        retry_at,
+    }) = d.watch.get(i)
+    else {
         return false;
     };
     if counter.is_null() || seen == Some(ptr::read_volatile(counter)) {
         return false;
     }
     // A list left unsettled by a full zone (seen None) is looked at again once a second.
-    if seen.is_none() && d.retry_at > crate::state::now_ms() {
+    if seen.is_none() && retry_at > crate::state::now_ms() {
         return false;
     }
     let uc = &checks.list[i];
@@ -131,7 +150,7 @@ unsafe fn rescan_changed(w: *mut Worker, i: usize) -> bool {
         backup = true;
     }
     ngx_rwlock_unlock(&mut (*first).rwlock);
-    d.watch[i].1 = Some(config);
+    d.watch[i].seen = Some(config);
 
     let uc_ptr: *const UpstreamCheck = uc;
     d.peers.retain_mut(|dp| {
@@ -158,8 +177,8 @@ unsafe fn rescan_changed(w: *mut Worker, i: usize) -> bool {
         let Some(rec) = h.adopt(key, c.default_down, c.interval_ms) else {
             // The zone is full (logged once): the peer stays in rotation, unchecked, until
             // a record of a peer no worker checks any more can be given to it.
-            d.watch[i].1 = None;
-            d.retry_at = crate::state::now_ms() + 1000;
+            d.watch[i].seen = None;
+            d.watch[i].retry_at = crate::state::now_ms() + 1000;
             continue;
         };
         peer.rec = rec;
