@@ -277,6 +277,7 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::check::testing::{pieces, Rng};
 
     /// An answer as php-fpm writes it: stdout records (split at `split`), END_REQUEST.
     fn answer(stdout: &[u8], split: usize) -> Vec<u8> {
@@ -468,5 +469,100 @@ mod tests {
             }
             assert!(r.body().len() <= BODY_MAX);
         }
+    }
+
+    /// An answer from the pieces php-fpm and other FastCGI servers send, valid or not, then
+    /// perhaps edited: CGI headers and a body in STDOUT records of any size with any padding,
+    /// STDERR records in between, the end of STDOUT and END_REQUEST or not.
+    fn generated(rng: &mut Rng) -> Vec<u8> {
+        let mut stdout = Vec::new();
+        let eol = rng.pick(&[b"\r\n", b"\n"]);
+        for _ in 0..rng.below(4) {
+            stdout.extend_from_slice(rng.pick(&[
+                b"Status: 503 Service Unavailable",
+                b"Status: 200",
+                b"Status: x",
+                b"Content-type: text/html",
+                b"Location: /elsewhere",
+                b"X-Powered-By: PHP/8.2",
+                b"Broken header",
+            ]));
+            stdout.extend_from_slice(eol);
+        }
+        if rng.below(4) != 0 {
+            stdout.extend_from_slice(eol);
+        }
+        stdout.extend((0..rng.below(40)).map(|i| b'a' + (i % 26) as u8));
+        let mut out = Vec::new();
+        let record = |out: &mut Vec<u8>, kind: u8, data: &[u8], pad: usize| {
+            out.extend_from_slice(&[1, kind, 0, 1]);
+            out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            out.extend_from_slice(&[pad as u8, 0]);
+            out.extend_from_slice(data);
+            out.extend(core::iter::repeat_n(0, pad));
+        };
+        let mut rest = &stdout[..];
+        while !rest.is_empty() {
+            if rng.below(5) == 0 {
+                let pad = rng.below(8);
+                record(&mut out, STDERR, b"PHP Warning: x", pad);
+            }
+            let n = (1 + rng.below(16)).min(rest.len());
+            let pad = rng.below(8);
+            record(&mut out, STDOUT, &rest[..n], pad);
+            rest = &rest[n..];
+        }
+        match rng.below(4) {
+            0 => {}
+            1 => record(&mut out, STDOUT, b"", 0),
+            _ => {
+                record(&mut out, STDOUT, b"", 0);
+                record(&mut out, END_REQUEST, &[0; 8], 0);
+            }
+        }
+        rng.edit(&mut out);
+        out
+    }
+
+    /// What a reader says of `bytes` fed in the given pieces, then EOF if still undecided.
+    fn verdict(bytes: &[u8], cuts: &[usize], want_body: bool) -> (Progress, Vec<u8>) {
+        let mut r = Reader::new(want_body);
+        for piece in pieces(bytes, cuts) {
+            match r.feed(piece) {
+                Progress::More => {}
+                other => return (other, r.body().to_vec()),
+            }
+        }
+        (r.eof(), r.body().to_vec())
+    }
+
+    #[test]
+    fn any_cut_of_any_answer_gives_the_same_verdict() {
+        let mut rng = Rng(0x2026_1122);
+        let mut seen = std::collections::HashMap::<String, usize>::new();
+        for case in 0..3000 {
+            let answer = generated(&mut rng);
+            for want_body in [false, true] {
+                let whole = verdict(&answer, &[], want_body);
+                *seen
+                    .entry(
+                        format!("{:?}", whole.0)
+                            .split('(')
+                            .next()
+                            .unwrap_or("")
+                            .to_string(),
+                    )
+                    .or_default() += 1;
+                for cuts in rng.cuts(answer.len()) {
+                    assert_eq!(
+                        verdict(&answer, &cuts, want_body),
+                        whole,
+                        "case {case}, cut at {cuts:?}: {answer:?}"
+                    );
+                }
+            }
+        }
+        // the generator makes answers of both kinds, not only broken ones
+        assert!(seen["Done"] > 1000 && seen["Fail"] > 1000, "{seen:?}");
     }
 }

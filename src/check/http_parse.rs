@@ -376,6 +376,7 @@ impl Parser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::check::testing::{pieces, Rng};
 
     /// Feed `resp` in pieces of `step` bytes, then EOF if still undecided.
     fn parse(resp: &[u8], want_body: bool, step: usize) -> (Progress, Vec<u8>) {
@@ -581,5 +582,108 @@ mod tests {
         let mut p = Parser::new(false, false, false);
         assert_eq!(p.feed(b"HTTP/1.1 500 Oops\r\nA: b\r\n"), Progress::More);
         assert_eq!(p.status(), Some(500));
+    }
+
+    /// A response from pieces a server may send, valid or not, then perhaps edited.
+    fn generated(rng: &mut Rng) -> Vec<u8> {
+        let mut r = rng
+            .pick(&[
+                b"HTTP/1.1 200 OK",
+                b"HTTP/1.0 200 OK",
+                b"HTTP/1.1 204 No Content",
+                b"HTTP/1.1 304 Not Modified",
+                b"HTTP/1.1 100 Continue",
+                b"HTTP/1.1 502",
+                b"HTTP/2 200",
+                b"HTTP/1.1 99 Low",
+                b"SSH-2.0-OpenSSH_9.6",
+                b"",
+            ])
+            .to_vec();
+        let eol = rng.pick(&[b"\r\n", b"\n", b"\r\n", b"\r\n"]);
+        r.extend_from_slice(eol);
+        let body: Vec<u8> = (0..rng.below(40)).map(|i| b'a' + (i % 26) as u8).collect();
+        let chunked = rng.below(3) == 0;
+        for _ in 0..rng.below(5) {
+            let h: Vec<u8> = match rng.below(9) {
+                0 => format!("Content-Length: {}", body.len()).into_bytes(),
+                1 => format!("Content-Length: {}", rng.below(80)).into_bytes(),
+                2 => b"Content-Length: x".to_vec(),
+                3 => b"Transfer-Encoding: chunked".to_vec(),
+                4 => b"Connection: close".to_vec(),
+                5 => b"Connection: keep-alive".to_vec(),
+                6 => b"Bad Header".to_vec(),
+                7 => vec![b'X'; rng.below(300)],
+                _ => b"Server: t".to_vec(),
+            };
+            r.extend_from_slice(&h);
+            r.extend_from_slice(eol);
+        }
+        if chunked {
+            r.extend_from_slice(b"Transfer-Encoding: chunked");
+            r.extend_from_slice(eol);
+        }
+        r.extend_from_slice(eol);
+        if chunked {
+            for piece in body.chunks(1 + rng.below(16)) {
+                r.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                r.extend_from_slice(piece);
+                r.extend_from_slice(b"\r\n");
+            }
+            r.extend_from_slice(rng.pick(&[b"0\r\n\r\n", b"0\r\nT: 1\r\n\r\n", b"0\r\n", b""]));
+        } else {
+            r.extend_from_slice(&body);
+        }
+        rng.edit(&mut r);
+        r
+    }
+
+    /// What a parser says of `resp` fed in the given pieces, then EOF if still undecided:
+    /// the progress and body, and whether the connection may be reused.
+    fn verdict(resp: &[u8], cuts: &[usize], want_body: bool, to_end: bool) -> (String, bool) {
+        let mut p = Parser::new(want_body, false, to_end);
+        for piece in pieces(resp, cuts) {
+            match p.feed(piece) {
+                Progress::More => {}
+                other => return (format!("{other:?} {:?}", p.body()), p.reusable()),
+            }
+        }
+        let last = p.eof();
+        (format!("{last:?} {:?}", p.body()), p.reusable())
+    }
+
+    /// The verdict and the body do not depend on how the bytes come in. Reuse may: bytes
+    /// after the message that come in the same read make the connection unfit for reuse,
+    /// while later ones find it kept (where `probe::on_idle` closes it when they come).
+    #[test]
+    fn any_cut_of_any_response_gives_the_same_verdict() {
+        let mut rng = Rng(0x2026_1122);
+        let mut seen = std::collections::HashMap::<String, usize>::new();
+        for case in 0..3000 {
+            let resp = generated(&mut rng);
+            for (want_body, to_end) in [(false, false), (true, false), (false, true), (true, true)]
+            {
+                let (whole, reusable) = verdict(&resp, &[], want_body, to_end);
+                *seen
+                    .entry(whole.split('(').next().unwrap_or("").to_string())
+                    .or_default() += 1;
+                for cuts in rng.cuts(resp.len()) {
+                    let (v, r) = verdict(&resp, &cuts, want_body, to_end);
+                    assert_eq!(
+                        v,
+                        whole,
+                        "case {case}, cut at {cuts:?}: {:?}",
+                        String::from_utf8_lossy(&resp)
+                    );
+                    assert!(
+                        r || !reusable,
+                        "case {case}, cut at {cuts:?}: kept whole, not in pieces: {:?}",
+                        String::from_utf8_lossy(&resp)
+                    );
+                }
+            }
+        }
+        // the generator makes responses of both kinds, not only broken ones
+        assert!(seen["Done"] > 1000 && seen["Fail"] > 1000, "{seen:?}");
     }
 }

@@ -30,6 +30,9 @@ pub mod mysql;
 pub mod schedule;
 pub mod ucm;
 
+#[cfg(test)]
+pub mod testing;
+
 #[cfg(not(test))]
 pub mod balancer;
 #[cfg(not(test))]
