@@ -138,6 +138,12 @@ pub fn list(entries: &[Entry], next: &AtomicU64) -> Vec<RecentFailure> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn entry_size_is_what_the_readme_says() {
+        // README, triage_zone recent=: "An entry takes 336 bytes"
+        assert_eq!(ENTRY_BYTES, 336);
+    }
+
     /// `n` new entries: all zeros, as in the calloc'ed zone.
     fn zeroed(n: usize) -> Vec<Entry> {
         // SAFETY: an entry is integers only, for which all zeros is a valid value.
