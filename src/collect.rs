@@ -141,5 +141,10 @@ pub unsafe fn snapshot(r: *mut ngx_http_request_t) -> Snapshot {
         time_ms: now,
         upstreams: ups,
         recent_failures: sh.map(|s| s.recent_failures()).unwrap_or_default(),
+        zones: sh
+            .map(Shared::usage)
+            .into_iter()
+            .chain(check::status::zone_usage(r))
+            .collect(),
     }
 }

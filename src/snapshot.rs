@@ -350,6 +350,22 @@ pub struct RecentFailure {
     pub request_id: String,
 }
 
+/// How full one of the module's shared zones is (`triage`: the counters, one entry per
+/// upstream and per peer; `triage_check`: one health record per checked peer).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ZoneSnap {
+    pub name: &'static str,
+    /// Bytes.
+    pub size: u64,
+    pub entries: u64,
+    /// Entries given to a new peer since the zone was made (the zone was full, and a peer
+    /// that no configuration names any more had been idle long enough).
+    pub reused: u64,
+    /// A new peer found no room (the zone-full alert) since the zone was made: it is not
+    /// counted (`triage`) or not checked (`triage_check`).
+    pub full: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     pub version: &'static str,
@@ -362,6 +378,9 @@ pub struct Snapshot {
     pub upstreams: Vec<UpstreamSnap>,
     /// Newest first.
     pub recent_failures: Vec<RecentFailure>,
+    /// `triage`, then `triage_check` when health checks are configured (in the metrics
+    /// only: the JSON's top-level keys are the status issue's contract).
+    pub zones: Vec<ZoneSnap>,
 }
 
 #[cfg(test)]

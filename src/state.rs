@@ -20,14 +20,15 @@ use ngx::ngx_log_error;
 
 use crate::cause::{Cause, Verdict};
 use crate::conf::{MainConf, DEFAULT_ZONE_SIZE};
-use crate::snapshot::{LastFailure, RecentFailure, Window};
+use crate::snapshot::{LastFailure, RecentFailure, Window, ZoneSnap};
 use crate::window::Windows;
 use crate::{recent, shm_index, upstreams};
 
 // 4: last_info's detail field grew from 4 bits to 8. 5: the run-time upstreams' share.
 // 6: names carved from pages. 7: entries reused (names in one word, activity, incarnation).
 // 8: names carved in multiples of 8 bytes, rewritten in place when an entry is reused.
-const MAGIC: u64 = 0x7472_6961_6765_0008;
+// 9: the count of reuses.
+const MAGIC: u64 = 0x7472_6961_6765_0009;
 
 /// Where run-time upstreams past their share of the zone are counted together.
 pub const OTHER_RUN_TIME: &[u8] = b"(other run-time upstreams)";
@@ -73,6 +74,8 @@ pub struct Shared {
     /// No entry could be reused at the last look: none is looked for before this time (ms).
     no_reuse_until: AtomicU64,
     reuse_logged: AtomicBool,
+    /// Entries given to new peers since the zone was made.
+    reused: AtomicU64,
 }
 
 /// Slots per block allocation.
@@ -321,6 +324,7 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
             idle_ms: AtomicU64::new(IDLE_MS.load(Ordering::Relaxed)),
             no_reuse_until: AtomicU64::new(0),
             reuse_logged: AtomicBool::new(false),
+            reused: AtomicU64::new(0),
         },
     );
     (*pool).data = sh as *mut c_void;
@@ -610,6 +614,7 @@ impl Shared {
             (false, true) => self.run_time_slots.fetch_add(1, Ordering::Relaxed),
             _ => 0,
         };
+        self.reused.fetch_add(1, Ordering::Relaxed);
         self.log_reuse();
         Some(s)
     }
@@ -648,6 +653,18 @@ impl Shared {
     }
 
     /// (generation, time of the last configuration load in ms).
+    /// How full the zone is, for the status.
+    pub fn usage(&self) -> ZoneSnap {
+        ZoneSnap {
+            name: "triage",
+            // SAFETY: the pool header is at the start of the zone, `end` at its end.
+            size: unsafe { (*self.pool).end as u64 - self.pool as u64 },
+            entries: self.slots.load(Ordering::Relaxed) as u64,
+            reused: self.reused.load(Ordering::Relaxed),
+            full: self.full_logged.load(Ordering::Relaxed),
+        }
+    }
+
     pub fn load_info(&self) -> (u64, u64) {
         (
             self.generation.load(Ordering::Relaxed),

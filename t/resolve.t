@@ -35,7 +35,7 @@ use Test::More;
 use Time::HiRes qw(sleep);
 use Triage::Harness qw(wait_until);
 use Triage::Backend;
-use Triage::Checks qw(status_json peer crash_lines);
+use Triage::Checks qw(status_json peer zone_metrics crash_lines);
 
 my $t = Triage::Harness->new;
 my @v = split /\./, $t->nginx_version;
@@ -306,11 +306,11 @@ $z->stop;
 
 # --- pods that come and go in a full checks' zone ---------------------------------------------
 # check_shm_size 128k holds 367 health records besides the one configured peer. 200 checked
-# pods behind two `server NAME resolve`; a deploy replaces them by 200 others: 166 fit, and
-# the 34 others take the records of old pods once no worker has checked those for 10 s (the
+# pods behind two `server NAME resolve`; a deploy replaces them by 200 others: 167 fit, and
+# the 33 others take the records of old pods once no worker has checked those for 10 s (the
 # workers drop a pod DNS no longer gives). A reload then adds 40 configured peers, which the
 # master registers in the full zone: they take records of old pods too. Without the reuse,
-# 34 new pods and the 40 new servers would stay unchecked until a restart.
+# 33 new pods and the 40 new servers would stay unchecked until a restart.
 my $k = Triage::Harness->new;
 sub pods_at { my ($net) = @_; return [ map { "127.0.$net.$_" } 1 .. 100 ] }
 my $kdns = $k->backend('dns', answers => { 'pods.test' => pods_at(1), 'pods2.test' => pods_at(2) });
@@ -367,12 +367,17 @@ like($klog, qr/\[notice\] .*zone "triage_check" is full \(\d+ peers\): the recor
      'checks: the notice names the first pod whose record was given away');
 like($klog, qr/\[alert\] .*zone "triage_check" is full/,
      'checks: the alert, while the old pods\' records were still fresh');
+my $kz = zone_metrics($k, 'triage_check');
+is_deeply([ @$kz{qw(size entries full)} ], [ 131072, 368, 1 ],
+          'checks: the metrics say the zone is full (368 records in 128k)') or diag explain $kz;
+is($kz->{reused}, 33, 'checks: and counts the records reused (33: 368 - 201 = 167 fit)');
 
 $k->reload($kconf, FIXED => join '', map { "        server 127.0.5.$_:$gone;\n" } 1 .. 40);
 ok(wait_until(sub { (checked_in('fixed', 5))[1] == 40 }, 10, 0.2),
    'checks: a reload adds 40 servers to the full zone: each is checked')
     or diag explain [ checked_in('fixed', 5) ];
 is((checked_in('pods', 3, 4))[1], 200, 'checks: and the 200 pods still are');
+is(zone_metrics($k, 'triage_check')->{reused}, $kz->{reused} + 40, 'checks: 40 more records reused');
 is_deeply([ grep { !/zone "triage_check" is full/ } crash_lines($k) ], [],
           'checks: no other alert, no crashed worker');
 $k->stop;

@@ -106,6 +106,10 @@ my %families = (
     nginx_triage_config_load_timestamp_seconds => 'gauge',
     nginx_triage_peer_header_time_seconds   => 'gauge',
     nginx_triage_peer_response_time_seconds => 'gauge',
+    nginx_triage_zone_size_bytes            => 'gauge',
+    nginx_triage_zone_entries               => 'gauge',
+    nginx_triage_zone_reused_total          => 'counter',
+    nginx_triage_zone_full                  => 'gauge',
 );
 for my $f (sort keys %families) {
     is($type{$f}, $families{$f}, "$f: TYPE $families{$f}");
@@ -116,6 +120,16 @@ is(scalar(grep { !$families{ $_->{name} } } @samples), 0, 'no sample outside the
 is(value('nginx_triage_info', version => $j->{version}, nginx_version => $t->nginx_version), 1,
    'info: versions');
 is(value('nginx_triage_config_generation'), 1, 'config generation 1');
+# the zones (not in the JSON, whose top-level keys are the issue's): triage only, no checks here
+is_deeply([ sort map { $_->{labels}{zone} } grep { $_->{name} eq 'nginx_triage_zone_entries' } @samples ],
+          ['triage'], 'zones: triage only');
+{
+    my %l = (zone => 'triage');
+    is(value('nginx_triage_zone_size_bytes', %l), 4 * 1024 * 1024, 'zone triage: the default 4m');
+    cmp_ok(value('nginx_triage_zone_entries', %l), '>', 0, 'zone triage: entries');
+    is(value('nginx_triage_zone_reused_total', %l), 0, 'zone triage: none reused');
+    is(value('nginx_triage_zone_full', %l), 0, 'zone triage: never full');
+}
 for my $up (sort keys %{ $j->{upstreams} }) {
     for my $p (@{ $j->{upstreams}{$up}{peers} }) {
         my %l = (upstream => $up, peer => $p->{name});

@@ -25,7 +25,7 @@ use Test::More;
 use Time::HiRes qw(sleep);
 use Triage::Harness;
 use Triage::Backend;
-use Triage::Checks qw(status_json peer);
+use Triage::Checks qw(status_json peer zone_metrics);
 
 my $closed = Triage::Backend::closed_port();
 my $OTHER = '(other run-time upstreams)';
@@ -74,12 +74,17 @@ sub stays_full {
     cmp_ok(counted($t, $prefix), '<', 30, "$what: after a reload to 30 others, not all are counted");
     like($t->error_log_since($mark), qr/\[alert\] .*zone "triage" is full \(\d+ peers\), new peers are not counted/,
         "$what: the alert that the zone is full");
+    my $z = zone_metrics($t, 'triage');
+    is_deeply([ @$z{qw(size entries full)} ], [ 65536, 64, 1 ],
+              "$what: the metrics say the zone is full (64 entries of 64k)");
 }
 
 # --- 1. upstreams a reload removed ------------------------------------------------------------
 my $t = Triage::Harness->new;
 $t->start(conf('1s', 'a'));
 is(counted($t, 'a'), 30, 'the first 30 upstreams are counted (60 of the 64 entries)');
+is_deeply([ @{ zone_metrics($t, 'triage') }{qw(entries reused full)} ], [ 60, 0, 0 ],
+          'the metrics: 60 entries, none reused, never full');
 sleep 1.2;    # the idle time under test
 my $mark = $t->error_log_mark;
 $t->reload(conf('1s', 'b'));
@@ -88,6 +93,9 @@ my $log = $t->error_log_since($mark);
 like($log, qr/\[notice\] .*triage: zone "triage" \(\d+ entries\) or its run-time upstreams' share is full: entries that no configuration names and that have been idle for 1 s are reused for new peers, their counters dropped \(raise triage_zone to keep them\)/,
     'a notice says that entries are reused');
 unlike($log, qr/new peers are not counted/, 'and no alert that the zone is full');
+my $z = zone_metrics($t, 'triage');
+is_deeply([ @$z{qw(entries reused full)} ], [ 64, 56, 0 ],
+          'the metrics: 64 entries, 56 reused (4 were free), never full');
 
 sleep 1.2;
 stays_full($t, 'off', 'c', 'idle=off');

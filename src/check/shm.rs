@@ -28,9 +28,10 @@ use super::health::{Outcome, Reason, State, Transition};
 use super::schedule;
 use crate::module::Module;
 use crate::shm_index;
+use crate::snapshot::ZoneSnap;
 use crate::state::log_once;
 
-const MAGIC: u64 = 0x7472_6961_6765_6302;
+const MAGIC: u64 = 0x7472_6961_6765_6303;
 static ZONE_NAME: &[u8] = b"triage_check";
 /// Bytes of zone per checked peer in the sizing rule (record, names, index, slab overhead).
 const PER_PEER: usize = 512;
@@ -56,6 +57,8 @@ pub struct Header {
     reuse_logged: AtomicBool,
     /// No record to reuse was found before this time (ms): the next search waits for it.
     no_reuse_until: AtomicU64,
+    /// Records given to new peers since the zone was made.
+    reused: AtomicU64,
     pool: *mut ngx_slab_pool_t,
 }
 
@@ -401,6 +404,7 @@ unsafe fn make_header(pool: *mut ngx_slab_pool_t, size: usize) -> Option<*mut He
             full_logged: AtomicBool::new(false),
             reuse_logged: AtomicBool::new(false),
             no_reuse_until: AtomicU64::new(0),
+            reused: AtomicU64::new(0),
             pool,
         },
     );
@@ -542,6 +546,7 @@ impl Header {
             _ => i, // cannot happen: the tombstone just made is free
         };
         self.index()[at].store(p, Ordering::Release);
+        self.reused.fetch_add(1, Ordering::Relaxed);
         if let Some([up, server, name]) = was {
             self.log_reuse(&up, &server, &name);
         }
@@ -592,6 +597,18 @@ impl Header {
             r.reset(default_down, now, first_due(now, interval_ms));
         }
         Some(r)
+    }
+
+    /// How full the zone is, for the status.
+    pub fn usage(&self) -> ZoneSnap {
+        ZoneSnap {
+            name: "triage_check",
+            // SAFETY: the pool header is at the start of the zone, `end` at its end.
+            size: unsafe { (*self.pool).end as u64 - self.pool as u64 },
+            entries: self.count.load(Ordering::Relaxed) as u64,
+            reused: self.reused.load(Ordering::Relaxed),
+            full: self.full_logged.load(Ordering::Relaxed),
+        }
     }
 
     fn log_reuse(&self, up: &[u8], server: &[u8], name: &[u8]) {

@@ -10,7 +10,7 @@ use super::health::peer_states;
 use super::ucm::{self, Row};
 use crate::conf::MainConf;
 use crate::module::Module;
-use crate::snapshot::{Health, PeerState};
+use crate::snapshot::{Health, PeerState, ZoneSnap};
 
 type Handler = unsafe extern "C" fn(*mut ngx_http_request_t) -> ngx_int_t;
 
@@ -80,6 +80,18 @@ unsafe fn serve(r: *mut ngx_http_request_t, default: Format) -> ngx_int_t {
         &[],
         body.into_bytes(),
     )
+}
+
+/// How full the checks' zone is (None without health checks).
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn zone_usage(r: *mut ngx_http_request_t) -> Option<ZoneSnap> {
+    let checks = &main_conf(r).checks;
+    if checks.list.is_empty() {
+        return None;
+    }
+    checks.header().map(|h| h.usage())
 }
 
 /// The checks' view of a peer of `uscf`: its `health` and the state it gives the peer

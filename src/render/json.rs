@@ -403,6 +403,12 @@ mod tests {
     }
 
     #[test]
+    fn zones_stay_out_of_the_json() {
+        // the top-level keys are a contract; the zones are in the metrics only
+        assert_eq!(doc(Selection::default()).get("zones"), None);
+    }
+
+    #[test]
     fn recent_failures() {
         let v = doc(Selection::default());
         let r = &v["recent_failures"];

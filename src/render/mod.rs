@@ -216,6 +216,22 @@ pub mod fixture {
             request_id: "0123456789abcdef0123456789abcdef".into(),
         };
         Snapshot {
+            zones: vec![
+                ZoneSnap {
+                    name: "triage",
+                    size: 4 << 20,
+                    entries: 12,
+                    reused: 3,
+                    full: false,
+                },
+                ZoneSnap {
+                    name: "triage_check",
+                    size: 1 << 20,
+                    entries: 2,
+                    reused: 0,
+                    full: true,
+                },
+            ],
             version: "0.1.0",
             nginx_version: "1.28.3".into(),
             pid: 4242,

@@ -13,11 +13,14 @@
 //! - `nginx_triage_peer_header_time_seconds{upstream,peer}`,
 //!   `nginx_triage_peer_response_time_seconds{upstream,peer}`: mean over the last minute,
 //!   peers with timed responses only
+//! - `nginx_triage_zone_size_bytes{zone}`, `nginx_triage_zone_entries{zone}`,
+//!   `nginx_triage_zone_reused_total{zone}`, `nginx_triage_zone_full{zone}`: the module's
+//!   shared zones (`triage`, and `triage_check` with health checks)
 
 use core::fmt::Write;
 
 use super::Selection;
-use crate::snapshot::{PeerSnap, PeerState, Snapshot, UpstreamSnap};
+use crate::snapshot::{PeerSnap, PeerState, Snapshot, UpstreamSnap, ZoneSnap};
 
 /// A label value with `\`, `"` and newline escaped, per the text format.
 fn escape_into(out: &mut String, v: &str) {
@@ -102,6 +105,60 @@ const CLASSES: [&str; 5] = [
     ",code_class=\"5xx\"",
 ];
 
+/// The zones' families: size, entries, reuses, and whether one was ever full.
+fn zones(o: &mut String, s: &Snapshot) {
+    use Value::Count;
+    let labels: Vec<String> = s
+        .zones
+        .iter()
+        .map(|z| {
+            let mut l = String::from("zone=\"");
+            escape_into(&mut l, z.name);
+            l.push('"');
+            l
+        })
+        .collect();
+    /// Name, type, help, value.
+    type Family = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&ZoneSnap) -> u64,
+    );
+    let families: [Family; 4] = [
+        (
+            "nginx_triage_zone_size_bytes",
+            "gauge",
+            "Size of the module's shared zone.",
+            |z| z.size,
+        ),
+        (
+            "nginx_triage_zone_entries",
+            "gauge",
+            "Entries in use: counters of upstreams and peers (triage), health records (triage_check).",
+            |z| z.entries,
+        ),
+        (
+            "nginx_triage_zone_reused_total",
+            "counter",
+            "Entries given to new peers because the zone was full (peers no configuration names any more, idle long enough).",
+            |z| z.reused,
+        ),
+        (
+            "nginx_triage_zone_full",
+            "gauge",
+            "1 once a new peer found no room since the zone was made (not counted, or not checked): raise its size.",
+            |z| u64::from(z.full),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        family(o, name, kind, help);
+        for (z, l) in s.zones.iter().zip(&labels) {
+            sample(o, name, l, &[], Count(value(z)));
+        }
+    }
+}
+
 /// The metrics of the selected part of the snapshot.
 pub fn prometheus(s: &Snapshot, sel: Selection) -> Vec<u8> {
     use Value::{Count, Millis};
@@ -161,6 +218,7 @@ pub fn prometheus(s: &Snapshot, sel: Selection) -> Vec<u8> {
         &[],
         load,
     );
+    zones(o, s);
 
     family(
         o,
@@ -338,6 +396,12 @@ mod tests {
             "nginx_triage_upstream_failures_total{upstream=\"app\",peer=\"\",cause=\"no_live_upstreams\"} 1".into(),
             format!("nginx_triage_peer_header_time_seconds{{{app}}} 0.002"),
             format!("nginx_triage_peer_response_time_seconds{{{app}}} 0.010"),
+            "nginx_triage_zone_size_bytes{zone=\"triage\"} 4194304".into(),
+            "nginx_triage_zone_entries{zone=\"triage\"} 12".into(),
+            "nginx_triage_zone_reused_total{zone=\"triage\"} 3".into(),
+            "nginx_triage_zone_full{zone=\"triage\"} 0".into(),
+            "nginx_triage_zone_entries{zone=\"triage_check\"} 2".into(),
+            "nginx_triage_zone_full{zone=\"triage_check\"} 1".into(),
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line}\n{t}");
         }

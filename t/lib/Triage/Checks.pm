@@ -6,6 +6,7 @@ package Triage::Checks;
 #
 #   my $j = status_json($t, '/status');                  # decoded triage status (or {})
 #   my $p = peer($j, 'backend', '127.0.0.1:8081');       # the peer's object, or undef
+#   my $z = zone_metrics($t, 'triage_check');           # {size, entries, reused, full} ({})
 #   my $p = wait_state($t, 'backend', $addr, 'unhealthy', 5);   # peer once state matches
 #   my $p = settled($t, 'backend', $addr, 'unhealthy', 'bad_status'); # ... and last_error (5 s)
 #   my $n = count_requests($b, qr{^GET /app});           # backend requests matching
@@ -22,7 +23,7 @@ use Time::HiRes qw(time);
 use Triage::Harness qw(wait_until);
 
 use Exporter 'import';
-our @EXPORT_OK = qw(status_json peer wait_state settled wait_health count_requests crash_lines
+our @EXPORT_OK = qw(status_json peer zone_metrics wait_state settled wait_health count_requests crash_lines
                     no_crash start_checked expect_verdicts);
 
 our $STATUS = '/status';
@@ -32,6 +33,17 @@ sub status_json {
     my $r = $t->http('main', $path // $STATUS);
     return {} unless $r->{status} == 200;
     return eval { JSON::PP::decode_json($r->{body}) } || {};
+}
+
+# The zone's samples in the status metrics (nginx_triage_zone_*{zone="NAME"}), by the
+# family's last word: size (bytes), entries, reused, full (0 or 1).
+sub zone_metrics {
+    my ($t, $zone, $path) = @_;
+    my $r = $t->http('main', ($path // $STATUS) . '?format=prometheus');
+    return {} unless $r->{status} == 200;
+    my %z;
+    $z{$1} = $2 while $r->{body} =~ /^nginx_triage_zone_(size|entries|reused|full)\w*\{zone="\Q$zone\E"\} (\d+)$/mg;
+    return \%z;
 }
 
 sub peer {
