@@ -364,7 +364,6 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> 
                 // not in the previous configuration: a new peer again
                 r.reset(conf.default_down, now, first_due(now, conf.interval_ms));
             }
-            r.seen.store(gen, Ordering::Relaxed);
             p.rec = r;
         }
     }
