@@ -124,16 +124,22 @@ fn names_word(offset: usize, upstream_len: usize, peer_len: usize) -> u64 {
     (offset as u64) << 32 | (upstream_len as u64) << 16 | peer_len as u64
 }
 
+/// A names word's (offset, upstream's length, peer's length): [`names_word`] undone.
+#[inline]
+fn names_parts(w: u64) -> (usize, usize, usize) {
+    (
+        (w >> 32) as usize,
+        ((w >> 16) & 0xffff) as usize,
+        (w & 0xffff) as usize,
+    )
+}
+
 impl Slot {
     /// (upstream, peer), both read through one load of the names word.
     #[inline]
     pub fn names(&self) -> (&[u8], &[u8]) {
         let w = self.names.load(Ordering::Acquire);
-        let (off, ul, pl) = (
-            (w >> 32) as usize,
-            ((w >> 16) & 0xffff) as usize,
-            (w & 0xffff) as usize,
-        );
+        let (off, ul, pl) = names_parts(w);
         let Some(sh) = shared() else {
             return (&[], &[]);
         };
@@ -577,11 +583,10 @@ impl Shared {
         };
         // The new names go in the room of the old ones when they fit (the same upstream, an
         // address about as long), else in new bytes; the old ones are then left as they are.
-        let old = s.names.load(Ordering::Relaxed);
-        let (off, len) = ((old >> 32) as usize, (old >> 16 & 0xffff) + (old & 0xffff));
+        let (off, old_ul, old_pl) = names_parts(s.names.load(Ordering::Relaxed));
         let in_place = upstream.len() <= 0xffff
             && peer.len() <= 0xffff
-            && names_room(upstream.len() + peer.len()) <= names_room(len as usize);
+            && names_room(upstream.len() + peer.len()) <= names_room(old_ul + old_pl);
         let fresh = if in_place {
             None
         } else {
