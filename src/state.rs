@@ -20,6 +20,7 @@ use ngx::ngx_log_error;
 
 use crate::cause::{Cause, Verdict};
 use crate::conf::{MainConf, DEFAULT_ZONE_SIZE};
+use crate::module::Module;
 use crate::snapshot::{LastFailure, RecentFailure, Window, ZoneSnap};
 use crate::window::Windows;
 use crate::{recent, shm_index, upstreams};
@@ -225,11 +226,14 @@ impl Slot {
     }
 }
 
+/// The zone of the configuration nginx runs: set by `init_module`, once nginx has committed
+/// to a configuration, never by `init_zone`. A reload that fails after its zones were made
+/// (a `listen` that cannot bind comes later) unmaps a zone it made anew (a changed size) and
+/// keeps the old configuration running; the master's workers, started later by fork, must
+/// not inherit the address of the unmapped zone.
 static SHARED: AtomicPtr<Shared> = AtomicPtr::new(ptr::null_mut());
 /// `recent=N` of the configuration being loaded, for a zone made by it.
 static RECENT_CAP: AtomicUsize = AtomicUsize::new(crate::conf::DEFAULT_RECENT);
-/// `idle=` of the configuration being loaded (ms), for the zone made or kept by it.
-static IDLE_MS: AtomicU64 = AtomicU64::new(crate::conf::DEFAULT_IDLE_MS);
 static ZONE_NAME: &[u8] = b"triage";
 
 fn hash(upstream: &[u8], peer: &[u8]) -> u64 {
@@ -252,7 +256,6 @@ pub unsafe fn add_zone(cf: *mut ngx_conf_t, mcf: &mut MainConf) -> Status {
         return Status::NGX_ERROR;
     }
     RECENT_CAP.store(mcf.recent, Ordering::Relaxed);
-    IDLE_MS.store(mcf.idle_ms, Ordering::Relaxed);
     (*zone).init = Some(init_zone);
     (*zone).data = ptr::null_mut();
     mcf.zone = zone;
@@ -271,14 +274,7 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
     };
     if !kept.is_null() {
         (*zone).data = kept;
-        SHARED.store(kept as *mut Shared, Ordering::Release);
         let sh = &*(kept as *const Shared);
-        if sh.magic == MAGIC {
-            // unlike recent=, idle= takes effect at once
-            sh.idle_ms
-                .store(IDLE_MS.load(Ordering::Relaxed), Ordering::Relaxed);
-            sh.no_reuse_until.store(0, Ordering::Relaxed);
-        }
         let asked = RECENT_CAP.load(Ordering::Relaxed);
         if sh.magic == MAGIC && sh.recent_cap != 0 && sh.recent_cap != asked {
             // SAFETY: the cycle log is valid in the master.
@@ -327,7 +323,8 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
             block_left: AtomicUsize::new(0),
             names: AtomicPtr::new(ptr::null_mut()),
             names_left: AtomicUsize::new(0),
-            idle_ms: AtomicU64::new(IDLE_MS.load(Ordering::Relaxed)),
+            // init_module sets the configuration's (a reload that fails sets nothing)
+            idle_ms: AtomicU64::new(0),
             no_reuse_until: AtomicU64::new(0),
             reuse_logged: AtomicBool::new(false),
             reused: AtomicU64::new(0),
@@ -335,7 +332,6 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
     );
     (*pool).data = sh as *mut c_void;
     (*zone).data = sh as *mut c_void;
-    SHARED.store(sh, Ordering::Release);
     NGX_OK as ngx_int_t
 }
 
@@ -855,9 +851,21 @@ impl Shared {
 /// Registers every configured peer (so the status lists them from the first request) and
 /// counts the configuration generation.
 pub unsafe extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
-    let Some(sh) = shared() else {
+    // nginx has committed to this configuration: its zone is the one to count in (see SHARED).
+    let mcf = Module::main_conf(&*cycle);
+    let zone = mcf.map_or(ptr::null_mut(), |m| m.zone);
+    let sh = if zone.is_null() {
+        ptr::null_mut()
+    } else {
+        (*zone).data as *mut Shared
+    };
+    SHARED.store(sh, Ordering::Release);
+    let (Some(sh), Some(mcf)) = (shared(), mcf) else {
         return NGX_OK as ngx_int_t;
     };
+    // unlike recent=, idle= takes effect at once, also on a zone kept across the reload
+    sh.idle_ms.store(mcf.idle_ms, Ordering::Relaxed);
+    sh.no_reuse_until.store(0, Ordering::Relaxed);
     let gen = sh.generation.load(Ordering::Relaxed) + 1;
     sh.load_time_ms.store(now_ms(), Ordering::Relaxed);
     let Some(umcf) = NgxHttpUpstreamModule::main_conf(&*cycle) else {

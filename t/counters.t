@@ -1,16 +1,18 @@
 #!/usr/bin/perl
 # Shared-memory failure counters across 2 workers, the triage_status JSON, and
-# their survival across a reload (HUP).   Run alone: prove -v t/counters.t
+# their survival across a reload (HUP), and across one that fails.
+#   Run alone: prove -v t/counters.t
 
 use strict;
 use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
+use IO::Socket::INET;
 use JSON::PP;
 use Test::More;
 use Time::Local qw(timegm);
-use Triage::Harness;
+use Triage::Harness qw(wait_until);
 use Triage::Backend;
 use Triage::Checks qw(peer);
 
@@ -21,7 +23,7 @@ my $ok     = $t->backend('ok');
 my ($c1, $c2, $c3) = map { Triage::Backend::closed_port() } 1 .. 3;
 
 my %vars = (C1 => $c1, C2 => $c2, C3 => $c3, SILENT => $silent->addr,
-            RESET => $reset->addr, OK => $ok->addr);
+            RESET => $reset->addr, OK => $ok->addr, ZONE => '1m', MORE_LISTEN => '');
 
 # app_pair: max_fails=0 and proxy_next_upstream error => every request tries both
 # peers, whatever the round-robin position in each worker: counts are exact.
@@ -30,7 +32,7 @@ my $conf = <<'CONF';
 worker_processes 2;
 events { worker_connections 128; }
 http {
-    triage_zone 1m;
+    triage_zone %%ZONE%%;
     log_format counters '$request_uri|$status|$upstream_addr|$pid';
     access_log logs/access.log counters;
     proxy_connect_timeout 1s;
@@ -44,6 +46,7 @@ http {
 
     server {
         listen 127.0.0.1:%%PORT_main%%;
+%%MORE_LISTEN%%
         location /refused  { proxy_pass http://app_refused; }
         location /timeout  { proxy_pass http://app_timeout; }
 %%PAIR_LOCATION%%
@@ -191,6 +194,28 @@ check_all($j, 'after reload', $refused);
 is($t->http('main', "/refused?after$_")->{status}, 502, "/refused?after$_ after reload: 502") for 1 .. 2;
 $t->wait_access_log('access.log', 9 + $refused + 2);
 check_all(status_json(), 'after reload + 2 requests', $refused + 2);
+
+# --- a reload that fails after nginx made its zones: a new triage_zone size makes a new zone,
+#     and a listen on a port another socket holds fails later, so nginx unmaps that zone and
+#     keeps the running configuration. Workers the master starts after that (here: both
+#     killed, as the OOM killer does) count in the running zone. Before, they inherited the
+#     address of the unmapped zone and died on signal 11 at their first count.
+my $held = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1)
+    or die "listen: $!";
+my $mark = $t->error_log_mark;
+$t->write_config($conf, %vars, PAIR_UPSTREAM => '', PAIR_LOCATION => '', ZONE => '2m',
+    MORE_LISTEN => '        listen 127.0.0.1:' . $held->sockport . ';');
+kill 'HUP', $t->master_pid;
+ok(wait_until(sub { $t->error_log_since($mark) =~ /still could not bind\(\)/ }, 20),
+    'a reload with triage_zone 2m and a port in use fails');
+is_deeply([sort $t->worker_pids], [sort @new], 'the workers of the running configuration stay');
+kill 'KILL', @new;
+ok(wait_until(sub { my @w = $t->worker_pids; @w == 2 && !grep { my $o = $_; grep { $_ == $o } @new } @w }, 10),
+    'both workers killed: the master starts two others');
+is($t->http('main', "/refused?respawned$_")->{status}, 502, "/refused?respawned$_: 502") for 1 .. 3;
+$t->wait_access_log('access.log', 9 + $refused + 5);
+check_all(status_json(), 'after a failed reload and new workers', $refused + 5);
+unlike($t->error_log_since($mark), qr/exited on signal (?!9\b)/, 'no worker died but those killed');
 
 $t->stop;
 
