@@ -196,7 +196,10 @@ impl Parser {
                 }
                 St::StatusLine | St::Headers => {
                     let before = i;
-                    let cap = HEADER_MAX.saturating_sub(self.header_bytes);
+                    // the room left after the lines already ended: the start of a line cut
+                    // between two reads is in both header_bytes and self.line
+                    let ended = self.header_bytes - self.line.len();
+                    let cap = HEADER_MAX.saturating_sub(ended);
                     let line = match self.take_line(data, &mut i, cap) {
                         Ok(l) => l,
                         Err(c) => return Progress::Fail(c),
@@ -575,6 +578,25 @@ mod tests {
             Progress::Done(200)
         );
         assert!(!p.reusable());
+    }
+
+    #[test]
+    fn a_long_line_cut_between_reads_counts_once() {
+        // 12 KB of header in one line: within HEADER_MAX whole, and so wherever it is cut
+        let mut r = b"HTTP/1.1 200 OK\r\nX-Big: ".to_vec();
+        r.extend(std::iter::repeat_n(b'a', 12 * 1024));
+        r.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(all_steps(&r, false).0, Progress::Done(200));
+        for cut in [20, 6 * 1024, 12 * 1024] {
+            let mut p = Parser::new(false, false, false);
+            assert_eq!(p.feed(&r[..cut]), Progress::More);
+            assert_eq!(p.feed(&r[cut..]), Progress::Done(200), "cut at {cut}");
+        }
+        // past HEADER_MAX in all, whole or cut
+        let mut r = b"HTTP/1.1 200 OK\r\nX-Big: ".to_vec();
+        r.extend(std::iter::repeat_n(b'a', HEADER_MAX));
+        r.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(all_steps(&r, false).0, Progress::Fail(Cause::HeaderTooBig));
     }
 
     #[test]
