@@ -108,6 +108,12 @@ impl Merge for LocConf {
                 prev.enable
             };
         }
+        // An `if` block (or `limit_except`) without a content handler of its own runs its
+        // location's, which is `run_time::content` once wrapped: it reads this configuration.
+        // (`wrap_content` replaces it where the block has a handler.)
+        if self.content.is_none() {
+            self.content = prev.content;
+        }
         self.fallback.merge(&prev.fallback);
         Ok(())
     }

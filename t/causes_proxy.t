@@ -107,6 +107,11 @@ http {
     server {
         listen 127.0.0.1:%%PORT_main%%;
         location /ok       { proxy_pass http://%%OK%%; }
+        # an if block in a proxied location has no content handler of its own: the
+        # location's runs, with the if block's configuration (the module wraps that handler)
+        location /if_ok      { proxy_pass http://%%OK%%; if ($arg_x) { add_header X-If 1; } }
+        location /if_refused { proxy_pass http://127.0.0.1:%%CLOSED%%; if ($arg_x) { add_header X-If 1 always; } }
+        location /if_runtime { set $ok_addr %%OK%%; proxy_pass http://$ok_addr; if ($arg_x) { add_header X-If 1; } }
         location /refused  { proxy_pass http://127.0.0.1:%%CLOSED%%; }
         location /ctimeout { proxy_pass http://%%BLACKHOLE%%; }
         location /silent   { proxy_pass http://%%SILENT%%; }
@@ -494,6 +499,24 @@ sub check_error_log {
     my $rec = $t->find_access('access.log', \@F, request_uri => '/ok');
     check_record({ uri => '/ok', status => 200, cause => '', errno => '', phase => '', peer => '' }, $rec);
     is($rec && $rec->{upstream_addr}, $b{ok}->addr, '/ok: went to the OK backend');
+}
+
+# A location's if block: the location's proxy_pass answers, the if block's add_header applies,
+# and a failure is classified as anywhere else.
+for my $u ('/if_ok', '/if_runtime') {
+    for my $q ('', '?x=1') {
+        my $r = $t->http('main', "$u$q");
+        is($r->{status}, 200, "$u$q: 200");
+        is($r->{headers}{'x-if'}, $q ? '1' : undef, "$u$q: " . ($q ? "the if block's add_header" : 'no if block'));
+    }
+}
+{
+    my $r = $t->http('main', '/if_refused?x=1');
+    is($r->{status}, 502, '/if_refused?x=1: 502');
+    is($r->{headers}{'x-if'}, '1', "/if_refused?x=1: the if block's add_header");
+    my $rec = $t->find_access('access.log', \@F, request_uri => '/if_refused?x=1');
+    check_record({ uri => '/if_refused?x=1', status => 502, cause => 'connect_refused', errno => 111,
+        phase => 'connect', peer => "127.0.0.1:$closed" }, $rec);
 }
 
 # The SNI front end with the server name sent: it answers (so /sni_off's failure is the
