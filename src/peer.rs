@@ -364,6 +364,16 @@ unsafe fn count_last_try(u: *mut ngx_http_upstream_t, w: &Watch) {
     );
 }
 
+/// The client's side failed: nginx timed out writing to it (`c->timedout`), a write to it
+/// failed (`c->error`, also set on the streams of an HTTP/2 connection that closes), or the
+/// buffered pipe says so (`downstream_error`).
+unsafe fn client_failed(r: *const ngx_http_request_t, u: *const ngx_http_upstream_t) -> bool {
+    let c = (*r).connection;
+    (*c).error() != 0
+        || (*c).timedout() != 0
+        || (!(*u).pipe.is_null() && (*(*u).pipe).downstream_error() != 0)
+}
+
 /// Failures nginx does not report through `free(NGX_PEER_FAILED)`.
 #[cold]
 unsafe fn classify_at_finalize(
@@ -403,6 +413,12 @@ unsafe fn classify_at_finalize(
         && (error || rc == NGX_ERROR as ngx_int_t)
         && !(*pc).connection.is_null()
     {
+        if client_failed(r, u) {
+            // nginx gave up on the client (send_timeout, a failed write, an HTTP/2
+            // connection closing) and closes the backend's connection: not the backend's
+            // failure.
+            return;
+        }
         // The body was cut after the header went out: no error page, but a failure.
         gather(r, pc, Event::BodyFailed, &w.log)
     } else if w.dynamic && rc_status != NGX_HTTP_INTERNAL_SERVER_ERROR && error {

@@ -242,6 +242,16 @@ http {
             proxy_temp_path %%PTEMP%%;
             proxy_pass http://%%LARGE%%;
         }
+        # nginx holds the answer in memory only, and gives a client that stops reading 1 s
+        location /client_stalls {
+            proxy_buffers 4 4k;
+            proxy_busy_buffers_size 4k;
+            proxy_max_temp_file_size 0;
+            send_timeout 1s;
+            # nginx says "client timed out" at info
+            error_log logs/error.log info;
+            proxy_pass http://%%LARGE%%;
+        }
         location = /status { triage_status; access_log off; }
     }
     # a TLS front end that needs the server name (SNI), as CDNs and shared front ends do
@@ -718,6 +728,28 @@ like(($t->find_access('access.log', \@F, request_uri => '/dead?2') || {})->{tria
     my ($p) = @{ ($j->{upstreams}{ $b{large}->addr } || {})->{peers} || [] };
     is($p && $p->{last_failure}{cause}, 'other', 'status: the temp file failure is `other`');
     like($p && $p->{hint} // '', qr/temp path/, 'status: its hint names the temp path');
+}
+
+# The client stops reading a large answer: nginx gives up on it after send_timeout ("client
+# timed out") and closes the backend's connection. The backend did nothing wrong: no cause,
+# and no failure of its peer.
+{
+    my $failures = sub {
+        my $j = eval { JSON::PP::decode_json($t->http('main', '/status')->{body}) } || {};
+        my ($p) = @{ ($j->{upstreams}{ $b{large}->addr } || {})->{peers} || [] };
+        return $p && $p->{failures}{total};
+    };
+    my $before = $failures->();
+    ok(defined $before, 'status: the large backend is listed');
+    my $c = $t->conn('slow') or BAIL_OUT("connect: $!");
+    setsockopt($c->sock, SOL_SOCKET, SO_RCVBUF, 4096);
+    $c->send_request(GET => '/client_stalls');
+    ok($t->wait_error_log(qr/client timed out \(110: Connection timed out\) while sending to client.*"GET \/client_stalls /, timeout => 10),
+       '/client_stalls: nginx gave up on the client');
+    $c->close;
+    check_record({ uri => '/client_stalls', status => 200, cause => '', errno => '', phase => '', peer => '' },
+                 $t->find_access('access.log', \@F, request_uri => '/client_stalls'));
+    is($failures->(), $before, 'status: no failure counted for the backend');
 }
 
 # The backend's idle timeout runs out just as nginx reuses a kept-alive connection (the
