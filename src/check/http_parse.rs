@@ -11,6 +11,10 @@ use crate::cause::Cause;
 pub const HEADER_MAX: usize = 16 * 1024;
 /// Longest body kept for `check_http_expect_body` (the rest is not read).
 pub const BODY_MAX: usize = 64 * 1024;
+/// Body bytes (chunk lines and trailers included) read to reach a message's end, so that the
+/// connection can be kept: past this, the check ends at its verdict and the connection is
+/// closed. A health URL that streams would otherwise be read until the check's timeout.
+pub const TO_END_MAX: u64 = 1024 * 1024;
 /// Longest chunk-size line.
 const CHUNK_LINE_MAX: usize = 1024;
 
@@ -60,6 +64,8 @@ pub struct Parser {
     st: St,
     line: Vec<u8>,
     header_bytes: usize,
+    /// Bytes read after the header (for [`TO_END_MAX`]).
+    body_bytes: u64,
     status: u16,
     content_length: Option<u64>,
     chunked: bool,
@@ -111,6 +117,7 @@ impl Parser {
             st: St::StatusLine,
             line: Vec::new(),
             header_bytes: 0,
+            body_bytes: 0,
             status: 0,
             content_length: None,
             chunked: false,
@@ -189,6 +196,7 @@ impl Parser {
     pub fn feed(&mut self, data: &[u8]) -> Progress {
         let mut i = 0;
         while i < data.len() {
+            let (at, in_body) = (i, !matches!(self.st, St::StatusLine | St::Headers));
             match self.st {
                 St::Done => {
                     self.extra = true;
@@ -296,6 +304,13 @@ impl Parser {
                     Ok(None) => return Progress::More,
                     _ => return Progress::Fail(Cause::InvalidHeader),
                 },
+            }
+            if in_body {
+                self.body_bytes += (i - at) as u64;
+                if self.body_bytes > TO_END_MAX && self.st != St::Done {
+                    // the verdict is known (status, and the body kept): give up the end
+                    return self.done();
+                }
             }
         }
         match self.st {

@@ -329,6 +329,15 @@ unsafe fn receive(p: *mut Probe) {
                 finish(p, o);
                 return;
             }
+            if (*(*c).read).ready() == 0 {
+                // What the socket had is read; over TLS, what OpenSSL still holds comes back
+                // as a posted event. Reading on regardless would let a peer that sends as fast
+                // as the worker decrypts keep it here for ever (its timeout never runs).
+                if ngx_handle_read_event((*c).read, 0) != NGX_OK as ngx_int_t {
+                    finish(p, Outcome::fail(Reason::Cause(Cause::Other), None));
+                }
+                return;
+            }
         } else if n == 0 {
             let o = (*p).exchange.eof(&judge);
             finish(p, o);
