@@ -157,6 +157,21 @@ mod module {
         }
     }
 
+    /// init_module, in the master once nginx has committed to a configuration (at start and
+    /// at each reload that succeeds; the workers start after it): what the shared zones keep
+    /// of the configuration is written here, never at zone init (see `state::SHARED`).
+    unsafe extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+        let rc = state::init_module(cycle);
+        if rc != NGX_OK as ngx_int_t {
+            return rc;
+        }
+        // SAFETY: the cycle nginx is initialising; our main conf, if any, is its http{}'s.
+        if let Some(mcf) = <Module as HttpModuleMainConf>::main_conf_mut(&*cycle) {
+            check::shm::register(&mut mcf.checks);
+        }
+        NGX_OK as ngx_int_t
+    }
+
     static NGX_HTTP_TRIAGE_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
         preconfiguration: Some(Module::preconfiguration),
         postconfiguration: Some(Module::postconfiguration),
@@ -174,7 +189,7 @@ mod module {
         ctx: addr_of!(NGX_HTTP_TRIAGE_MODULE_CTX) as *mut c_void,
         commands: addr_of_mut!(conf::COMMANDS) as *mut ngx_command_t,
         type_: NGX_HTTP_MODULE as ngx_uint_t,
-        init_module: Some(state::init_module),
+        init_module: Some(init_module),
         init_process: Some(check::worker::init_process),
         exit_process: Some(check::worker::exit_process),
         ..ngx_module_t::default()

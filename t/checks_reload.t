@@ -2,7 +2,7 @@
 # Health state lives in shared memory keyed by upstream + server + address:
 # - it survives `nginx -s reload` with a reordered server list (state follows the peer,
 #   never its position), a new peer starts per default_down, a peer removed then added
-#   again starts over;
+#   again starts over; a reload that fails changes nothing;
 # - the checking duty survives SIGKILL of a worker (2 workers: the other one goes on at
 #   the same rate; 1 worker: the respawned one takes over within two intervals).
 #   Run alone: prove -v t/checks_reload.t
@@ -12,6 +12,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
+use IO::Socket::INET;
 use Test::More;
 use Time::HiRes qw(time sleep);
 use Triage::Harness qw(wait_until);
@@ -99,6 +100,36 @@ sub servers { join '', map { "        server $_;\n" } @_ }
     is_deeply(\@st2, [(200) x 4], 'no check configured: B (failing /health) gets traffic again');
     ok(count_requests($b{B}, qr{^GET /app/n}) > 0, 'no check configured: B is in rotation');
     is(scalar(crash_lines($t)), 0, 'no alert, crit or crash in error.log');
+    $t->stop;
+}
+
+# A reload that fails after nginx made its zones (a listen on a port in use comes later)
+# changes nothing: a peer that the failed configuration lacked keeps its state at the next
+# reload that succeeds. Before, the failed reload had moved the zone's generation on, and
+# that peer started over (per default_down: out of rotation until its rise checks).
+{
+    my $t = Triage::Harness->new;
+    my %b = map { $_ => $t->backend('ok') } qw(A B);
+    my ($A, $B) = map { $b{$_}->addr } qw(A B);
+    my %v = (WORKERS => 1, INTERVAL => 300, HTTP => '');
+    $t->start($tmpl, %v, SERVERS => servers($A, $B));
+    ok(wait_state($t, 'app', $B, 'up', 3), 'B up');
+    my $held = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1)
+        or die "listen: $!";
+    my $in_use = 'listen 127.0.0.1:' . $held->sockport . ';';
+    (my $bad = $tmpl) =~ s/(listen 127\.0\.0\.1:%%PORT_main%%;)/$1 $in_use/;
+    my $mark = $t->error_log_mark;
+    $t->write_config($bad, %v, SERVERS => servers($A));
+    kill 'HUP', $t->master_pid;
+    ok(wait_until(sub { $t->error_log_since($mark) =~ /still could not bind\(\)/ }, 20),
+       'a reload without B, listening on a port in use, fails');
+    my $pb = peer(status_json($t), 'app', $B);
+    is($pb && $pb->{state}, 'up', 'after the failed reload: B up');
+    $t->reload($tmpl, %v, INTERVAL => 2000, SERVERS => servers($A, $B));
+    my $qb = peer(status_json($t), 'app', $B);
+    is($qb && $qb->{state}, 'up', 'the next reload: B is still up');
+    is($qb && $qb->{health}{since}, $pb && $pb->{health}{since}, 'the next reload: B keeps its since');
+    is(scalar(grep { !/\[emerg\]/ } crash_lines($t)), 0, 'no alert, crit or crash in error.log');
     $t->stop;
 }
 

@@ -327,12 +327,12 @@ pub unsafe fn add_zone(cf: *mut ngx_conf_t, checks: &mut Checks) -> Status {
     Status::NGX_OK
 }
 
-/// Zone init, in the master at every configuration load: map (or make) the header, then
-/// register every configured peer.
+/// Zone init, in the master at every configuration load: map (or make) the header. The
+/// configured peers are registered by [`register`], once nginx has committed to the
+/// configuration.
 unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_int_t {
     let pool = (*zone).shm.addr as *mut ngx_slab_pool_t;
     let checks = &mut *((*zone).data as *mut Checks);
-    let previous = running_header();
     let h = if !(*pool).data.is_null() && (*((*pool).data as *const Header)).magic == MAGIC {
         (*pool).data as *mut Header
     } else {
@@ -342,9 +342,22 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> 
         }
     };
     checks.header = h.cast();
-    let h = &*h;
+    NGX_OK as ngx_int_t
+}
+
+/// init_module, in the master: register every configured peer of the configuration nginx
+/// has just committed to (the workers start after this). Not at zone init: a reload that
+/// fails later (a `listen` that cannot bind) keeps the running configuration, and must leave
+/// the zone's generation and its records' `seen` as they were, or the peers the failed
+/// configuration lacked would start over at the next reload.
+///
+/// # Safety
+/// `checks` must be those of the cycle being initialised, from its init_module (`ngx_cycle`
+/// is still the running one then).
+pub unsafe fn register(checks: &mut Checks) {
+    let Some(h) = checks.header() else { return };
     // An older zone still mapped (nginx re-created ours because its size changed).
-    let old = previous.filter(|o| !ptr::eq(*o, h));
+    let old = running_header().filter(|o| !ptr::eq(*o, h));
     let gen = h.generation.fetch_add(1, Ordering::Relaxed) + 1;
     let now = crate::state::now_ms();
     for c in checks.list.iter_mut() {
@@ -374,7 +387,6 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> 
     }
     // The balancers' peers start from the configuration: every worker syncs.
     h.changes.fetch_add(1, Ordering::Release);
-    NGX_OK as ngx_int_t
 }
 
 fn first_due(now: u64, interval: u64) -> u64 {
