@@ -65,13 +65,34 @@ unsafe extern "C" fn content(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(h) = (*lcf).content else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
+    let mut rc = NGX_OK as ngx_int_t;
+    look(r, lcf, || rc = h(r));
+    rc
+}
+
+type BodyHandler = unsafe extern "C" fn(*mut ngx_http_request_t);
+
+/// The one address of [`body_read`] that is installed (see `peer::INIT_PEER`).
+static BODY_READ: BodyHandler = body_read;
+
+/// The request body that the content handler started to read is whole: nginx sets the
+/// upstream up now (`ngx_http_upstream_init`, the handler's post handler), after the content
+/// handler returned.
+unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
+    let lcf = *(*r).loc_conf.add(Module::module().ctx_index) as *const LocConf;
+    look(r, lcf, || ngx_http_upstream_init(r));
+}
+
+/// Run `set_up` (the content handler, or the upstream's set-up once the body is read) with
+/// the connection log tapped, then look at the upstream it set up.
+unsafe fn look(r: *mut ngx_http_request_t, lcf: *const LocConf, set_up: impl FnOnce()) {
     let seen = (*lcf).seen.get();
     let pre = if seen != Seen::Configured {
         pre_tap(r)
     } else {
         None
     };
-    let rc = h(r);
+    set_up();
     // the tap recorded a synchronous failure already (see no_resolver)
     let mut recorded = false;
     if let Some(p) = pre {
@@ -80,29 +101,48 @@ unsafe extern "C" fn content(r: *mut ngx_http_request_t) -> ngx_int_t {
         watch::release(p);
     }
     let u = (*r).upstream;
+    if body_pending(r, u) {
+        // The body comes later (a slow client, Expect: 100-continue, HTTP/2): nginx sets the
+        // upstream up when it is read, without peer.init. Looked at again then.
+        (*(*r).request_body).post_handler = Some(BODY_READ);
+        return;
+    }
     // Nothing to see: no upstream, or one named in the configuration (peer.init hooks it).
     if !run_time(u) {
         if seen == Seen::Nothing {
             (*lcf).seen.set(Seen::Configured);
         }
-        return rc;
+        return;
     }
     (*lcf).seen.set(Seen::RunTime);
     if (*u).cleanup.is_null() {
         // Already finalized: nginx failed synchronously, before any peer (no resolver, a
         // cached negative answer).
         if !(*u).peer.sockaddr.is_null() || recorded {
-            return rc;
+            return;
         }
         resolve_failed_now(r);
-        return rc;
+        return;
     }
     if (*u).finalize_request.is_some() {
         if let Some(name) = dynamic_name(r) {
             hook(r, name, true, true, main_conf(r).stats);
         }
     }
-    rc
+}
+
+/// `u` is set up once the request body is read: not yet (`ngx_http_upstream_init` is still
+/// the body's post handler, and nothing finalized the request).
+unsafe fn body_pending(r: *const ngx_http_request_t, u: *const ngx_http_upstream_t) -> bool {
+    let rb = (*r).request_body;
+    !u.is_null()
+        && (*u).cleanup.is_null()
+        && (*r).err_status == 0
+        && (*r).headers_out.status == 0
+        && !rb.is_null()
+        && (*rb)
+            .post_handler
+            .is_some_and(|f| ptr::fn_addr_eq(f, ngx_http_upstream_init as unsafe extern "C" fn(_)))
 }
 
 /// `u` is an upstream nginx resolved at run time (`proxy_pass http://$var`), not one named in

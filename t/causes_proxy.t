@@ -65,6 +65,7 @@ my $stale_sock = "$sockdir/stale.sock";
 my $closed  = Triage::Backend::closed_port();
 my $closed2 = Triage::Backend::closed_port();
 my $closed3 = Triage::Backend::closed_port();
+my $closed4 = Triage::Backend::closed_port();
 # a TLS backend (a server of the same nginx) whose certificate is for good.test, and a
 # certificate nginx is told to trust instead for /tls_untrusted
 # a DNS server that is down with its port still open: queries reach it, nothing answers
@@ -111,6 +112,9 @@ http {
         # location's runs, with the if block's configuration (the module wraps that handler)
         location /if_ok      { proxy_pass http://%%OK%%; if ($arg_x) { add_header X-If 1; } }
         location /if_refused { proxy_pass http://127.0.0.1:%%CLOSED%%; if ($arg_x) { add_header X-If 1 always; } }
+        # a run-time upstream given a request body that comes after the header: nginx sets
+        # the upstream up once the body is read, after the content handler returned
+        location /runtime_post { set $b 127.0.0.1:%%CLOSED4%%; proxy_pass http://$b; }
         location /if_runtime { set $ok_addr %%OK%%; proxy_pass http://$ok_addr; if ($arg_x) { add_header X-If 1; } }
         location /refused  { proxy_pass http://127.0.0.1:%%CLOSED%%; }
         location /ctimeout { proxy_pass http://%%BLACKHOLE%%; }
@@ -299,7 +303,7 @@ http {
     }
 }
 CONF
-    OK => $b{ok}->addr, CLOSED => $closed, CLOSED2 => $closed2, CLOSED3 => $closed3,
+    OK => $b{ok}->addr, CLOSED => $closed, CLOSED2 => $closed2, CLOSED3 => $closed3, CLOSED4 => $closed4,
     BLACKHOLE => $b{blackhole}->addr, SILENT => $b{silent}->addr, CLOSE => $b{close}->addr,
     RESET => $b{reset}->addr, INVALID => $b{invalid_header}->addr, BIG => $b{big_header}->addr,
     OWN502 => $b{bad_gateway}->addr, DENIED => $perm_sock, MISSING => $missing_sock,
@@ -527,6 +531,32 @@ for my $u ('/if_ok', '/if_runtime') {
     my $rec = $t->find_access('access.log', \@F, request_uri => '/if_refused?x=1');
     check_record({ uri => '/if_refused?x=1', status => 502, cause => 'connect_refused', errno => 111,
         phase => 'connect', peer => "127.0.0.1:$closed" }, $rec);
+}
+
+# A POST to a run-time upstream whose body comes 300 ms after its header (a slow client, or
+# Expect: 100-continue): classified as one sent at once.
+for my $late (0, 1) {
+    my $c = $t->conn('main') or BAIL_OUT("connect: $!");
+    my $body = 'x' x 100;
+    my $head = "POST /runtime_post?late=$late HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n";
+    if ($late) {
+        syswrite($c->sock, $head);
+        select(undef, undef, undef, 0.3);    # the fault itself: the body comes later
+        syswrite($c->sock, $body);
+    } else {
+        syswrite($c->sock, $head . $body);
+    }
+    my $r = $c->read_response(timeout => 5);
+    $c->close;
+    is($r->{status}, 502, "/runtime_post?late=$late: 502");
+    check_record({ uri => "/runtime_post?late=$late", status => 502, cause => 'connect_refused', errno => 111,
+        phase => 'connect', peer => "127.0.0.1:$closed4" },
+        $t->find_access('access.log', \@F, request_uri => "/runtime_post?late=$late"));
+}
+{
+    my $j = eval { JSON::PP::decode_json($t->http('main', '/status')->{body}) } || {};
+    my ($p) = @{ ($j->{upstreams}{"127.0.0.1:$closed4"} || {})->{peers} || [] };
+    is($p && $p->{failures}{by_cause}{connect_refused}, 2, 'status: both POSTs counted');
 }
 
 # The SNI front end with the server name sent: it answers (so /sni_off's failure is the
