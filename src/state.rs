@@ -29,7 +29,7 @@ use crate::{recent, shm_index, upstreams};
 // 6: names carved from pages. 7: entries reused (names in one word, activity, incarnation).
 // 8: names carved in multiples of 8 bytes, rewritten in place when an entry is reused.
 // 9: the count of reuses.
-const MAGIC: u64 = 0x7472_6961_6765_0009;
+const MAGIC: u64 = 0x7472_6961_6765_000a;
 
 /// Where run-time upstreams past their share of the zone are counted together.
 pub const OTHER_RUN_TIME: &[u8] = b"(other run-time upstreams)";

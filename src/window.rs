@@ -12,7 +12,7 @@
 //! Shared-memory layout: `#[repr(C)]` and all zeros when new (the zone is calloc'ed); a
 //! change of layout needs a new `state::MAGIC`.
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::cause::Cause;
 use crate::snapshot::Window;
@@ -24,8 +24,9 @@ struct Minute {
     requests: AtomicU32,
     failures: AtomicU32,
     timed: AtomicU32,
-    header_ms: AtomicU32,
-    response_ms: AtomicU32,
+    /// Sums of ms: 64 bits, as a minute can end a thousand hour-long WebSocket sessions.
+    header_ms: AtomicU64,
+    response_ms: AtomicU64,
 }
 
 /// Five minutes of activity, and the most frequent failure cause in them.
@@ -55,13 +56,10 @@ impl Bucket for Minute {
         &self.epoch
     }
     fn clear(&self) {
-        for a in [
-            &self.requests,
-            &self.failures,
-            &self.timed,
-            &self.header_ms,
-            &self.response_ms,
-        ] {
+        for a in [&self.requests, &self.failures, &self.timed] {
+            a.store(0, Ordering::Relaxed);
+        }
+        for a in [&self.header_ms, &self.response_ms] {
             a.store(0, Ordering::Relaxed);
         }
     }
@@ -139,8 +137,8 @@ impl Windows {
         Self::one_request(m, f);
         if let Some((header, response)) = times {
             m.timed.fetch_add(1, Ordering::Relaxed);
-            m.header_ms.fetch_add(header as u32, Ordering::Relaxed);
-            m.response_ms.fetch_add(response as u32, Ordering::Relaxed);
+            m.header_ms.fetch_add(header, Ordering::Relaxed);
+            m.response_ms.fetch_add(response, Ordering::Relaxed);
         }
     }
 
@@ -187,14 +185,10 @@ impl Windows {
         // each bucket read once: its values if it holds the period asked for, else zeros
         let minute = |e: u32| {
             holding(&self.minute, e).map_or([0; 5], |b| {
-                [
-                    &b.requests,
-                    &b.failures,
-                    &b.timed,
-                    &b.header_ms,
-                    &b.response_ms,
-                ]
-                .map(|a| a.load(Ordering::Relaxed) as u64)
+                let [n, f, t] =
+                    [&b.requests, &b.failures, &b.timed].map(|a| a.load(Ordering::Relaxed) as u64);
+                let [h, r] = [&b.header_ms, &b.response_ms].map(|a| a.load(Ordering::Relaxed));
+                [n, f, t, h, r]
             })
         };
         let five = |e: u32| {
@@ -287,6 +281,17 @@ mod tests {
         assert_eq!(w.read((T0 + 299) * 1000).1.requests, 110);
         assert_eq!(w.read((T0 + 450) * 1000).1.requests, 55);
         assert_eq!(w.read((T0 + 600) * 1000).1.requests, 0);
+    }
+
+    #[test]
+    fn sums_of_long_responses_do_not_wrap() {
+        // a minute that ends 1,200 hour-long WebSocket sessions: past 32 bits of ms
+        let w = zeroed();
+        for _ in 0..1200 {
+            w.request(T0 + 10, Some((5, 3_600_000)));
+        }
+        let (one, _) = w.read((T0 + 59) * 1000);
+        assert_eq!((one.timed, one.header_ms, one.response_ms), (1200, 6000, 4_320_000_000));
     }
 
     #[test]
