@@ -3,7 +3,7 @@
 //! time). The handler in `status` renders it.
 
 use core::sync::atomic::Ordering;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use ngx::ffi::*;
 use ngx::http::{HttpModuleMainConf, NgxHttpUpstreamModule};
@@ -100,7 +100,12 @@ pub unsafe fn snapshot(r: *mut ngx_http_request_t) -> Snapshot {
     if let Some(sh) = sh {
         // run-time upstreams by name: up to thousands of them (state::run_time_share)
         let mut run_time: HashMap<String, usize> = HashMap::new();
-        for s in sh.slots().filter(|s| s.dynamic()) {
+        // once each: a scan that meets the index being rebuilt may meet an entry twice
+        let mut listed = HashSet::new();
+        for s in sh
+            .slots()
+            .filter(|s| s.dynamic() && listed.insert(*s as *const Slot))
+        {
             // both names from one read: an entry reused meanwhile never mixes them
             let (upstream, peer) = s.names();
             let name = lossy(upstream);

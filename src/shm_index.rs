@@ -63,6 +63,42 @@ pub unsafe fn find<T>(
     Err(free.unwrap_or(usize::MAX))
 }
 
+/// A reuse takes an entry out (a tombstone) and puts the record back on its new names' way,
+/// at the first free entry, which is often an empty one: empty entries only get fewer, until
+/// a lookup that misses scans the whole index. Rebuild it (see [`rebuild`]) once there are
+/// fewer `empty` entries than `tombstones`: a miss then stops about as soon as it would in
+/// an index with no tombstone, and a rebuild (a scan, as each reuse makes anyway) comes at
+/// most once every (free entries / 2) reuses.
+pub fn needs_rebuild(empty: usize, tombstones: usize) -> bool {
+    empty < tombstones
+}
+
+/// Put every live record of `index` back at the first empty entry from its hash (`hash_of`),
+/// with no tombstone left. Under the zone's mutex. A lock-free reader meanwhile may miss a
+/// record (and then takes the mutex), or meet one twice in a scan.
+///
+/// # Safety
+/// As [`find`]; the caller holds the mutex under which records are inserted and reused.
+pub unsafe fn rebuild<T>(index: &[AtomicPtr<T>], hash_of: impl Fn(&T) -> u64) {
+    let records: Vec<*mut T> = index
+        .iter()
+        .map(|e| e.load(Ordering::Acquire))
+        .filter(|&p| live(p))
+        .collect();
+    for e in index {
+        e.store(core::ptr::null_mut(), Ordering::Release);
+    }
+    let mask = index.len() - 1;
+    for p in records {
+        // SAFETY: the caller's promise: live records are complete and never freed.
+        let mut i = hash_of(&*p) as usize & mask;
+        while !index[i].load(Ordering::Relaxed).is_null() {
+            i = (i + 1) & mask;
+        }
+        index[i].store(p, Ordering::Release);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +149,68 @@ mod tests {
                 }
             }
             assert_eq!(find(&index, 5, |r| r.1 == 12).err(), Some(1));
+        }
+    }
+
+    /// Reuses as a zone makes them: out as a tombstone, back at the first free entry on the
+    /// new hash's way. Without rebuilds, the empty entries run out; with them, lookups of
+    /// every record go on finding it, and a miss stops at an empty entry.
+    #[test]
+    fn rebuilds_keep_empty_entries() {
+        const LEN: usize = 256;
+        let index: Vec<AtomicPtr<(u64, u32)>> = (0..LEN).map(|_| AtomicPtr::default()).collect();
+        let mut rng = crate::check::testing::Rng(7);
+        // 3/4 full, as the zones fill it
+        let recs: Vec<*mut (u64, u32)> = (0..LEN as u32 / 4 * 3)
+            .map(|n| Box::into_raw(Box::new((rng.next_u64(), n))))
+            .collect();
+        let empties = |index: &[AtomicPtr<(u64, u32)>]| {
+            index
+                .iter()
+                .filter(|e| e.load(Ordering::Relaxed).is_null())
+                .count()
+        };
+        // SAFETY: the records live until the end of the test; tombstones are never read.
+        unsafe {
+            for &p in &recs {
+                let at = find(&index, (*p).0, |_| false).unwrap_err();
+                index[at].store(p, Ordering::Relaxed);
+            }
+            for rebuilding in [false, true] {
+                let mut fewest = LEN;
+                for k in 0..20 * LEN {
+                    let p = recs[k % recs.len()];
+                    let i = index
+                        .iter()
+                        .position(|e| e.load(Ordering::Relaxed) == p)
+                        .unwrap();
+                    index[i].store(tombstone(), Ordering::Relaxed);
+                    (*p).0 = rng.next_u64();
+                    let at = find(&index, (*p).0, |_| false).unwrap_err();
+                    index[at].store(p, Ordering::Relaxed);
+                    let empty = empties(&index);
+                    if rebuilding && needs_rebuild(empty, LEN - recs.len() - empty) {
+                        rebuild(&index, |r| r.0);
+                    }
+                    fewest = fewest.min(empties(&index));
+                }
+                if rebuilding {
+                    // half the free entries at least (one fewer just before a rebuild)
+                    assert!(
+                        fewest >= (LEN - recs.len()) / 2 - 1,
+                        "{fewest} empty entries"
+                    );
+                } else {
+                    assert_eq!(fewest, 0, "without rebuilds the empty entries run out");
+                }
+                for &p in &recs {
+                    let found = find(&index, (*p).0, |r| core::ptr::eq(r, p));
+                    assert!(found.is_ok_and(|r| core::ptr::eq(r, p)));
+                }
+            }
+            for p in recs {
+                drop(Box::from_raw(p));
+            }
         }
     }
 }

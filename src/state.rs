@@ -556,9 +556,15 @@ impl Shared {
         let idle = self.idle_ms.load(Ordering::Relaxed);
         let gen = self.generation.load(Ordering::Relaxed);
         let mut best: Option<(usize, &Slot, u64)> = None;
+        let (mut empty, mut tombstones) = (0, 0);
         for (i, e) in self.index().iter().enumerate() {
             let p = e.load(Ordering::Acquire);
             if !shm_index::live(p) {
+                if p.is_null() {
+                    empty += 1;
+                } else {
+                    tombstones += 1;
+                }
                 continue;
             }
             let s = &*p;
@@ -609,7 +615,16 @@ impl Shared {
             Err(at) if at != usize::MAX => at,
             _ => i,
         };
+        // the entry given up is a tombstone now; the one taken was empty, or one of them
+        if self.index()[at].load(Ordering::Relaxed).is_null() {
+            empty -= 1;
+            tombstones += 1;
+        }
         self.index()[at].store(s as *const Slot as *mut Slot, Ordering::Release);
+        if shm_index::needs_rebuild(empty, tombstones) {
+            // the scan above was as long: rare, and no longer than a reuse
+            shm_index::rebuild(self.index(), |s| s.hash.load(Ordering::Relaxed));
+        }
         match (was_dynamic, dynamic) {
             (true, false) => self.run_time_slots.fetch_sub(1, Ordering::Relaxed),
             (false, true) => self.run_time_slots.fetch_add(1, Ordering::Relaxed),

@@ -291,7 +291,10 @@ mod tests {
             w.request(T0 + 10, Some((5, 3_600_000)));
         }
         let (one, _) = w.read((T0 + 59) * 1000);
-        assert_eq!((one.timed, one.header_ms, one.response_ms), (1200, 6000, 4_320_000_000));
+        assert_eq!(
+            (one.timed, one.header_ms, one.response_ms),
+            (1200, 6000, 4_320_000_000)
+        );
     }
 
     #[test]

@@ -13,6 +13,11 @@
 # 2. Run-time upstreams (proxy_pass with variables) past their share (32 in 64k): a new name
 #    goes to "(other run-time upstreams)" while the others are busy, and takes the entry of
 #    one idle for a second after that.
+#    Then 10 more rounds of 32 new names, each counted under its own name. Each reuse leaves
+#    a tombstone in the zone's index and often takes an empty entry; once there are fewer
+#    empty entries than tombstones (in this zone, about 9 rounds in: it depends on the
+#    names' hashes) the index is rebuilt (shm_index's cargo test shows why), and the entries
+#    it moved are still found.
 # The waits are the idle time under test (1 s), not synchronisation.
 # Run alone: prove -v t/zone_reuse.t
 
@@ -48,6 +53,7 @@ $ups
         listen 127.0.0.1:%%PORT_main%%;
 $locs
         location /dyn { proxy_pass http://127.0.0.\$arg_h:$closed; }
+        location /dyn2 { proxy_pass http://127.0.\$arg_h:$closed; }
         location = /status { triage_status; }
     }
 }
@@ -139,6 +145,26 @@ is(scalar @new, 10, 'run-time: after a second idle, each of 10 new names is coun
 is(scalar @named, 32, 'run-time: still 32 named upstreams (10 entries reused)');
 like($t->error_log_since(0), qr/\[notice\] .*entries that no configuration names and that have been idle for 1 s are reused/,
     'run-time: the notice');
+my $reused = zone_metrics($t, 'triage')->{reused};
+my $ROUNDS = 10;
+for my $round (1 .. $ROUNDS) {
+    sleep 1.2;
+    # /dyn2?h=R.N: proxy_pass to 127.0.R.N
+    my @hosts = map { "$round.$_" } 1 .. 32;
+    my @st = map { $c->request('GET', "/dyn2?h=$_")->{status} } @hosts;
+    is_deeply(\@st, [(502) x 32], "run-time round $round: 32 new names, 502 each");
+    $j = status_json($t, '/status');
+    my @own = grep {
+        my $n = "127.0.$_:$closed";
+        my $p = peer($j, $n, $n);
+        $p && $p->{failures}{by_cause}{connect_refused} == 1
+    } @hosts;
+    is(scalar @own, 32, "run-time round $round: each counted under its own name");
+    @named = grep { /^127\.0\.\d+\.\d+:/ } keys %{ $j->{upstreams} || {} };
+    is(scalar @named, 32, "run-time round $round: 32 named upstreams");
+}
+cmp_ok(zone_metrics($t, 'triage')->{reused} - $reused, '>=', $ROUNDS * 32,
+    'run-time: each new name took the entries of an idle one');
 $t->stop;
 
 done_testing;

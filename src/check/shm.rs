@@ -518,9 +518,15 @@ impl Header {
             return None;
         }
         let mut best: Option<(usize, u64)> = None;
+        let (mut empty, mut tombstones) = (0, 0);
         for (i, slot) in self.index().iter().enumerate() {
             let p = slot.load(Ordering::Acquire);
             if !shm_index::live(p) {
+                if p.is_null() {
+                    empty += 1;
+                } else {
+                    tombstones += 1;
+                }
                 continue;
             }
             let r = &*p;
@@ -556,7 +562,16 @@ impl Header {
             Err(at) if at != usize::MAX => at,
             _ => i, // cannot happen: the tombstone just made is free
         };
+        // the entry given up is a tombstone now; the one taken was empty, or one of them
+        if self.index()[at].load(Ordering::Relaxed).is_null() {
+            empty -= 1;
+            tombstones += 1;
+        }
         self.index()[at].store(p, Ordering::Release);
+        if shm_index::needs_rebuild(empty, tombstones) {
+            // lookups here are under the mutex too: nobody misses a record
+            shm_index::rebuild(self.index(), |r| r.hash.load(Ordering::Relaxed));
+        }
         self.reused.fetch_add(1, Ordering::Relaxed);
         if let Some([up, server, name]) = was {
             self.log_reuse(&up, &server, &name);
