@@ -366,6 +366,9 @@ impl Shared {
     pub fn slot(&self, upstream: &[u8], peer: &[u8], dynamic: bool) -> Option<&Slot> {
         let h = hash(upstream, peer);
         if let Ok(s) = self.find(h, upstream, peer) {
+            if s.dynamic() != dynamic {
+                self.retype(s, upstream, peer, dynamic);
+            }
             return Some(s);
         }
         if dynamic && self.run_time_full() && !self.may_reuse(now_ms()) {
@@ -381,6 +384,29 @@ impl Shared {
             ngx_shmtx_unlock(&mut (*self.pool).mutex);
             r
         }
+    }
+
+    /// The entry of (upstream, peer) is looked up as the other kind: a reload turned a literal
+    /// `proxy_pass` into one with a variable (which nginx resolves at run time), or back. It
+    /// becomes what the running configuration says, so that the status lists it (configured
+    /// upstreams from the configuration, run-time ones from the zone): a configured entry
+    /// becomes a run-time one once no configuration names it, a run-time one becomes
+    /// configured when a configuration names it.
+    #[cold]
+    fn retype(&self, s: &Slot, upstream: &[u8], peer: &[u8], dynamic: bool) {
+        // SAFETY: the slab pool and its mutex live in this zone.
+        unsafe { ngx_shmtx_lock(&mut (*self.pool).mutex) };
+        let named = s.seen.load(Ordering::Relaxed) == self.generation.load(Ordering::Relaxed);
+        if s.dynamic() != dynamic && s.names() == (upstream, peer) && !(dynamic && named) {
+            s.dynamic.store(dynamic, Ordering::Relaxed);
+            if dynamic {
+                self.run_time_slots.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.run_time_slots.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        // SAFETY: as above; locked just before.
+        unsafe { ngx_shmtx_unlock(&mut (*self.pool).mutex) };
     }
 
     /// [`Shared::slot`] under the zone's mutex.

@@ -219,6 +219,51 @@ unlike($t->error_log_since($mark), qr/exited on signal (?!9\b)/, 'no worker died
 
 $t->stop;
 
+# --- a literal proxy_pass rewritten with a variable at a reload (to have nginx resolve the
+#     name at run time), then back: the entry of 127.0.0.1:PORT is the same, and it is
+#     listed, and counts, as the configuration now says: a run-time upstream, then a
+#     configured one, never both and never neither.
+{
+    my $r = Triage::Harness->new;
+    my $port = Triage::Backend::closed_port();
+    my $tmpl = <<'CONF';
+%%LOAD_MODULE%%
+worker_processes 1;
+events { worker_connections 128; }
+http {
+    access_log off;
+    server {
+        listen 127.0.0.1:%%PORT_main%%;
+        location /p { %%PASS%% }
+        location = /status { triage_status; }
+    }
+}
+CONF
+    my %literal = (PASS => "proxy_pass http://127.0.0.1:$port;");
+    my %variable = (PASS => "set \$b 127.0.0.1:$port; proxy_pass http://\$b;");
+    my $name = "127.0.0.1:$port";
+    my $listed = sub {
+        my $j = eval { decode_json($r->http('main', '/status')->{body}) } || {};
+        my $u = $j->{upstreams}{$name} || {};
+        my ($p) = @{ $u->{peers} || [] };
+        return ($u->{dynamic} ? 'dynamic' : exists $j->{upstreams}{$name} ? 'configured' : 'absent',
+            $p && $p->{failures}{total});
+    };
+    $r->start($tmpl, %literal);
+    is($r->http('main', '/p')->{status}, 502, 'literal proxy_pass: 502');
+    is_deeply([$listed->()], ['configured', 1], 'literal: a configured upstream, 1 failure');
+    $r->reload($tmpl, %variable);
+    is($r->http('main', '/p')->{status}, 502, 'the same address through a variable: 502');
+    is_deeply([$listed->()], ['dynamic', 2], 'variable: a run-time upstream, the same entry, 2 failures');
+    $r->reload($tmpl, %literal);
+    is($r->http('main', '/p')->{status}, 502, 'literal again: 502');
+    is_deeply([$listed->()], ['configured', 3], 'literal again: configured, 3 failures');
+    my $raw = $r->http('main', '/status')->{body} // '';
+    my $n = () = $raw =~ /"\Q$name\E":\{"/g;
+    is($n, 1, 'listed once (one key in the raw JSON)');
+    $r->stop;
+}
+
 # --- the smallest zone (64k, 64 entries) with 68 upstreams of one server each. The first 8,
 #     whose names differ in length, are counted: the zone allocated names one by one, each
 #     length class on a slab page of its own, and counted 2 of them ("full (1 peers)"). The
