@@ -289,10 +289,21 @@ pub struct UpstreamSnap {
 }
 
 impl UpstreamSnap {
+    /// The peers whose counters are their own: the first of each address. Two servers of an
+    /// upstream can be the same address (`server a.internal; server b.internal;` resolving
+    /// alike, a server listed twice for weight): nginx tries them as two peers, the zone
+    /// counts the address once, and each is shown with its counters.
+    pub fn counted_peers(&self) -> impl Iterator<Item = &PeerSnap> {
+        let mut seen = std::collections::HashSet::new();
+        self.peers
+            .iter()
+            .filter(move |p| seen.insert(p.name.as_str()))
+    }
+
     /// Peers' and the upstream's own failures together.
     pub fn failures(&self) -> Failures {
         let mut f = self.own.clone();
-        for p in &self.peers {
+        for p in self.counted_peers() {
             f.add(&p.failures);
         }
         f
@@ -312,14 +323,14 @@ impl UpstreamSnap {
                     t.unhealthy += 1
                 }
             }
-            t.requests += p.requests;
         }
+        t.requests = self.counted_peers().map(|p| p.requests).sum();
         t
     }
 
     fn window(&self, own: &Window, f: impl Fn(&PeerSnap) -> &Window) -> Window {
         let mut w = *own;
-        for p in &self.peers {
+        for p in self.counted_peers() {
             w.add(f(p));
         }
         w
@@ -439,11 +450,18 @@ mod tests {
             dynamic: false,
             zone: None,
             keepalive: None,
-            peers: vec![
+            peers: [
                 peer(PeerState::Up, 10),
                 peer(PeerState::Down, 0),
                 peer(PeerState::Unavailable, 30),
-            ],
+            ]
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| PeerSnap {
+                name: format!("127.0.0.1:{}", i + 1),
+                ..p
+            })
+            .collect(),
             own,
             own_window_1m: Window {
                 failures: 2,
@@ -459,6 +477,29 @@ mod tests {
         assert_eq!((w.requests, w.failures), (40, 5));
         assert_eq!(w.failure_rate(), Some(5.0 / 40.0));
         assert_eq!(u.window_5m().failure_rate(), None);
+    }
+
+    #[test]
+    fn an_address_listed_twice_is_counted_once() {
+        let mut twice = peer(PeerState::Up, 10);
+        twice.failures.by_cause[Cause::ConnectRefused.index()] = 3;
+        let mut other = peer(PeerState::Up, 5);
+        other.name = "127.0.0.1:2".into();
+        let u = UpstreamSnap {
+            name: "app".into(),
+            dynamic: false,
+            zone: None,
+            keepalive: None,
+            peers: vec![twice.clone(), other, twice],
+            own: Failures::default(),
+            own_window_1m: Window::default(),
+            own_window_5m: Window::default(),
+        };
+        let t = u.totals();
+        assert_eq!((t.peers, t.up, t.requests, t.failures), (3, 3, 15, 3));
+        let w = u.window_1m();
+        assert_eq!((w.requests, w.failures), (15, 2));
+        assert_eq!(u.counted_peers().count(), 2);
     }
 
     #[test]

@@ -168,10 +168,16 @@ pub fn prometheus(s: &Snapshot, sel: Selection) -> Vec<u8> {
     let mut listed = Vec::with_capacity(ups.len());
     for u in &ups {
         let before = rows.len();
-        rows.extend(sel.peers(u).map(|p| Row {
-            peer: p,
-            labels: labels(&u.name, &p.name),
-        }));
+        // an address listed twice in the upstream: one series (see counted_peers)
+        let mut seen = std::collections::HashSet::new();
+        rows.extend(
+            sel.peers(u)
+                .filter(|p| seen.insert(p.name.as_str()))
+                .map(|p| Row {
+                    peer: p,
+                    labels: labels(&u.name, &p.name),
+                }),
+        );
         listed.push(rows.len() - before);
     }
     // 9 samples per peer: its labels 9 times, plus about 400 bytes of names and values
@@ -413,6 +419,20 @@ mod tests {
         );
         // zero failure counters are left out
         assert!(!t.contains("cause=\"read_timeout\""));
+    }
+
+    #[test]
+    fn an_address_listed_twice_is_one_series() {
+        let mut s = fixture::snapshot();
+        let again = s.upstreams[0].peers[0].clone();
+        s.upstreams[0].peers.push(again);
+        let t = String::from_utf8(prometheus(&s, Selection::default())).unwrap();
+        let mut lines: Vec<&str> = t.lines().filter(|l| !l.starts_with('#')).collect();
+        let n = lines.len();
+        lines.sort_unstable();
+        lines.dedup_by(|a, b| a.split(' ').next() == b.split(' ').next());
+        assert_eq!(lines.len(), n, "a series twice");
+        assert_eq!(t, text(Selection::default()));
     }
 
     #[test]
