@@ -108,10 +108,7 @@ pub unsafe fn visit_peers(
     if first.is_null() {
         return;
     }
-    let locked = !(*first).shpool.is_null();
-    if locked {
-        ngx_rwlock_rlock(&mut (*first).rwlock);
-    }
+    let _locked = Locked::new(first, false);
     let mut peers = first as *const ngx_http_upstream_rr_peers_t;
     let mut backup = false;
     while !peers.is_null() {
@@ -123,8 +120,45 @@ pub unsafe fn visit_peers(
         peers = (*peers).next;
         backup = true;
     }
-    if locked {
-        ngx_rwlock_unlock(&mut (*first).rwlock);
+}
+
+/// The peer lists of a round-robin upstream (the primary one, then the backup one), each
+/// locked while this lives, when they are in a shared zone. Each list has its own lock:
+/// nginx's resolver (`server NAME resolve backup`) changes a backup list under the backup
+/// list's lock alone. Taken in list order, as nginx's balancer does when it moves on to the
+/// backup servers.
+pub struct Locked {
+    lists: Vec<*mut ngx_http_upstream_rr_peers_t>,
+}
+
+impl Locked {
+    /// # Safety
+    /// `first` must be an upstream's `peer.data` as `ngx_http_upstream_init_round_robin` set
+    /// it; no list of it may be locked by this process already.
+    pub unsafe fn new(first: *mut ngx_http_upstream_rr_peers_t, write: bool) -> Locked {
+        let mut lists = Vec::new();
+        let mut l = first;
+        while !l.is_null() {
+            if !(*l).shpool.is_null() {
+                if write {
+                    ngx_rwlock_wlock(&mut (*l).rwlock);
+                } else {
+                    ngx_rwlock_rlock(&mut (*l).rwlock);
+                }
+                lists.push(l);
+            }
+            l = (*l).next;
+        }
+        Locked { lists }
+    }
+}
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        for &l in self.lists.iter().rev() {
+            // SAFETY: locked by `new`, and the lists live as long as the configuration.
+            unsafe { ngx_rwlock_unlock(&mut (*l).rwlock) };
+        }
     }
 }
 

@@ -80,10 +80,8 @@ unsafe fn sync_upstream(uc: &UpstreamCheck) {
     if first.is_null() {
         return;
     }
-    let locked = !(*first).shpool.is_null();
-    if locked {
-        ngx_rwlock_wlock(&mut (*first).rwlock);
-    }
+    // every list: the backup one's peers are written too
+    let _locked = crate::upstreams::Locked::new(first, true);
     type Entry<'a> = (
         *mut ngx_http_upstream_rr_peers_t,
         *mut ngx_http_upstream_rr_peer_t,
@@ -122,8 +120,5 @@ unsafe fn sync_upstream(uc: &UpstreamCheck) {
             }
             (*p).down = down;
         }
-    }
-    if locked {
-        ngx_rwlock_unlock(&mut (*first).rwlock);
     }
 }

@@ -129,7 +129,7 @@ unsafe fn rescan_changed(w: *mut Worker, i: usize) -> bool {
     let first = (*uc.uscf).peer.data as *mut ngx_http_upstream_rr_peers_t;
 
     let mut found: Vec<CheckedPeer> = Vec::new();
-    ngx_rwlock_rlock(&mut (*first).rwlock);
+    let locked = crate::upstreams::Locked::new(first, false);
     let config = *(*first).config;
     let mut list = first;
     let mut backup = false;
@@ -149,7 +149,7 @@ unsafe fn rescan_changed(w: *mut Worker, i: usize) -> bool {
         list = (*list).next;
         backup = true;
     }
-    ngx_rwlock_unlock(&mut (*first).rwlock);
+    drop(locked);
     d.watch[i].seen = Some(config);
 
     let uc_ptr: *const UpstreamCheck = uc;
