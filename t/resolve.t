@@ -22,7 +22,8 @@
 # - no worker crashes, with 2 workers.
 # Pods that come and go in full zones: the counters' (triage_zone idle=) and the checks'
 # (check_shm_size 128k: the records of pods no worker checks any more go to new pods, and
-# to servers a reload adds), each part described where it starts.
+# to servers a reload adds), each part described where it starts. A backup server with
+# `resolve` and checks (the last part).
 # Run alone: prove -v t/resolve.t
 
 use strict;
@@ -381,5 +382,61 @@ is(zone_metrics($k, 'triage_check')->{reused}, $kz->{reused} + 40, 'checks: 40 m
 is_deeply([ grep { !/zone "triage_check" is full/ } crash_lines($k) ], [],
           'checks: no other alert, no crashed worker');
 $k->stop;
+
+# --- a backup server with resolve, checked ---------------------------------------------------
+# nginx keeps backup servers in a list of their own, with its own lock, which its resolver
+# takes alone when DNS changes the backup's addresses; the checks set `down` in both lists.
+# The primary server refuses: unhealthy, no request tries it; DNS moves the backup from
+# 127.0.0.1 to 127.0.0.4: the new address is checked, and takes the requests.
+{
+    my $bt = Triage::Harness->new;
+    my $one = $bt->backend('ok', body => 'one');
+    my $bp = $one->port;
+    my $four = $bt->backend('ok', body => 'four', host => '127.0.0.4', port => $bp);
+    my $closed = Triage::Backend::closed_port();
+    my $bdns = $bt->backend('dns', answers => { 'bk.test' => ['127.0.0.1'] });
+    $bt->start(<<"CONF");
+%%LOAD_MODULE%%
+worker_processes 2;
+events { worker_connections 128; }
+http {
+    access_log off;
+    resolver 127.0.0.1:@{[$bdns->port]} valid=1s ipv6=off;
+    upstream bk {
+        zone bk 64k;
+        server 127.0.0.1:$closed;
+        server bk.test:$bp resolve backup;
+        check interval=200 rise=1 fall=1 timeout=500 type=http;
+    }
+    server {
+        listen 127.0.0.1:%%PORT_main%%;
+        location /bk { proxy_pass http://bk; }
+        location = /status { triage_status; }
+    }
+}
+CONF
+    # the peers' states, in one string: "address=state ..." by address
+    my $state = sub {
+        my $j = status_json($bt);
+        my %st = map { $_->{name} => $_->{state} } @{ $j->{upstreams}{bk}{peers} || [] };
+        return join ' ', map { "$_=$st{$_}" } sort keys %st;
+    };
+    my $want = sub { my %st = @_; join ' ', map { "$_=$st{$_}" } sort keys %st };
+    ok(wait_until(sub { $state->() eq $want->("127.0.0.1:$bp" => 'up', "127.0.0.1:$closed" => 'unhealthy') }, 10),
+       'backup resolve: the backup up, the primary unhealthy') or diag $state->();
+    my $mark = $bt->error_log_mark;
+    my @bodies = map { $bt->http('main', "/bk?$_")->{body} } 1 .. 6;
+    is_deeply(\@bodies, [("one") x 6], 'backup resolve: the backup answers');
+    unlike($bt->error_log_since($mark), qr/connect\(\) failed/, 'and the primary is not tried');
+    $bdns->set_answers('bk.test' => ['127.0.0.4']);
+    ok(wait_until(sub { $state->() eq $want->("127.0.0.4:$bp" => 'up', "127.0.0.1:$closed" => 'unhealthy') }, 10),
+       'backup resolve: DNS moves the backup, the new address is checked and up') or diag $state->();
+    $mark = $bt->error_log_mark;
+    @bodies = map { $bt->http('main', "/bk?n$_")->{body} } 1 .. 6;
+    is_deeply(\@bodies, [("four") x 6], 'backup resolve: the new address answers');
+    unlike($bt->error_log_since($mark), qr/connect\(\) failed/, 'and the primary is still not tried');
+    is_deeply([ crash_lines($bt) ], [], 'backup resolve: no alert, no crashed worker');
+    $bt->stop;
+}
 
 done_testing;
