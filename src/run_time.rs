@@ -92,6 +92,7 @@ unsafe fn look(r: *mut ngx_http_request_t, lcf: *const LocConf, set_up: impl FnO
     } else {
         None
     };
+    let loc = (*r).loc_conf;
     set_up();
     // the tap recorded a synchronous failure already (see no_resolver)
     let mut recorded = false;
@@ -99,6 +100,11 @@ unsafe fn look(r: *mut ngx_http_request_t, lcf: *const LocConf, set_up: impl FnO
         recorded = (*p).attempt_failed;
         logtap::remove(p);
         watch::release(p);
+    }
+    if (*r).loc_conf != loc {
+        // A failure inside the handler, and an error_page that sent the request on at once:
+        // the upstream now is that location's (which looked at its own), not this one's.
+        return;
     }
     let u = (*r).upstream;
     if body_pending(r, u) {

@@ -50,6 +50,7 @@ $b{denied} = $t->backend('ok', unix => $perm_sock, mode => 0000);
 # nginx builds their peers at run time
 my $perm_sock2    = "$sockdir/denied2.sock";
 my $missing_sock2 = "$sockdir/missing2.sock";
+my $missing_sock3 = "$sockdir/missing3.sock";
 $b{denied2} = $t->backend('ok', unix => $perm_sock2, mode => 0000);
 # a unix socket whose listen queue is full (php-fpm overloaded): connect() fails at once
 my $full_sock = "$sockdir/full.sock";
@@ -199,6 +200,14 @@ http {
         location /full         { proxy_pass http://unix:%%FULL%%:; }
         location /var_denied   { set $s %%DENIED2%%; proxy_pass http://unix:$s:; }
         location /var_nosocket { set $s %%MISSING2%%; proxy_pass http://unix:$s:; }
+        # the same failure, inside the content handler, sent at once by error_page to a
+        # location whose upstream is a configured one
+        location /var_nosocket_ep {
+            set $s %%MISSING3%%;
+            proxy_pass http://unix:$s:;
+            error_page 502 = @to_ok;
+        }
+        location @to_ok { proxy_pass http://%%OK%%; }
         location /var_denied_fallback {
             set $s %%DENIED2%%;
             proxy_pass http://unix:$s:;
@@ -307,7 +316,7 @@ CONF
     BLACKHOLE => $b{blackhole}->addr, SILENT => $b{silent}->addr, CLOSE => $b{close}->addr,
     RESET => $b{reset}->addr, INVALID => $b{invalid_header}->addr, BIG => $b{big_header}->addr,
     OWN502 => $b{bad_gateway}->addr, DENIED => $perm_sock, MISSING => $missing_sock,
-    DENIED2 => $perm_sock2, MISSING2 => $missing_sock2, FULL => $full_sock,
+    DENIED2 => $perm_sock2, MISSING2 => $missing_sock2, MISSING3 => $missing_sock3, FULL => $full_sock,
     DNS => $b{dns_nxdomain}->port, PLAIN => $b{plain}->addr, CERTS => $certs,
     KA_FIN => $b{ka_fin}->addr, KA_RST => $b{ka_rst}->addr, BUSY => $b{busy}->addr,
     CUT => $b{cut}->addr, WS => $b{ws}->addr, LATE => $b{late}->addr,
@@ -666,6 +675,17 @@ like(($t->find_access('access.log', \@F, request_uri => '/dead?2') || {})->{tria
         is($p && $p->{failures}{by_cause}{$cause}, 1, "status: $sock: $cause counted once");
         is($p && $p->{last_failure}{errno}, $errno, "status: $sock: last_failure errno $errno");
     }
+}
+
+# A run-time upstream's failure inside the content handler, then error_page to a location
+# with a configured upstream: each request's failure is counted, the later ones too (the
+# module must not take the other location's upstream for this one's).
+{
+    is($t->http('main', "/var_nosocket_ep?$_")->{status}, 200, "/var_nosocket_ep?$_: 200 through error_page")
+        for 1 .. 3;
+    my $j = eval { JSON::PP::decode_json($t->http('main', '/status')->{body}) } || {};
+    my ($p) = @{ ($j->{upstreams}{$missing_sock3} || {})->{peers} || [] };
+    is($p && $p->{failures}{by_cause}{socket_not_found}, 3, 'status: each of the 3 failures counted');
 }
 
 # The full unix socket's peer: its status hint says what errno 11 means there.
