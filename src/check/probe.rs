@@ -291,6 +291,12 @@ unsafe fn send(p: *mut Probe) {
             return;
         }
     }
+    // All sent: no more interest in writing. A no-op with epoll; poll and select (level-
+    // triggered) would otherwise report the socket writable at every turn of the loop.
+    if ngx_handle_write_event((*c).write, 0) != NGX_OK as ngx_int_t {
+        finish(p, Outcome::fail(Reason::Cause(Cause::Other), None));
+        return;
+    }
     (*p).phase = Phase::Read;
     if (*(*c).read).ready() == 0 {
         // nothing to read yet: wait for the event rather than try (one syscall less)
