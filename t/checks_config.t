@@ -138,6 +138,14 @@ for my $type (qw(mysql ajp)) {
     $out = good('check_keepalive_requests with type=http', { UPSTREAM => "check type=http;\n        check_keepalive_requests 10;" });
     unlike($out, qr/\[warn\] check/, 'check_keepalive_requests with type=http: no warning');
 }
+# forms UCM takes: its values in any case, check_http_expect_alive given twice (the classes
+# add up), check_http_send given twice (the last one is sent)
+good('UCM: default_down=TRUE, HTTP_2XX, expect_alive and http_send twice', { UPSTREAM => join("\n        ",
+    'check interval=3000 rise=2 fall=5 timeout=1000 type=http default_down=TRUE;',
+    'check_http_send "GET / HTTP/1.0\r\n\r\n";',
+    'check_http_send "HEAD /health HTTP/1.0\r\n\r\n";',
+    'check_http_expect_alive HTTP_2XX;',
+    'check_http_expect_alive http_3xx;') });
 bad('unknown type', { UPSTREAM => 'check type=gopher;' }, qr/type=gopher/,
     qr/unknown check type "gopher" \(supported: tcp, http, https, ssl_hello, fastcgi, mysql, ajp\)/);
 bad('interval not a time', { UPSTREAM => 'check interval=soon;' }, qr/interval=soon/,

@@ -1,7 +1,8 @@
 #!/usr/bin/perl
 # What an http check judges, and what a tcp check does: expected statuses (classes of
 # check_http_expect_alive, codes and ranges of check_http_expect_status), the body regex of
-# check_http_expect_body, the default request (GET / with Host = upstream name), port=.
+# check_http_expect_body, the default request (GET / with Host = upstream name), port=, UCM's
+# forms of check_http_expect_alive and check_http_send given twice.
 # Hostile targets mark the peer down with the right reason and crash nothing: garbage,
 # never-ending headers, slow drip, silence, RST, close before answering.
 #   Run alone: prove -v t/checks_http.t
@@ -55,6 +56,10 @@ my %http = (
     body_caseless => ['/s200', 'check_http_expect_body ~* "ALL ok";', 'up'],
     body_bad     => ['/degraded', 'check_http_expect_body ~ "OK";', 'unhealthy', 'body_mismatch', 200],
     default_request => [undef, 'check_http_expect_body ~ "^host=default_request via GET$";', 'up'],
+    # as in UCM: the classes of two check_http_expect_alive add up (in any case), and of two
+    # check_http_send the last one is sent
+    alive_twice  => ['/s404', 'check_http_expect_alive http_2xx; check_http_expect_alive HTTP_4XX;', 'up'],
+    send_twice   => ['/s404', 'check_http_send "GET /s200 HTTP/1.0\r\n\r\n";', 'up'],
 );
 
 my $ups = '';

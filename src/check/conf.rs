@@ -194,7 +194,8 @@ pub fn parse_check(args: &[&[u8]]) -> Result<Check, ConfError> {
                     as u16
             }
             b"default_down" => {
-                c.default_down = match v {
+                // any case, as UCM compares it
+                c.default_down = match v.to_ascii_lowercase().as_slice() {
                     b"true" => true,
                     b"false" => false,
                     _ => return Err(invalid(arg, "it must be \"true\" or \"false\"")),
@@ -247,7 +248,8 @@ impl Expect {
 pub fn parse_expect_alive(args: &[&[u8]]) -> Result<u8, ConfError> {
     let mut bits = 0u8;
     for &a in args {
-        let n = match a {
+        // any case, as UCM compares them
+        let n = match a.to_ascii_lowercase().as_slice() {
             b"http_1xx" => 0,
             b"http_2xx" => 1,
             b"http_3xx" => 2,
@@ -424,6 +426,9 @@ mod tests {
         assert_eq!(c.timeout_ms, 500);
         assert_eq!((c.rise, c.fall), (1, 3));
         assert!(!c.default_down);
+        // UCM compares default_down's value in any case
+        assert!(!check("default_down=FALSE").unwrap().default_down);
+        assert!(check("default_down=True").unwrap().default_down);
         assert_eq!(c.kind, Kind::Https);
         assert_eq!(c.port, 8443);
         assert_eq!(c.jitter_ms, 100);
@@ -488,6 +493,11 @@ mod tests {
     fn expectations() {
         let alive = parse_expect_alive(&[b"http_2xx", b"http_3xx"]).unwrap();
         assert_eq!(alive, Expect::DEFAULT_CLASSES);
+        // UCM compares the classes in any case
+        assert_eq!(
+            parse_expect_alive(&[b"HTTP_2XX", b"Http_3xx"]),
+            Ok(Expect::DEFAULT_CLASSES)
+        );
         assert!(parse_expect_alive(&[b"http_6xx"]).is_err());
         let ranges = parse_expect_status(&[b"200-299", b"301"]).unwrap();
         assert_eq!(ranges, vec![(200, 299), (301, 301)]);

@@ -268,9 +268,7 @@ pub unsafe extern "C" fn set_http_send(
 ) -> *mut c_char {
     // SAFETY: as in set_check.
     let (e, a) = unsafe { (entry(cf, conf), args(cf)) };
-    if e.send_set {
-        return duplicate();
-    }
+    // given twice, the last one is sent, as in UCM
     if a[0].is_empty() {
         return fail(cf, ConfError("empty check_http_send request".into()));
     }
@@ -309,12 +307,10 @@ pub unsafe extern "C" fn set_expect_alive(
 ) -> *mut c_char {
     // SAFETY: as in set_check.
     let (e, a) = unsafe { (entry(cf, conf), args(cf)) };
-    if e.alive_set {
-        return duplicate();
-    }
     match pure::parse_expect_alive(&a) {
         Ok(bits) => {
-            e.expect.classes = bits;
+            // given twice, the classes add up, as in UCM
+            e.expect.classes |= bits;
             e.alive_set = true;
             NGX_CONF_OK
         }
