@@ -114,6 +114,10 @@ impl Merge for LocConf {
         if self.content.is_none() {
             self.content = prev.content;
         }
+        // ... and the status handler likewise reads its format here
+        if !self.status {
+            self.status_format = prev.status_format;
+        }
         self.fallback.merge(&prev.fallback);
         Ok(())
     }
@@ -325,10 +329,11 @@ extern "C" fn set_zone(
         ngx_conf_log_error!(
             NGX_LOG_EMERG,
             cf,
-            "invalid zone size \"{}\" (at least {}k, at most {}g)",
+            // nginx reads sizes in k and m only
+            "invalid zone size \"{}\" (at least {}k, at most {}m)",
             a[0],
             MIN_ZONE_SIZE / 1024,
-            MAX_ZONE_SIZE >> 30
+            MAX_ZONE_SIZE >> 20
         );
         return NGX_CONF_ERROR;
     }

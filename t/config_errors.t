@@ -66,8 +66,11 @@ bad('triage_zone with a bad idle=', { HTTP => 'triage_zone 1m idle=soon;' }, qr/
 bad('triage_zone with an idle= under a second', { HTTP => 'triage_zone 1m idle=500ms;' },
     qr/idle=500ms/, qr/invalid parameter "idle=500ms"/);
 
-bad('triage_zone over 4g', { HTTP => 'triage_zone 5g;' }, qr/triage_zone 5g/,
-    qr/invalid zone size "5g" \(at least 64k, at most 4g\)/);
+# nginx reads sizes in k and m: the message gives the bound in m
+bad('triage_zone over 4096m', { HTTP => 'triage_zone 4097m;' }, qr/triage_zone 4097m/,
+    qr/invalid zone size "4097m" \(at least 64k, at most 4096m\)/);
+bad('triage_zone in g', { HTTP => 'triage_zone 1g;' }, qr/triage_zone 1g/,
+    qr/invalid zone size "1g" \(at least 64k, at most 4096m\)/);
 
 bad('triage_zone whose recent= takes over a third of it', { HTTP => 'triage_zone 64k recent=1000;' },
     qr/recent=1000/,

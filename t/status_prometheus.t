@@ -48,7 +48,7 @@ http {
         location /app  { proxy_pass http://app; }
         location /dead { proxy_pass http://dead; proxy_next_upstream error timeout; }
         location /own  { proxy_pass http://own; }
-        location = /metrics { triage_status prometheus; }
+        location = /metrics { triage_status prometheus; if ($arg_job) { set $scraper $arg_job; } }
         location = /status  { triage_status; }
     }
 }
@@ -72,6 +72,9 @@ is($m->{status}, 200, '/metrics: 200');
 is($m->{headers}{'content-type'}, 'text/plain; version=0.0.4; charset=utf-8',
    '/metrics: text format 0.0.4 Content-Type');
 is($m->{headers}{'cache-control'}, 'no-store', '/metrics: no-store');
+# an if block in the location: the same format (it runs the location's handler)
+is($t->http('main', '/metrics?job=x')->{headers}{'content-type'}, 'text/plain; version=0.0.4; charset=utf-8',
+   '/metrics?job=x, through an if block: the same text format');
 my $j = decode_json($t->http('main', '/status')->{body});
 my $text = $m->{body};
 
