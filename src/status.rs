@@ -84,7 +84,11 @@ pub unsafe fn send(
         len: content_type.len(),
         data: content_type.as_ptr() as *mut u8,
     };
-    (*r).headers_out.content_type_len = content_type.len();
+    // the type without its parameters, which nginx's type lists (gzip_types...) compare
+    (*r).headers_out.content_type_len = content_type
+        .iter()
+        .position(|&b| b == b';')
+        .unwrap_or(content_type.len());
     for &(k, v) in [(&b"Cache-Control"[..], &b"no-store"[..])]
         .iter()
         .chain(headers)

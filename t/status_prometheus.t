@@ -50,6 +50,7 @@ http {
         location /own  { proxy_pass http://own; }
         location = /metrics { triage_status prometheus; if ($arg_job) { set $scraper $arg_job; } }
         location = /status  { triage_status; }
+        location = /metrics_gz { triage_status prometheus; gzip on; gzip_types text/plain; gzip_min_length 1; }
     }
 }
 CONF
@@ -72,6 +73,11 @@ is($m->{status}, 200, '/metrics: 200');
 is($m->{headers}{'content-type'}, 'text/plain; version=0.0.4; charset=utf-8',
    '/metrics: text format 0.0.4 Content-Type');
 is($m->{headers}{'cache-control'}, 'no-store', '/metrics: no-store');
+# gzip_types text/plain: the metrics are compressed, as any text/plain response
+{
+    my $g = $t->http('main', '/metrics_gz', headers => { 'Accept-Encoding' => 'gzip' });
+    is($g->{headers}{'content-encoding'}, 'gzip', 'gzip_types text/plain: the metrics are gzipped');
+}
 # an if block in the location: the same format (it runs the location's handler)
 is($t->http('main', '/metrics?job=x')->{headers}{'content-type'}, 'text/plain; version=0.0.4; charset=utf-8',
    '/metrics?job=x, through an if block: the same text format');
