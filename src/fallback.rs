@@ -438,15 +438,9 @@ unsafe fn replace(r: *mut ngx_http_request_t, status: u16) -> Option<ngx_int_t> 
         (*ho.content_length).hash = 0;
         ho.content_length = ptr::null_mut();
     }
-    let cc = add_header(r, b"Cache-Control", b"no-store")?;
-    // Known to later filters (`expires`), which then change it instead of adding another.
-    // Before nginx 1.23 the field is an array of such elements: left alone there.
-    #[cfg(ngx_header_lists)]
-    {
-        (*r).headers_out.cache_control = cc;
-    }
-    #[cfg(not(ngx_header_lists))]
-    let _ = cc;
+    // Not made known to later filters as headers_out.cache_control: `expires` (on a page sent
+    // as 2xx or 3xx) would rewrite it to max-age. It adds its own instead, and no-store wins.
+    add_header(r, b"Cache-Control", b"no-store")?;
     if let Some(secs) = retry_after {
         let v = ngx_str_t::from_bytes((*r).pool, secs.to_string().as_bytes())?;
         add_header(r, b"Retry-After", v.as_bytes())?;

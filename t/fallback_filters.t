@@ -3,7 +3,8 @@
 # header and body filters like any response. `gzip` leaves it alone, as it leaves every 502
 # (it compresses 200, 403 and 404 only); `ssi on` reads the HTML page and sends it chunked
 # (the length dropped), whole, with the connection kept; `add_header ... always` adds its
-# headers (plain `add_header` does not, as for any 502); `charset` adds no second charset.
+# headers (plain `add_header` does not, as for any 502); `charset` adds no second charset;
+# `expires` on a page sent as 200 (triage_fallback_status 200) leaves its no-store.
 # And our own body filter: with `upstream_errors=on`, a backend's 502 with a 2 MB body
 # (buffered and unbuffered) is dropped as it comes, and the page goes out once.
 #   Run alone: prove -v t/fallback_filters.t
@@ -44,6 +45,11 @@ http {
 
         location /json { proxy_pass http://127.0.0.1:%%CLOSED%%; }
         location /html { triage_fallback html; proxy_pass http://127.0.0.1:%%CLOSED%%; }
+        location /as200 {
+            triage_fallback_status 200;
+            expires 1h;
+            proxy_pass http://127.0.0.1:%%CLOSED%%;
+        }
         location /ssi  { triage_fallback html; ssi on; proxy_pass http://127.0.0.1:%%CLOSED%%; }
         location /big/buffered {
             triage_fallback json upstream_errors=on;
@@ -88,6 +94,16 @@ CONF
     my $r = $t->http('main', '/json/3');
     is($r->{headers}{'x-frame-options'}, 'DENY', 'add_header ... always: on the fallback page');
     is($r->{headers}{'x-only-success'}, undef, 'add_header without always: not on a 502');
+}
+
+# expires acts on 2xx and 3xx: on a page sent as 200 it adds its own Cache-Control and
+# Expires, and the page's no-store stays (a cache must not keep an outage page for an hour)
+{
+    my $r = $t->http('main', '/as200/1');
+    is($r->{status}, 200, 'triage_fallback_status 200: 200');
+    my @cc = map { $_->[1] } grep { lc $_->[0] eq 'cache-control' } @{ $r->{header_list} || [] };
+    ok((grep { $_ eq 'no-store' } @cc), 'expires 1h: the page keeps Cache-Control: no-store')
+        or diag explain \@cc;
 }
 
 # charset: the HTML page already says utf-8; nginx's charset filter adds nothing
