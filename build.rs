@@ -11,15 +11,9 @@ fn main() {
     if let Ok(os) = std::env::var("DEP_NGINX_OS") {
         println!("cargo::rustc-cfg=ngx_os=\"{os}\"");
     }
-    // nginx 1.23 turned multi-value headers into linked lists (`ngx_table_elt_t.next`,
-    // `headers_out.cache_control` a pointer instead of an array).
-    println!("cargo::rustc-check-cfg=cfg(ngx_header_lists)");
     let version = std::env::var("DEP_NGINX_VERSION_NUMBER")
         .ok()
         .and_then(|v| v.parse::<u64>().ok());
-    if version.is_none_or(|v| v >= 1_023_000) {
-        println!("cargo::rustc-cfg=ngx_header_lists");
-    }
     // nginx 1.27.3 added `server name resolve` to open-source upstreams with a `zone`: peers
     // added at run time (`ngx_http_upstream_rr_peer_t.host`, the list's `config` counter).
     println!("cargo::rustc-check-cfg=cfg(ngx_upstream_resolve)");
