@@ -52,6 +52,9 @@ use crate::variables;
 #[derive(Default)]
 pub struct Main {
     pub used: bool,
+    /// nginx's own filters are set up after this module, which installs its filters at
+    /// init_module then (see [`install`]).
+    pub late: bool,
 }
 
 /// `triage_fallback` as given (shared by the locations that inherit it).
@@ -241,14 +244,49 @@ pub extern "C" fn set_status(
     }
 }
 
-/// Install the header and body filters (postconfiguration), if a location uses them.
+/// Install the header and body filters (postconfiguration), if a location uses them. Not
+/// yet when nginx's own filter modules come after this one in the module list (a static
+/// build, `--add-module`, lists HTTP modules before the filters): their postconfiguration
+/// restarts both chains from nginx's last filters, so [`install_late`] does it at
+/// init_module. A dynamic module comes after every built-in one.
 ///
 /// # Safety
-/// Called once per configuration cycle, from postconfiguration.
-pub unsafe fn install(main: &Main) {
+/// Called once per configuration cycle, from postconfiguration, with its `cf`.
+pub unsafe fn install(cf: *mut ngx_conf_t, main: &mut Main) {
     if !main.used {
         return;
     }
+    main.late = before_core_filters(cf);
+    if !main.late {
+        chain();
+    }
+}
+
+/// Install the filters held back by [`install`].
+///
+/// # Safety
+/// Called from init_module, with the main configuration of the cycle being initialised.
+pub unsafe fn install_late(main: &Main) {
+    if main.used && main.late {
+        chain();
+    }
+}
+
+/// This module comes before nginx's header filter module in the cycle's module list.
+unsafe fn before_core_filters(cf: *mut ngx_conf_t) -> bool {
+    let cycle = (*cf).cycle;
+    let ours = Module::module().index;
+    (0..(*cycle).modules_n).any(|i| {
+        let m = *(*cycle).modules.add(i);
+        !m.is_null()
+            && !(*m).name.is_null()
+            && core::ffi::CStr::from_ptr((*m).name) == c"ngx_http_header_filter_module"
+            && (*m).index > ours
+    })
+}
+
+/// Put both filters on top of the chains.
+unsafe fn chain() {
     NEXT_HEADER = ngx_http_top_header_filter;
     ngx_http_top_header_filter = Some(header_filter);
     NEXT_BODY = ngx_http_top_body_filter;

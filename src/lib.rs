@@ -114,7 +114,7 @@ mod module {
             if check::directives::postconfiguration(cf, mcf) != Status::NGX_OK {
                 return Status::NGX_ERROR.into();
             }
-            fallback::install(&mcf.fallback);
+            fallback::install(cf, &mut mcf.fallback);
             Status::NGX_OK.into()
         }
 
@@ -168,6 +168,7 @@ mod module {
         // SAFETY: the cycle nginx is initialising; our main conf, if any, is its http{}'s.
         if let Some(mcf) = <Module as HttpModuleMainConf>::main_conf_mut(&*cycle) {
             check::shm::register(&mut mcf.checks);
+            fallback::install_late(&mcf.fallback);
         }
         NGX_OK as ngx_int_t
     }

@@ -18,7 +18,8 @@ package Triage::Harness;
 # Config templates are full nginx.conf texts with placeholders:
 #     %%PORT_<name>%%   a free 127.0.0.1 port, allocated on first use, stable per name
 #     %%PREFIX%%        absolute prefix dir (no trailing slash)
-#     %%LOAD_MODULE%%   "load_module <abs path of TRIAGE_MODULE>;"
+#     %%LOAD_MODULE%%   "load_module <abs path of TRIAGE_MODULE>;" (nothing when TRIAGE_MODULE
+#                       is set and empty: a static build)
 #     %%<KEY>%%         any KEY => value passed to start()/write_config()/test_config()
 # An unknown placeholder is fatal. Unless the template already has them, these
 # lines are APPENDED (so config line numbers stay those of the template):
@@ -64,7 +65,9 @@ my $T_DIR = abs_path(dirname(__FILE__) . '/../..');    # .../t
 my $REPO  = dirname($T_DIR);
 
 our $NGINX  = $ENV{TRIAGE_NGINX}  || "$REPO/nginx-build/out/sbin/nginx";
-our $MODULE = $ENV{TRIAGE_MODULE} || "$REPO/nginx-build/out/modules/ngx_http_triage_module.so";
+# TRIAGE_MODULE set and empty: the module is linked into TRIAGE_NGINX (--add-module), no
+# load_module (nginx-build/test-addmodule --static)
+our $MODULE = $ENV{TRIAGE_MODULE} // "$REPO/nginx-build/out/modules/ngx_http_triage_module.so";
 
 my @ALL;             # live harness objects, for END cleanup
 my %USED_PORTS;      # ports handed out by this process
@@ -313,7 +316,7 @@ sub _placeholder {
     return $self->port($1) if $key =~ /^PORT_(\w+)$/;
     return $self->{prefix} if $key eq 'PREFIX';
     if ($key eq 'LOAD_MODULE') {
-        return $ENV{TRIAGE_STOCK} ? '' : "load_module $self->{module};";
+        return $ENV{TRIAGE_STOCK} || $self->{module} eq '' ? '' : "load_module $self->{module};";
     }
     return $vars->{$key} if exists $vars->{$key};
     croak "config template: unknown placeholder %%$key%%";
