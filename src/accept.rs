@@ -8,8 +8,11 @@
 //! JSON client: axios, fetch wrappers), then the range listed first. Anything else, a
 //! missing header included, gets HTML: browsers send `text/html` or nothing useful.
 
-/// A media range's match against one media type: how specific it is (3 exact type, 2
-/// `type/*`, 1 `*/*`), its quality in thousandths, its position in the header.
+/// A media range's match against one media type: how specific it is (4 the exact type, 3 the
+/// exact type with media type parameters, 2 `type/*`, 1 `*/*`), its quality in thousandths,
+/// its position in the header. The types asked for have no parameters: a range such as
+/// `text/html;level=1` is more specific than the type, and matches it only for want of the
+/// plain `text/html` (clients send `application/json; charset=utf-8` for JSON).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Match {
     pub specificity: u8,
@@ -26,7 +29,7 @@ pub fn quality(accept: &[u8], kind: &[u8], sub: &[u8]) -> u16 {
 /// The best (most specific, then first) range of `accept` matching `kind/sub`.
 pub fn best_match(accept: &[u8], kind: &[u8], sub: &[u8]) -> Option<Match> {
     let mut best: Option<Match> = None;
-    for (position, element) in accept.split(|&c| c == b',').enumerate() {
+    for (position, element) in elements(accept).enumerate() {
         let mut params = element.split(|&c| c == b';');
         let range = trim(params.next().unwrap_or_default());
         let (t, s) = if range == b"*" {
@@ -37,12 +40,12 @@ pub fn best_match(accept: &[u8], kind: &[u8], sub: &[u8]) -> Option<Match> {
             };
             (trim(&range[..slash]), trim(&range[slash + 1..]))
         };
-        let specificity = if t == b"*" && s == b"*" {
+        let mut specificity = if t == b"*" && s == b"*" {
             1
         } else if t.eq_ignore_ascii_case(kind) && s == b"*" {
             2
         } else if t.eq_ignore_ascii_case(kind) && s.eq_ignore_ascii_case(sub) {
-            3
+            4
         } else {
             continue;
         };
@@ -52,6 +55,9 @@ pub fn best_match(accept: &[u8], kind: &[u8], sub: &[u8]) -> Option<Match> {
             if p.len() >= 2 && p[..2].eq_ignore_ascii_case(b"q=") {
                 q = qvalue(trim(&p[2..]));
                 break; // what follows q= are accept-extensions, not media type parameters
+            }
+            if !p.is_empty() && specificity == 4 {
+                specificity = 3; // the exact type, with parameters
             }
         }
         let Some(q) = q else { continue }; // a malformed q: ignore the range
@@ -65,6 +71,31 @@ pub fn best_match(accept: &[u8], kind: &[u8], sub: &[u8]) -> Option<Match> {
         }
     }
     best
+}
+
+/// The elements of an `Accept` value: split at the commas outside quoted strings (a
+/// parameter's value may be quoted, commas and escaped quotes included).
+fn elements(accept: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    let mut ends = Vec::new();
+    for (i, &c) in accept.iter().enumerate() {
+        if escaped {
+            escaped = false;
+        } else if quoted {
+            match c {
+                b'\\' => escaped = true,
+                b'"' => quoted = false,
+                _ => {}
+            }
+        } else if c == b'"' {
+            quoted = true;
+        } else if c == b',' {
+            ends.push((start, i));
+            start = i + 1;
+        }
+    }
+    ends.push((start, accept.len()));
+    ends.into_iter().map(move |(a, b)| &accept[a..b])
 }
 
 /// RFC 9110 qvalue: `0[.ddd]` or `1[.000]`, in thousandths.
@@ -189,6 +220,18 @@ mod tests {
     #[test]
     fn parameters_and_extensions() {
         assert!(json("application/json;charset=utf-8"));
+        // a range with parameters yields to the plain type (RFC 9110's text/html;level=1)
+        assert!(!json(
+            "application/json;q=0.5, text/html;level=1;q=0.1, text/html"
+        ));
+        assert!(json(
+            "text/html;level=1, application/json;q=0.5, text/html;q=0.1"
+        ));
+        // a comma inside a quoted parameter does not end the range
+        assert!(json(r#"text/html;foo="a,b";q=0.1, application/json;q=0.5"#));
+        assert!(json(
+            r#"text/html;foo="a\",b";q=0.1, application/json;q=0.5"#
+        ));
         assert!(json("application/json;q=0.8;level=1, text/html;q=0.7"));
         assert!(json(" application/json ; q=0.9 , text/html ; q=0.8 "));
     }
