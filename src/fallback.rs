@@ -362,11 +362,12 @@ unsafe fn failure(r: *mut ngx_http_request_t, status: u16, spec: &Spec) -> Optio
         && status == 502
         && (*r).err_status == 0
         && !u.is_null()
-        && !(*u).cleanup.is_null()
+        && (!(*u).cleanup.is_null() || from_cache(u))
         && (*u).header_sent() == 0
         && (*u).headers_in.status_n == 502
     {
-        // The backend's own 502, on its way to the client.
+        // The backend's own 502, on its way to the client (from the backend, or stored
+        // earlier by proxy_cache).
         let pc = &(*u).peer;
         return Some(Failure {
             cause: Cause::Upstream502,
@@ -383,6 +384,24 @@ unsafe fn failure(r: *mut ngx_http_request_t, status: u16, spec: &Spec) -> Optio
         });
     }
     None
+}
+
+/// `u`'s response comes from the cache (`proxy_cache` and the like): nginx sends it before
+/// it sets up an upstream connection, so `u->cleanup` is not set.
+#[cfg(ngx_feature = "http_cache")]
+unsafe fn from_cache(u: *const ngx_http_upstream_t) -> bool {
+    matches!(
+        (*u).cache_status(),
+        NGX_HTTP_CACHE_HIT
+            | NGX_HTTP_CACHE_STALE
+            | NGX_HTTP_CACHE_UPDATING
+            | NGX_HTTP_CACHE_REVALIDATED
+    )
+}
+
+#[cfg(not(ngx_feature = "http_cache"))]
+unsafe fn from_cache(_u: *const ngx_http_upstream_t) -> bool {
+    false
 }
 
 #[cold]

@@ -6,7 +6,8 @@
 # headers (plain `add_header` does not, as for any 502); `charset` adds no second charset;
 # `expires` on a page sent as 200 (triage_fallback_status 200) leaves its no-store.
 # And our own body filter: with `upstream_errors=on`, a backend's 502 with a 2 MB body
-# (buffered and unbuffered) is dropped as it comes, and the page goes out once.
+# (buffered and unbuffered) is dropped as it comes, and the page goes out once; a backend's
+# 502 that `proxy_cache` stored is replaced on a cache hit as on the miss.
 #   Run alone: prove -v t/fallback_filters.t
 
 use strict;
@@ -27,7 +28,10 @@ my $big = $t->backend('custom', then => 'close', respond =>
     "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: "
     . length($big_body) . "\r\n\r\n$big_body");
 
-$t->start(<<'CONF', CLOSED => $closed, BIG => $big->addr);
+my $own = $t->backend('bad_gateway');
+my $cache = $t->subdir('cache');
+
+$t->start(<<'CONF', CLOSED => $closed, BIG => $big->addr, OWN => $own->addr, CACHE => $cache);
 %%LOAD_MODULE%%
 worker_processes 1;
 events { worker_connections 128; }
@@ -36,6 +40,7 @@ http {
     gzip_types application/json;
     gzip_min_length 20;
     charset utf-8;
+    proxy_cache_path %%CACHE%% keys_zone=c1:1m;
 
     server {
         listen 127.0.0.1:%%PORT_main%%;
@@ -54,6 +59,13 @@ http {
         location /big/buffered {
             triage_fallback json upstream_errors=on;
             proxy_pass http://%%BIG%%;
+        }
+        location /cached {
+            triage_fallback json upstream_errors=on;
+            proxy_cache c1;
+            proxy_cache_valid any 1m;
+            add_header X-Cache $upstream_cache_status always;
+            proxy_pass http://%%OWN%%;
         }
         location /big/unbuffered {
             triage_fallback json upstream_errors=on;
@@ -125,6 +137,19 @@ for my $p ('/big/buffered', '/big/unbuffered') {
         is($r->{headers}{'content-length'}, length $r->{body}, "$p ($n): Content-Length of the page");
         like($r->{body}, qr/^\{"status":502,"error":"bad_gateway","cause":"upstream_502"/,
             "$p ($n): the page, nothing of the backend's 2 MB");
+    }
+    $c->close;
+}
+
+# proxy_cache stored the backend's 502: the miss and the hits get the page, on one connection
+{
+    my $c = $t->conn('main');
+    for my $n (1 .. 3) {
+        my $r = $c->request(GET => '/cached');
+        is($r->{headers}{'x-cache'}, $n == 1 ? 'MISS' : 'HIT', "/cached $n: " . ($n == 1 ? 'MISS' : 'HIT'));
+        like($r->{body}, qr/^\{"status":502,"error":"bad_gateway","cause":"upstream_502"/,
+            "/cached $n: the page, not the stored 502");
+        is($r->{headers}{'content-length'}, length $r->{body}, "/cached $n: Content-Length of the page");
     }
     $c->close;
 }
