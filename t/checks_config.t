@@ -171,6 +171,12 @@ bad('expect_body bad regex', { UPSTREAM => "check type=http;\n        check_http
     qr/expect_body ~/, qr/invalid check_http_expect_body regex/);
 bad('check_ssl_verify maybe', { UPSTREAM => "check type=https;\n        check_ssl_verify maybe;" },
     qr/verify maybe/, qr/invalid value "maybe" in "check_ssl_verify" directive/);
+{
+    my $out = good('check_ssl_trusted_certificate without check_ssl_verify on',
+        { UPSTREAM => "check type=https;\n        check_ssl_trusted_certificate /nonexistent.pem;" });
+    like($out, qr/\[warn\] check_ssl_trusted_certificate has no effect without "check_ssl_verify on" in upstream "backend" in \S+nginx\.conf:\d+/,
+         'check_ssl_trusted_certificate without check_ssl_verify on: a warning (the file is not read)');
+}
 bad('check_ssl_verify on without a trusted certificate',
     { UPSTREAM => "check type=https;\n        check_ssl_verify on;" }, qr/check type=https/,
     qr/no check_ssl_trusted_certificate for check_ssl_verify in upstream "backend"/);

@@ -664,6 +664,16 @@ pub unsafe fn postconfiguration(cf: *mut ngx_conf_t, mcf: &mut MainConf) -> Stat
             // the server speaks first; tcp and ssl_hello pass once connected
             pure::Kind::Mysql | pure::Kind::Tcp | pure::Kind::SslHello => e.request = Vec::new(),
         }
+        if e.ssl_trusted.is_some() && e.ssl_verify != Some(true) && c.kind.is_tls() {
+            // the file is not even read: an operator expecting verification gets none
+            ngx_log_error!(
+                NGX_LOG_WARN,
+                (*cf).log,
+                "check_ssl_trusted_certificate has no effect without \"check_ssl_verify on\" in upstream \"{}\" in {}",
+                String::from_utf8_lossy(&e.name),
+                e.at
+            );
+        }
         if e.ssl_verify == Some(true) && e.ssl_trusted.is_none() {
             ngx_log_error!(
                 NGX_LOG_EMERG,
