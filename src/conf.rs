@@ -290,7 +290,10 @@ pub static mut COMMANDS: [ngx_command_t; 22] = [
     },
     ngx_command_t {
         name: ngx_string!("check_status"),
-        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1) as ngx_uint_t,
+        // in a server{} too, as UCM has it: the server's own requests (a server of its own
+        // for the page, or what no location matches)
+        type_: (NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1)
+            as ngx_uint_t,
         set: Some(check::set_status),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: 0,

@@ -40,6 +40,11 @@ http {
         location = /cs_csv { check_status csv; }
         location = /cs_json { check_status json; }
     }
+    # UCM takes check_status in a server{} too: a server of its own for the page
+    server {
+        listen 127.0.0.1:%%PORT_cs%%;
+        check_status csv;
+    }
 }
 CONF
 my %v = (A => $A, B => $B, C => $C, CPORT => $c->port);
@@ -51,6 +56,12 @@ wait_until(sub {
     $csv = $t->http('main', '/cs_csv')->{body} // '';
     $csv =~ /^0,u1,\Q$A\E,up,/m && $csv =~ /^1,u1,\Q$B\E,down,0,[1-9]/m && $csv =~ /^2,u2,\Q$C\E,up,/m;
 }, 5);
+
+{
+    my $r = $t->http('cs', '/');
+    is($r->{status}, 200, 'check_status in server{}: 200');
+    is($r->{body}, $csv, 'check_status in server{}: the same csv');
+}
 
 {
     my $r = $t->http('main', '/cs_csv');
