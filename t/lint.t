@@ -166,9 +166,21 @@ fires('nothing listening, and nginx in a container or not',
       in_container()
         ? qr/\(fine if it starts after nginx\); nginx runs in a container, where 127\.0\.0\.1 and ::1 are the container's own loopback: a backend on the host or in another container is not there; connect to another container by its service name \(Docker Compose, a Kubernetes Service\), to the host by host\.docker\.internal or its address, unless nginx shares the backend's network \(network_mode: host, the same pod\)/
         : qr/\(fine if it starts after nginx\)$/);
-# the backend on the other address family's loopback (a listening socket of this test)
+# the backend on the other address family's loopback (a listening socket of this test), on a
+# port that is free on the first family (other processes of the machine use ports too)
+sub listen_only_on {
+    my ($host, $other) = @_;
+    for (1 .. 50) {
+        my $s = IO::Socket::IP->new(LocalHost => $host, LocalPort => 0, Listen => 1) or return;
+        my $free = IO::Socket::IP->new(LocalHost => $other, LocalPort => $s->sockport, Listen => 1);
+        # closed again as it goes out of scope: the port is free there (or that family has
+        # no loopback: nothing can listen there either)
+        return $s if $free || !$!{EADDRINUSE};
+    }
+    return;
+}
 SKIP: {
-    my $v6 = IO::Socket::IP->new(LocalHost => '::1', LocalPort => 0, Listen => 1)
+    my $v6 = listen_only_on('::1', '127.0.0.1')
         or skip "no IPv6 loopback on this machine ($@)", 7;
     my $p6 = $v6->sockport;
     fires('proxy_pass to 127.0.0.1, the backend on [::1] only',
@@ -177,8 +189,7 @@ SKIP: {
           qr/^nothing listens on 127\.0\.0\.1:$p6 \(proxy_pass in location "\/"\), but something listens on \[::1\]:$p6: the backend listens on IPv6 only .*connect to \[::1\]:$p6, or make the backend listen on 127\.0\.0\.1/);
 }
 {
-    my $v4 = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1)
-        or die "listen on 127.0.0.1: $!";
+    my $v4 = listen_only_on('127.0.0.1', '::1') or die "listen on 127.0.0.1: $!";
     my $p4 = $v4->sockport;
     fires('fastcgi_pass to [::1], the backend on 127.0.0.1 only',
           { LOCATION => "fastcgi_pass [::1]:$p4;" },
@@ -191,6 +202,9 @@ silent('proxy_pass to localhost where a backend listens',
 silent('proxy_pass to an address a server of the same configuration listens on',
       { HTTP => "server {\n        listen 127.0.0.1:$closed;\n        return 204;\n    }",
         LOCATION => "proxy_pass http://127.0.0.1:$closed;" });
+silent('proxy_pass to a unix socket a server of the same configuration listens on',
+      { HTTP => "server {\n        listen unix:$sockdir/self.sock;\n        return 204;\n    }",
+        LOCATION => "proxy_pass http://unix:$sockdir/self.sock:;" });
 silent('upstream server on a port a server of the same configuration listens on (all addresses)',
       { HTTP => "upstream app {\n        server 127.0.0.1:$closed;\n    }\n"
               . "    server {\n        listen $closed;\n        return 204;\n    }",

@@ -358,6 +358,7 @@ pub unsafe fn finish(cf: *mut ngx_conf_t, mcf: &mut MainConf) {
         upstreams,
         locations: c.locations,
         listens: listens(cf),
+        unix_listens: unix_listens(cf),
         http_ignore,
         worker: worker(cf),
     };
@@ -373,10 +374,8 @@ pub unsafe fn finish(cf: *mut ngx_conf_t, mcf: &mut MainConf) {
     }
 }
 
-/// The TCP addresses the http{} servers listen on, as nginx has gathered them by
-/// postconfiguration (every server merged, a server without `listen` given nginx's default).
-/// A `quic` listen counts too: the rule then stays silent rather than wrong.
-unsafe fn listens(cf: *mut ngx_conf_t) -> Vec<SocketAddr> {
+/// The http{} servers' `listen` addresses, as nginx has gathered them by postconfiguration.
+unsafe fn listen_addrs(cf: *mut ngx_conf_t) -> Vec<*const sockaddr> {
     let Some(cmcf) = NgxHttpCoreModule::main_conf(&*cf) else {
         return Vec::new();
     };
@@ -393,7 +392,31 @@ unsafe fn listens(cf: *mut ngx_conf_t) -> Vec<SocketAddr> {
         .flat_map(|p| {
             core::slice::from_raw_parts(p.addrs.elts as *const ngx_http_conf_addr_t, p.addrs.nelts)
         })
-        .filter_map(|a| socket_addr(a.opt.sockaddr))
+        .map(|a| a.opt.sockaddr as *const sockaddr)
+        .collect()
+}
+
+/// The paths of the unix sockets the http{} servers listen on (`listen unix:PATH`).
+unsafe fn unix_listens(cf: *mut ngx_conf_t) -> Vec<String> {
+    listen_addrs(cf)
+        .into_iter()
+        .filter(|&sa| !sa.is_null() && i32::from((*sa).sa_family) == libc::AF_UNIX)
+        .map(|sa| {
+            // SAFETY: the family says what the address is; nginx NUL-terminates the path.
+            let un = &*(sa as *const libc::sockaddr_un);
+            let path = core::ffi::CStr::from_ptr(un.sun_path.as_ptr());
+            path.to_string_lossy().into_owned()
+        })
+        .collect()
+}
+
+/// The TCP addresses the http{} servers listen on, as nginx has gathered them by
+/// postconfiguration (every server merged, a server without `listen` given nginx's default).
+/// A `quic` listen counts too: the rule then stays silent rather than wrong.
+unsafe fn listens(cf: *mut ngx_conf_t) -> Vec<SocketAddr> {
+    listen_addrs(cf)
+        .into_iter()
+        .filter_map(|sa| socket_addr(sa))
         .collect()
 }
 

@@ -137,6 +137,8 @@ pub struct Config {
     /// The TCP addresses the http{} servers of this configuration listen on (`listen`, or
     /// nginx's default): nginx itself serves a backend there once it runs.
     pub listens: Vec<SocketAddr>,
+    /// The unix sockets they listen on (`listen unix:PATH`): nginx creates them as it starts.
+    pub unix_listens: Vec<String>,
     /// Codes silenced at http{} level (apply to upstream findings too).
     pub http_ignore: Vec<Code>,
     /// `None` when the worker user could not be determined (socket-permission is skipped).

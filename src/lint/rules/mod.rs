@@ -226,6 +226,7 @@ pub(crate) mod testing {
             upstreams: vec![],
             locations: vec![],
             listens: vec![],
+            unix_listens: vec![],
             http_ignore: vec![],
             worker: Some(Worker {
                 name: "nobody".into(),

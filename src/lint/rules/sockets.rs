@@ -15,6 +15,10 @@ pub(super) fn check(ix: &Index, sys: &dyn SystemView, r: &mut Report) {
         let Target::Unix(path) = &d.target else {
             continue;
         };
+        if ix.cfg.unix_listens.iter().any(|l| l == path) {
+            // nginx in front of itself: it creates the socket as it starts
+            continue;
+        }
         match sys.stat(path) {
             Stat::Missing => r.emit(
                 Code::SocketMissing,
@@ -152,6 +156,13 @@ mod tests {
             .into_iter()
             .map(|f| (f.code, f.message))
             .collect()
+    }
+
+    #[test]
+    fn a_socket_this_configuration_listens_on_is_not_missing() {
+        let mut cfg = php_location();
+        cfg.unix_listens.push("/run/php/fpm.sock".into());
+        assert_eq!(findings(&cfg, &FakeSystem::default()), vec![]);
     }
 
     #[test]
