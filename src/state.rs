@@ -694,7 +694,6 @@ impl Shared {
         });
     }
 
-    /// (generation, time of the last configuration load in ms).
     /// How full the zone is, for the status.
     pub fn usage(&self) -> ZoneSnap {
         ZoneSnap {
@@ -707,6 +706,7 @@ impl Shared {
         }
     }
 
+    /// (generation, time of the last configuration load in ms).
     pub fn load_info(&self) -> (u64, u64) {
         (
             self.generation.load(Ordering::Relaxed),
